@@ -1,0 +1,57 @@
+"""The backbone registry: name -> builder, preprocessing and provenance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from vistrain.preprocess import Preprocess
+
+
+class BackboneUnavailable(RuntimeError):
+    """The backbone's weights cannot be loaded here; the message says how to get them."""
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A pretrained image backbone and everything needed to feed it."""
+
+    name: str
+    build: Callable[[], nn.Module]  # returns the full ImageNet classifier, weights loaded, in eval mode
+    preprocess: Preprocess
+    feature_dim: int
+    weights: str  # where the weights come from, and their version: part of every feature-cache key
+    license: str
+
+    def build_feature_extractor(self) -> nn.Module:
+        """The backbone with its ImageNet classifier removed: images -> pooled feature vectors."""
+        model = self.build()
+        model.reset_classifier(0)
+        return model.eval()
+
+
+_REGISTRY: dict[str, Backbone] = {}
+
+
+def register(backbone: Backbone) -> Backbone:
+    _REGISTRY[backbone.name] = backbone
+    return backbone
+
+
+def get_backbone(name: str) -> Backbone:
+    """Look a backbone up by name, with a clear error listing the known names."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise BackboneUnavailable(f"unknown backbone {name!r}; known backbones: {known}") from None
+
+
+def list_backbones() -> list[Backbone]:
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+# Import the modules that register backbones (after the registry exists).
+from vistrain.backbones import efficientnet_lite  # noqa: E402,F401

@@ -1,0 +1,211 @@
+"""The `vistrain` command line (built with click; tables and progress with rich)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from functools import wraps
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.table import Table
+
+from vistrain.backbones import BackboneUnavailable
+from vistrain.console import console, results
+from vistrain.data import DataError, load_labelled_folder
+from vistrain.heads import HEADS
+from vistrain.run_dir import RunError
+from vistrain.tasks import TASKS
+
+USER_ERRORS = (DataError, RunError, BackboneUnavailable, ValueError)
+
+
+def friendly_errors(command):
+    """Show expected mistakes (bad folders, bad options) as one clear line instead of a traceback."""
+
+    @wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as error:
+            raise click.ClickException(str(error)) from None
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="vistrain")
+def main() -> None:
+    """Train, evaluate and use image classifiers by transfer learning, on a CPU."""
+
+
+def training_options(command):
+    """Options shared by `train` and `demo`."""
+    options = [
+        click.option("--out", type=click.Path(path_type=Path), help="Run directory [default: runs/<timestamp>]."),
+        click.option("--overwrite", is_flag=True, help="Allow an --out directory that already holds files."),
+        click.option("--epochs", default=10, type=click.IntRange(1)),
+        click.option("--batch-size", default=64, type=click.IntRange(1)),
+        click.option("--lr", "learning_rate", default=0.001, type=click.FloatRange(0, min_open=True),
+                     help="Adam learning rate."),
+        click.option("--head", default="mlp", type=click.Choice(HEADS),
+                     help="mlp: dense -> ReLU -> dropout -> output; linear: dropout -> output."),
+        click.option("--hidden", default=256, type=click.IntRange(1), help="Units of the mlp head's dense layer."),
+        click.option("--dropout", default=0.2, type=click.FloatRange(0, 1, max_open=True)),
+        click.option("--task", default="auto", type=click.Choice(("auto", *TASKS)),
+                     help="auto: binary for 2 classes, multiclass for more."),
+        click.option("--val-fraction", default=0.2, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                     help="Share of each class held out for validation when DATA has no val/ folder."),
+        click.option("--seed", default=0, type=int),
+        click.option("--cache-dir", type=click.Path(path_type=Path),
+                     help="Feature cache [default: $VISTRAIN_CACHE or ~/.cache/vistrain]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _train(data: Path, out, overwrite, cache_dir, **settings) -> dict:
+    from vistrain.train import TrainOptions, train
+
+    result = train(data, out, TrainOptions(**settings), cache_dir=cache_dir, overwrite=overwrite)
+    print_metrics(result.metrics)
+    return result.metrics
+
+
+@main.command()
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@training_options
+@friendly_errors
+def train(data: Path, **settings) -> None:
+    """Train a classifier on the labelled images in DATA.
+
+    DATA holds train/<class>/ and val/<class>/ (or validation/) folders, or just <class>/ folders, split into
+    training and validation by --val-fraction. Class ids follow the sorted folder names.
+    """
+    _train(data, **settings)
+
+
+@main.command()
+@training_options
+@friendly_errors
+def demo(**settings) -> None:
+    """Train on the built-in demo: 2,624 solar-cell photos, functional or defective (PyPI elpv-dataset)."""
+    from vistrain.demo import prepare_elpv
+    from vistrain.features import default_cache_dir
+
+    data = prepare_elpv((settings["cache_dir"] or default_cache_dir()) / "datasets" / "elpv")
+    console.print(f"demo data: {data}")
+    _train(data, **settings)
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "output_format", default="table", type=click.Choice(("table", "json")))
+@click.option("--cache-dir", type=click.Path(path_type=Path))
+@friendly_errors
+def evaluate(run: Path, data: Path, output_format: str, cache_dir: Path | None) -> None:
+    """Score the model in RUN on the labelled images in DATA (its val/ folder if it has one, else all)."""
+    from vistrain.metrics import classification_metrics
+    from vistrain.predict import Predictor
+
+    predictor = Predictor.from_run(run)
+    samples, skipped = load_labelled_folder(data, predictor.classes)
+    label_of = {s.path: s.label for s in samples}
+    result = predictor.predict([s.path for s in samples], cache_dir, show_progress=output_format == "table")
+    y_true = np.array([label_of[p] for p in result.paths])
+    metrics = classification_metrics(y_true, result.probabilities.argmax(1), predictor.classes)
+    metrics["skipped"] = [{"file": str(s.path), "reason": s.reason} for s in skipped + result.skipped]
+    if output_format == "json":
+        click.echo(json.dumps(metrics, indent=2))
+    else:
+        print_metrics(metrics)
+        report_skipped(skipped + result.skipped)
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", default=3, type=click.IntRange(1), help="Classes shown per image.")
+@click.option("--threshold", type=click.FloatRange(0, 1),
+              help="Mark predictions whose probability is below this as uncertain.")
+@click.option("--format", "output_format", default="table", type=click.Choice(("table", "csv", "json")))
+@click.option("--cache-dir", type=click.Path(path_type=Path))
+@friendly_errors
+def predict(run: Path, paths: tuple[Path, ...], top_k: int, threshold: float | None, output_format: str,
+            cache_dir: Path | None) -> None:
+    """Predict the class of image files, or of every file in folders, with the model in RUN."""
+    from vistrain.predict import Predictor, expand_paths
+
+    predictor = Predictor.from_run(run)
+    files = expand_paths(list(paths))
+    result = predictor.predict(files, cache_dir, show_progress=output_format == "table")
+    k = min(top_k, len(predictor.classes))
+    rows = []
+    for path, probs in zip(result.paths, result.probabilities):
+        order = np.argsort(-probs)[:k]
+        top = [(predictor.classes[i], float(probs[i])) for i in order]
+        uncertain = threshold is not None and top[0][1] < threshold
+        rows.append({"file": str(path), "class": top[0][0], "probability": top[0][1], "uncertain": uncertain,
+                     "top": top, "error": ""})
+    rows += [{"file": str(s.path), "class": "", "probability": None, "uncertain": False, "top": [],
+              "error": s.reason} for s in result.skipped]
+    order_of = {str(p): i for i, p in enumerate(files)}
+    rows.sort(key=lambda row: order_of[row["file"]])
+    print_predictions(rows, output_format, k)
+
+
+def print_metrics(metrics: dict) -> None:
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix as terminal tables."""
+    names = list(metrics["per_class"])
+    table = Table(title=f"accuracy {metrics['accuracy']:.4f} on {metrics['n_images']} images  "
+                        f"(macro F1 {metrics['macro_f1']:.4f})")
+    for column in ("class", "precision", "recall", "F1", "images"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, m in metrics["per_class"].items():
+        table.add_row(name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
+    results.print(table)
+    matrix = Table(title="confusion matrix")
+    matrix.add_column("true ↓  predicted →")
+    for name in names:
+        matrix.add_column(name, justify="right")
+    for name, row in zip(names, metrics["confusion_matrix"]):
+        matrix.add_row(name, *map(str, row))
+    results.print(matrix)
+
+
+def print_predictions(rows: list[dict], output_format: str, k: int) -> None:
+    if output_format == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if output_format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["file", "class", "probability", "uncertain", "top", "error"])
+        for row in rows:
+            top = ";".join(f"{name}:{p:.4f}" for name, p in row["top"])
+            probability = "" if row["probability"] is None else f"{row['probability']:.6f}"
+            writer.writerow([row["file"], row["class"], probability, row["uncertain"], top, row["error"]])
+        return
+    table = Table()
+    table.add_column("file", overflow="fold")
+    table.add_column("class")
+    table.add_column("probability", justify="right")
+    table.add_column(f"top {k}")
+    for row in rows:
+        if row["error"]:
+            table.add_row(row["file"], "[red]error[/]", "", row["error"])
+            continue
+        label = f"{row['class']} [yellow](uncertain)[/]" if row["uncertain"] else row["class"]
+        top = ", ".join(f"{name} {p:.3f}" for name, p in row["top"])
+        table.add_row(row["file"], label, f"{row['probability']:.4f}", top)
+    results.print(table)
+
+
+def report_skipped(skipped: list) -> None:
+    if skipped:
+        console.print(f"[yellow]skipped {len(skipped)} file(s):[/]")
+        for item in skipped:
+            console.print(f"  {item.path}: {item.reason}")

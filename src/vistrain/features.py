@@ -1,0 +1,181 @@
+"""Backbone features, computed once per image and cached on disk.
+
+The cache is one SQLite file per (backbone, weights, preprocessing) and maps the SHA-256 of an image file's
+bytes to its feature vector. Renaming or moving a file keeps its features; editing it computes them again.
+Each batch is committed as soon as it is computed, so an interrupted run keeps everything done so far, and
+SQLite's locking makes the cache safe for several runs at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from vistrain.backbones import Backbone
+from vistrain.console import console
+from vistrain.data import Skipped
+from vistrain.images import UnreadableImage, load_rgb
+from vistrain.preprocess import Preprocess, eval_transform
+
+FEATURE_FORMAT = 1  # bump when the way features are computed changes, to invalidate old caches
+
+
+def default_cache_dir() -> Path:
+    """$VISTRAIN_CACHE, else $XDG_CACHE_HOME/vistrain, else ~/.cache/vistrain."""
+    if "VISTRAIN_CACHE" in os.environ:
+        return Path(os.environ["VISTRAIN_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vistrain"
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class FeatureCache:
+    """Feature vectors of one backbone and preprocessing, keyed by image-content digest."""
+
+    def __init__(self, directory: Path, backbone: Backbone, preprocess: Preprocess):
+        identity = json.dumps(
+            {"backbone": backbone.name, "weights": backbone.weights, "preprocess": preprocess.to_dict(),
+             "format": FEATURE_FORMAT},
+            sort_keys=True,
+        )
+        key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"features-{backbone.name}-{key}.sqlite"
+        self.dim = backbone.feature_dim
+        self._db = sqlite3.connect(self.path, timeout=120)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS features (digest TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS identity (json TEXT)")
+        if not self._db.execute("SELECT 1 FROM identity").fetchone():
+            self._db.execute("INSERT INTO identity VALUES (?)", (identity,))
+        self._db.commit()
+
+    def get_many(self, digests: list[str]) -> dict[str, np.ndarray]:
+        found = {}
+        for start in range(0, len(digests), 500):
+            chunk = digests[start : start + 500]
+            rows = self._db.execute(
+                f"SELECT digest, vector FROM features WHERE digest IN ({','.join('?' * len(chunk))})", chunk
+            )
+            found.update((digest, np.frombuffer(vector, dtype=np.float32)) for digest, vector in rows)
+        return found
+
+    def put_many(self, items: dict[str, np.ndarray]) -> None:
+        rows = [(digest, np.asarray(v, dtype=np.float32).tobytes()) for digest, v in items.items()]
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?)", rows)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+@dataclass
+class Features:
+    """Feature vectors of the readable files, in input order, with the input indices they belong to."""
+
+    vectors: np.ndarray  # (n_kept, dim) float32
+    kept: list[int]
+    skipped: list[Skipped]
+    computed: int  # how many were computed now rather than read from the cache
+    compute_seconds: float
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    def __init__(self, paths: list[Path], preprocess: Preprocess):
+        self.paths = paths
+        self.transform = eval_transform(preprocess)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str]:
+        try:
+            return index, self.transform(load_rgb(self.paths[index])), ""
+        except UnreadableImage as error:
+            return index, None, str(error)
+
+
+def _collate(items: list[tuple[int, torch.Tensor | None, str]]):
+    good = [(i, x) for i, x, _ in items if x is not None]
+    bad = [(i, reason) for i, x, reason in items if x is None]
+    batch = torch.stack([x for _, x in good]) if good else None
+    return [i for i, _ in good], batch, bad
+
+
+def loader_workers() -> int:
+    """Decoding workers that overlap with inference: one on small machines, more where cores allow."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def extract_features(
+    paths: list[Path],
+    backbone: Backbone,
+    preprocess: Preprocess,
+    cache_dir: Path | None = None,
+    batch_size: int = 32,
+    show_progress: bool = True,
+) -> Features:
+    """Feature vectors for `paths`, reading cached ones and computing (and caching) the rest."""
+    skipped: dict[int, str] = {}
+    digests: dict[int, str] = {}
+    for index, path in enumerate(paths):
+        try:
+            digests[index] = file_digest(path)
+        except OSError as error:
+            skipped[index] = f"cannot read: {error.strerror or error}"
+    cache = FeatureCache(cache_dir or default_cache_dir(), backbone, preprocess)
+    try:
+        cached = cache.get_many(sorted(set(digests.values())))
+        missing = [i for i, digest in digests.items() if digest not in cached]
+        started = time.perf_counter()
+        if missing:
+            failures = _compute_into_cache([paths[i] for i in missing], [digests[i] for i in missing], backbone,
+                                           preprocess, cache, batch_size, show_progress)
+            skipped.update({missing[position]: reason for position, reason in failures.items()})
+        seconds = time.perf_counter() - started
+        vectors = cache.get_many(sorted(set(digests.values())))
+    finally:
+        cache.close()
+    kept = [i for i in range(len(paths)) if i not in skipped]
+    matrix = np.stack([vectors[digests[i]] for i in kept]) if kept else np.zeros((0, backbone.feature_dim), np.float32)
+    return Features(
+        vectors=matrix,
+        kept=kept,
+        skipped=[Skipped(paths[i], reason) for i, reason in sorted(skipped.items())],
+        computed=len(set(missing) - set(skipped)),
+        compute_seconds=seconds,
+    )
+
+
+def _compute_into_cache(
+    paths: list[Path], digests: list[str], backbone: Backbone, preprocess: Preprocess, cache: FeatureCache, batch_size: int,
+    show_progress: bool,
+) -> dict[int, str]:
+    """Compute the features of `paths` and cache them under `digests`; returns {position in paths: reason} for unreadable files."""
+    model = backbone.build_feature_extractor().to(memory_format=torch.channels_last)
+    loader = torch.utils.data.DataLoader(
+        _ImageFiles(paths, preprocess), batch_size=batch_size, num_workers=loader_workers(), collate_fn=_collate
+    )
+    failures: dict[int, str] = {}
+    columns = [TextColumn("features"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=not show_progress, transient=True) as progress:
+        task = progress.add_task("features", total=len(paths))
+        with torch.inference_mode():
+            for positions, batch, bad in loader:
+                failures.update(bad)
+                if batch is not None:
+                    output = model(batch.contiguous(memory_format=torch.channels_last)).numpy()
+                    cache.put_many({digests[p]: row for p, row in zip(positions, output)})
+                progress.advance(task, len(positions) + len(bad))
+    return failures

@@ -1,0 +1,152 @@
+"""The whole training job: data -> features -> head -> metrics -> run directory."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vistrain import tasks
+from vistrain.backbones import get_backbone
+from vistrain.console import console
+from vistrain.data import DataError, Sample, load_dataset
+from vistrain.engine import EpochResult, fit
+from vistrain.features import extract_features
+from vistrain.heads import build_head
+from vistrain.metrics import classification_metrics
+from vistrain.run_dir import CONFIG, new_run_dir, save_head, write_csv, write_json, write_skipped
+
+
+@dataclass
+class TrainOptions:
+    """Everything a training run can be told; the defaults follow the course."""
+
+    backbone: str = "efficientnet_lite0"
+    task: str = "auto"
+    head: str = "mlp"
+    hidden: int = 256
+    dropout: float = 0.2
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 0.001
+    val_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict
+    history: list[EpochResult]
+
+
+def package_versions() -> dict[str, str]:
+    names = ["vistrain", "torch", "torchvision", "timm", "numpy", "pillow", "scikit-learn", "safetensors"]
+    return {"python": platform.python_version(), **{name: version(name) for name in names}}
+
+
+def _tensors(vectors: np.ndarray, samples: list[Sample], kept: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(vectors), torch.tensor([samples[i].label for i in kept])
+
+
+def train(
+    data: str | Path,
+    out: str | Path | None = None,
+    options: TrainOptions | None = None,
+    cache_dir: Path | None = None,
+    overwrite: bool = False,
+    verbose: bool = True,
+) -> TrainResult:
+    """Train a head on frozen backbone features of the images in `data`, and write a run directory."""
+    options = options or TrainOptions()
+    say = console.print if verbose else (lambda *args, **kwargs: None)
+    started = time.perf_counter()
+    dataset = load_dataset(data, options.val_fraction, options.seed)
+    task = tasks.choose_task(options.task, len(dataset.classes))
+    backbone = get_backbone(options.backbone)
+    run = new_run_dir(out, overwrite)
+    say(f"data: {dataset.layout}")
+    say("classes: " + ", ".join(f"{i} = {name}" for i, name in enumerate(dataset.classes)) + f"  (task: {task})")
+    say(f"images: {len(dataset.train)} for training, {len(dataset.val)} for validation")
+
+    samples = dataset.train + dataset.val
+    features = extract_features([s.path for s in samples], backbone, backbone.preprocess, cache_dir,
+                                show_progress=verbose)
+    rate = features.computed / features.compute_seconds if features.computed else None
+    say(f"features: {features.computed} computed" + (f" ({rate:.1f} img/s)" if rate else "")
+        + f", {len(features.kept) - features.computed} from the cache")
+    n_train = len(dataset.train)
+    train_rows = [k for k, i in enumerate(features.kept) if i < n_train]
+    val_rows = [k for k, i in enumerate(features.kept) if i >= n_train]
+    train_xy = _tensors(features.vectors[train_rows], samples, [features.kept[k] for k in train_rows])
+    val_xy = _tensors(features.vectors[val_rows], samples, [features.kept[k] for k in val_rows])
+    _check_usable(train_xy[1], val_xy[1], dataset.classes)
+
+    head = build_head(options.head, backbone.feature_dim, tasks.output_units(task, len(dataset.classes)),
+                      options.hidden, options.dropout)
+    history, best_epoch = fit(
+        head, train_xy, val_xy, task, options.epochs, options.batch_size, options.learning_rate, options.seed,
+        on_epoch=lambda r: say(
+            f"epoch {r.epoch:>3}/{options.epochs}  loss {r.train_loss:.4f}  acc {r.train_accuracy:.4f}  "
+            f"val_loss {r.val_loss:.4f}  val_acc {r.val_accuracy:.4f}"
+        ),
+    )
+    head.eval()
+    with torch.no_grad():
+        val_probs = tasks.probabilities(task, head(val_xy[0])).numpy()
+    val_true = val_xy[1].numpy()
+    metrics = classification_metrics(val_true, val_probs.argmax(1), dataset.classes)
+    best = history[best_epoch - 1]
+    skipped = dataset.skipped + features.skipped
+    metrics.update(
+        best_epoch=best_epoch, val_loss=best.val_loss, n_train=len(train_rows), n_skipped=len(skipped),
+        features_computed=features.computed, features_per_second=rate,
+        wall_seconds=round(time.perf_counter() - started, 2),
+    )
+
+    save_head(run, head)
+    write_json(run / CONFIG, {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "backbone": {"name": backbone.name, "weights": backbone.weights, "feature_dim": backbone.feature_dim},
+        "preprocess": backbone.preprocess.to_dict(),
+        "classes": dataset.classes,
+        "task": task,
+        "head": {"kind": options.head, "hidden": options.hidden, "dropout": options.dropout},
+        "training": {**asdict(options), "optimizer": "adam", "best_epoch": best_epoch,
+                     "best_epoch_rule": "lowest validation loss"},
+        "data": {"root": str(Path(data).resolve()), "layout": dataset.layout,
+                 "n_train": len(train_rows), "n_val": len(val_rows)},
+        "versions": package_versions(),
+    })
+    write_json(run / "metrics.json", metrics)
+    write_csv(run / "history.csv", list(asdict(history[0])), [list(asdict(r).values()) for r in history])
+    val_paths = [samples[features.kept[k]].path for k in val_rows]
+    write_csv(
+        run / "predictions.csv",
+        ["file", "true", "predicted", *(f"prob_{name}" for name in dataset.classes)],
+        [[str(path), dataset.classes[t], dataset.classes[p.argmax()], *(f"{x:.6f}" for x in p)]
+         for path, t, p in zip(val_paths, val_true, val_probs)],
+    )
+    write_skipped(run / "skipped.csv", skipped)
+    if skipped:
+        say(f"[yellow]skipped {len(skipped)} file(s):[/]")
+        for item in skipped:
+            say(f"  {item.path}: {item.reason}")
+    say(f"best epoch {best_epoch}: validation accuracy {metrics['accuracy']:.4f} on {len(val_rows)} images; "
+        f"run saved in {run}")
+    return TrainResult(run, metrics, history)
+
+
+def _check_usable(train_labels: torch.Tensor, val_labels: torch.Tensor, classes: list[str]) -> None:
+    """After unreadable files are dropped, every class still needs training images, and validation some images."""
+    missing = [name for i, name in enumerate(classes) if not (train_labels == i).any()]
+    if missing:
+        raise DataError(f"no readable training images left for class(es): {', '.join(missing)}")
+    if len(val_labels) == 0:
+        raise DataError("no readable validation images; add images or raise --val-fraction")
