@@ -60,9 +60,9 @@ def fit(
 ) -> tuple[list[EpochResult], int]:
     """Train with Adam; the head ends with the weights of the epoch with the lowest validation loss.
 
-    Returns the per-epoch history and the best epoch (1-based).
+    `seed` fixes the order of the batches; seed torch before building the head to fix its initial weights
+    and the dropout masks too. Returns the per-epoch history and the best epoch (1-based).
     """
-    torch.manual_seed(seed)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(*train), batch_size=batch_size, shuffle=True,
         generator=torch.Generator().manual_seed(seed),

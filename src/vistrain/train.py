@@ -88,6 +88,7 @@ def train(
     val_xy = _tensors(features.vectors[val_rows], samples, [features.kept[k] for k in val_rows])
     _check_usable(train_xy[1], val_xy[1], dataset.classes)
 
+    torch.manual_seed(options.seed)  # initial weights and dropout masks
     head = build_head(options.head, backbone.feature_dim, tasks.output_units(task, len(dataset.classes)),
                       options.hidden, options.dropout)
     history, best_epoch = fit(
@@ -106,12 +107,22 @@ def train(
     skipped = dataset.skipped + features.skipped
     metrics.update(
         best_epoch=best_epoch, val_loss=best.val_loss, n_train=len(train_rows), n_skipped=len(skipped),
-        features_computed=features.computed, features_per_second=rate,
-        wall_seconds=round(time.perf_counter() - started, 2),
+        timing={"wall_seconds": round(time.perf_counter() - started, 2), "features_computed": features.computed,
+                "features_per_second": rate},
     )
 
     save_head(run, head)
-    write_json(run / CONFIG, {
+    write_json(run / "metrics.json", metrics)
+    write_csv(run / "history.csv", list(asdict(history[0])), [list(asdict(r).values()) for r in history])
+    val_paths = [samples[features.kept[k]].path for k in val_rows]
+    write_csv(
+        run / "predictions.csv",
+        ["file", "true", "predicted", *(f"prob_{name}" for name in dataset.classes)],
+        [[str(path), dataset.classes[t], dataset.classes[p.argmax()], *(f"{x:.6f}" for x in p)]
+         for path, t, p in zip(val_paths, val_true, val_probs)],
+    )
+    write_skipped(run / "skipped.csv", skipped)
+    write_json(run / CONFIG, {  # last: a run directory with a config is complete
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "backbone": {"name": backbone.name, "weights": backbone.weights, "feature_dim": backbone.feature_dim},
         "preprocess": backbone.preprocess.to_dict(),
@@ -124,16 +135,6 @@ def train(
                  "n_train": len(train_rows), "n_val": len(val_rows)},
         "versions": package_versions(),
     })
-    write_json(run / "metrics.json", metrics)
-    write_csv(run / "history.csv", list(asdict(history[0])), [list(asdict(r).values()) for r in history])
-    val_paths = [samples[features.kept[k]].path for k in val_rows]
-    write_csv(
-        run / "predictions.csv",
-        ["file", "true", "predicted", *(f"prob_{name}" for name in dataset.classes)],
-        [[str(path), dataset.classes[t], dataset.classes[p.argmax()], *(f"{x:.6f}" for x in p)]
-         for path, t, p in zip(val_paths, val_true, val_probs)],
-    )
-    write_skipped(run / "skipped.csv", skipped)
     if skipped:
         say(f"[yellow]skipped {len(skipped)} file(s):[/]")
         for item in skipped:

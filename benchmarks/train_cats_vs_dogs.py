@@ -1,0 +1,51 @@
+"""Benchmark: default `vistrain train` on ../shared/datasets/cats-vs-dogs (500 train, 500 val photos).
+
+Runs the command line twice with a fresh feature cache (cold, then warm) and prints a Markdown table:
+validation accuracy, wall time of each run, and feature-extraction images/s.
+
+    python benchmarks/train_cats_vs_dogs.py [--data PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cats-vs-dogs"
+
+
+def timed_train(data: Path, out: Path, cache: Path) -> tuple[float, dict]:
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "vistrain", "train", str(data), "--out", str(out), "--cache-dir", str(cache)],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - started, json.loads((out / "metrics.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        cold_seconds, cold = timed_train(args.data, scratch / "cold", scratch / "cache")
+        warm_seconds, warm = timed_train(args.data, scratch / "warm", scratch / "cache")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; data: {args.data}")
+    print("| run | val accuracy | wall time (s) | features computed | feature extraction (img/s) |")
+    print("|---|---|---|---|---|")
+    for name, seconds, metrics in (("cold (empty cache)", cold_seconds, cold), ("warm", warm_seconds, warm)):
+        rate = metrics["timing"]["features_per_second"]
+        print(f"| {name} | {metrics['accuracy']:.4f} | {seconds:.1f} | {metrics['timing']['features_computed']} "
+              f"| {f'{rate:.1f}' if rate else '-'} |")
+
+
+if __name__ == "__main__":
+    main()

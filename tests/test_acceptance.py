@@ -1,0 +1,22 @@
+"""Acceptance on the course's own real photos (../shared/datasets beside the project); skipped where absent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED_DATA
+from vistrain.train import train
+
+CATS_VS_DOGS = SHARED_DATA / "cats-vs-dogs"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CATS_VS_DOGS.is_dir(), reason=f"{CATS_VS_DOGS} is not on this machine")
+def test_default_training_on_cats_vs_dogs_reaches_98_5_percent(tmp_path: Path):
+    result = train(CATS_VS_DOGS, tmp_path / "run", verbose=False)
+    assert result.metrics["n_images"] == 500 and result.metrics["n_train"] == 500
+    assert result.metrics["accuracy"] >= 0.985
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["classes"] == ["cat", "dog"]
