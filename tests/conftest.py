@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from PIL import Image, ImageDraw
+
+from vistrain.cli import main
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -53,3 +56,20 @@ def shapes_split(tmp_path_factory) -> Path:
     write_class_folders(root / "train", 16)
     write_class_folders(root / "val", 8, offset=500)
     return root
+
+
+TRAIN_ARGS = ["--epochs", "15", "--seed", "1"]
+
+
+def invoke(*args):
+    """Run the `vistrain` command line in-process; stdout and stderr are kept apart."""
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="session")
+def run(shapes_split: Path, tmp_path_factory) -> Path:
+    """A run directory trained on the shapes with the command line."""
+    out = tmp_path_factory.mktemp("runs") / "shapes"
+    result = invoke("train", shapes_split, "--out", out, *TRAIN_ARGS)
+    assert result.exit_code == 0, result.output
+    return out

@@ -20,3 +20,16 @@ def test_default_training_on_cats_vs_dogs_reaches_98_5_percent(tmp_path: Path):
     assert result.metrics["n_images"] == 500 and result.metrics["n_train"] == 500
     assert result.metrics["accuracy"] >= 0.985
     assert json.loads((tmp_path / "run" / "config.json").read_text())["classes"] == ["cat", "dog"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CATS_VS_DOGS.is_dir(), reason=f"{CATS_VS_DOGS} is not on this machine")
+def test_report_after_default_training_shows_both_classes_and_the_metrics(tmp_path: Path):
+    result = train(CATS_VS_DOGS, tmp_path / "run", verbose=False)
+    html = (tmp_path / "run" / "report.html").read_text()
+    for list_name in ("most_confident", "least_confident", "confidently_wrong"):
+        for name in ("cat", "dog"):
+            assert f'data-list="{list_name}" data-class="{name}"' in html
+    assert f"accuracy {result.metrics['accuracy']:.4f}" in html
+    for name, m in result.metrics["per_class"].items():
+        assert f"<td>{name}</td><td>{m['precision']:.4f}</td><td>{m['recall']:.4f}</td>" in html

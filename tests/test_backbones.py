@@ -8,7 +8,7 @@ from PIL import Image
 from skimage import data as skimage_data
 
 from vistrain.backbones import BackboneUnavailable, get_backbone
-from vistrain.preprocess import eval_transform
+from vistrain.transforms import eval_transform
 
 CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 ESPRESSO = 967

@@ -8,33 +8,20 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from vistrain.cli import main
-
-TRAIN_ARGS = ["--epochs", "15", "--seed", "1"]
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+from conftest import TRAIN_ARGS, invoke
 
 
 def without_timing(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k != "timing"}
 
 
-@pytest.fixture(scope="module")
-def run(shapes_split: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "shapes"
-    result = invoke("train", shapes_split, "--out", out, *TRAIN_ARGS)
-    assert result.exit_code == 0, result.output
-    return out
-
-
 def test_train_writes_a_complete_run_directory(run: Path):
     assert {p.name for p in run.iterdir()} == {
-        "config.json", "head.safetensors", "metrics.json", "history.csv", "predictions.csv", "skipped.csv"
+        "config.json", "head.safetensors", "metrics.json", "history.csv", "predictions.csv", "skipped.csv",
+        "report.html", "inspect_most_confident.csv", "inspect_least_confident.csv",
+        "inspect_confidently_wrong.csv", "inspect_label_errors.csv",
     }
     config = json.loads((run / "config.json").read_text())
     assert config["classes"] == ["circle", "square"]

@@ -158,6 +158,80 @@ def predict(run: Path, paths: tuple[Path, ...], top_k: int, threshold: float | N
     print_predictions(rows, output_format, k)
 
 
+@main.command("inspect")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--top", default=10, type=click.IntRange(1), help="Images per list.")
+@click.option("--cache-dir", type=click.Path(path_type=Path))
+@friendly_errors
+def inspect_command(run: Path, data: Path | None, top: int, cache_dir: Path | None) -> None:
+    """Per class: the most confident, least confident and confidently wrong images, and possible label errors.
+
+    DATA defaults to the run's validation images (their saved predictions are reused). Writes
+    RUN/inspect_*.csv and the HTML report RUN/report.html.
+    """
+    from vistrain.analysis import LIST_TITLES
+    from vistrain.inspect_run import inspect
+
+    result = inspect(run, data, top, cache_dir)
+    for list_name, by_class in result.lists.items():
+        for class_name, entries in by_class.items():
+            print_entries(f"{LIST_TITLES[list_name]}: predicted {class_name}", entries, top)
+    print_entries(LIST_TITLES["label_errors"], result.label_errors, top)
+    console.print(("reused the saved predictions; " if result.reused_predictions else "")
+                  + f"CSV files in {run}/inspect_*.csv; report: {result.report}")
+
+
+@main.command("augment-preview")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="augment-preview.png")
+@click.option("--images", default=4, type=click.IntRange(1), help="Training images shown (rows).")
+@click.option("--views", default=5, type=click.IntRange(1), help="Augmented versions of each (columns).")
+@click.option("--rotation", default=20.0, type=click.FloatRange(0, 180), help="Degrees, either way.")
+@click.option("--shift", default=0.1, type=click.FloatRange(0, 1), help="Share of width/height, either way.")
+@click.option("--zoom", default=0.1, type=click.FloatRange(0, 1, max_open=True), help="Scale 1 ± zoom.")
+@click.option("--flip/--no-flip", default=True, help="Random horizontal flips.")
+@click.option("--backbone", default="efficientnet_lite0", help="Whose input size and resizing to use.")
+@click.option("--seed", default=0, type=int)
+@friendly_errors
+def augment_preview(data: Path, out: Path, images: int, views: int, rotation: float, shift: float, zoom: float,
+                    flip: bool, backbone: str, seed: int) -> None:
+    """Save a grid: a few training images of DATA, each beside augmented versions of it."""
+    from vistrain.augment_preview import preview_grid, sample_training_images
+    from vistrain.transforms import Augmentation
+    from vistrain.backbones import get_backbone
+    from vistrain.data import load_dataset
+    from vistrain.images import UnreadableImage, load_rgb
+    from vistrain.run_dir import write_atomic
+
+    dataset = load_dataset(data, seed=seed)
+    pictures = []
+    for path in sample_training_images([s.path for s in dataset.train], images * 3, seed):
+        try:
+            pictures.append(load_rgb(path))
+        except UnreadableImage as error:
+            console.print(f"[yellow]skipped[/] {path}: {error}")
+        if len(pictures) == images:
+            break
+    if not pictures:
+        raise DataError(f"no readable training images in {data}")
+    augmentation = Augmentation(rotation, shift, zoom, flip)
+    write_atomic(out, preview_grid(pictures, get_backbone(backbone).preprocess, augmentation, views, seed))
+    console.print(f"augmentation {augmentation.to_dict()} -> {out}")
+
+
+def print_entries(title: str, entries: list, top: int) -> None:
+    """A compact table of ranked images; says so when the list is shorter than asked."""
+    note = "" if len(entries) >= top else f"  [dim](only {len(entries)} of {top})[/]"
+    table = Table(title=f"{title}{note}", title_justify="left", show_edge=False)
+    for column, justify in (("#", "right"), ("file", "left"), ("true", "left"), ("predicted", "left"),
+                            ("probability", "right")):
+        table.add_column(column, justify=justify, overflow="fold")
+    for rank, e in enumerate(entries, 1):
+        table.add_row(str(rank), e.file.name, e.true, e.predicted, f"{e.probability:.4f}")
+    results.print(table)
+
+
 def print_metrics(metrics: dict) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix as terminal tables."""
     names = list(metrics["per_class"])

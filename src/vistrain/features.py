@@ -24,7 +24,8 @@ from vistrain.backbones import Backbone
 from vistrain.console import console
 from vistrain.data import Skipped
 from vistrain.images import UnreadableImage, load_rgb
-from vistrain.preprocess import Preprocess, eval_transform
+from vistrain.preprocess import Preprocess
+from vistrain.transforms import eval_transform
 
 FEATURE_FORMAT = 1  # bump when the way features are computed changes, to invalidate old caches
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from vistrain import tasks
@@ -16,7 +17,7 @@ from vistrain.data import Skipped, list_files
 from vistrain.features import extract_features
 from vistrain.heads import build_head
 from vistrain.preprocess import Preprocess
-from vistrain.run_dir import load_head_weights, read_config
+from vistrain.run_dir import WEIGHTS, RunError, read_config
 
 
 @dataclass
@@ -65,6 +66,13 @@ class Predictor:
         """Predict image files (features cached like training's); unreadable files are returned as skipped."""
         features = extract_features(paths, self.backbone, self.preprocess, cache_dir, show_progress=show_progress)
         return Predictions([paths[i] for i in features.kept], self.probabilities(features.vectors), features.skipped)
+
+
+def load_head_weights(run: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(run) / WEIGHTS
+    if not path.is_file():
+        raise RunError(f"{run} has no {WEIGHTS}")
+    return load_file(path)
 
 
 def expand_paths(inputs: list[str | Path]) -> list[Path]:

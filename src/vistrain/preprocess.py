@@ -1,4 +1,4 @@
-"""Preprocessing configs and the eval transform built from them.
+"""Preprocessing configs: how an image becomes a backbone's input (the transforms are in `transforms.py`).
 
 A config travels with every backbone in the registry and is copied into every run's `config.json`;
 prediction rebuilds the transform from the run's copy, never from the backbone's current default.
@@ -8,11 +8,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable
-
-import torch
-from PIL import Image
-from torchvision.transforms import InterpolationMode, v2
 
 
 @dataclass(frozen=True)
@@ -42,16 +37,3 @@ class Preprocess:
             mean=tuple(float(x) for x in values["mean"]),
             std=tuple(float(x) for x in values["std"]),
         )
-
-
-def eval_transform(preprocess: Preprocess) -> Callable[[Image.Image], torch.Tensor]:
-    """Resize the shorter side, centre crop, scale to 0-1 and normalise: PIL RGB image -> CHW float tensor."""
-    return v2.Compose(
-        [
-            v2.PILToTensor(),
-            v2.Resize(preprocess.resize_size, interpolation=InterpolationMode(preprocess.interpolation), antialias=True),
-            v2.CenterCrop(preprocess.input_size),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(preprocess.mean), std=list(preprocess.std)),
-        ]
-    )

@@ -18,14 +18,10 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
-
 from vistrain.data import Skipped
 
 CONFIG = "config.json"
-WEIGHTS = "head.safetensors"
+WEIGHTS = "head.safetensors"  # written by train.save_head, read by predict.load_head_weights
 
 
 class RunError(ValueError):
@@ -69,13 +65,6 @@ def write_skipped(path: Path, skipped: list[Skipped]) -> None:
     write_csv(path, ["file", "reason"], [[str(s.path), s.reason] for s in skipped])
 
 
-def save_head(run: Path, head: nn.Module) -> None:
-    handle, temporary = tempfile.mkstemp(dir=run, prefix=f".{WEIGHTS}.")
-    os.close(handle)
-    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, temporary)
-    os.replace(temporary, run / WEIGHTS)
-
-
 def read_config(run: str | Path) -> dict:
     path = Path(run) / CONFIG
     if not path.is_file():
@@ -83,8 +72,13 @@ def read_config(run: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def load_head_weights(run: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(run) / WEIGHTS
+def read_csv(path: Path) -> list[dict]:
+    """Rows of a CSV file written here, or [] when it does not exist."""
     if not path.is_file():
-        raise RunError(f"{run} has no {WEIGHTS}")
-    return load_file(path)
+        return []
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def read_skipped(run: Path) -> list[Skipped]:
+    return [Skipped(Path(row["file"]), row["reason"]) for row in read_csv(run / "skipped.csv")]

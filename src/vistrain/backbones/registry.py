@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from vistrain.preprocess import Preprocess
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class BackboneUnavailable(RuntimeError):

@@ -1,0 +1,67 @@
+"""Train and eval transforms (as torchvision's classification presets): PIL RGB image -> normalised tensor.
+
+Augmentation is applied to training images only, never to validation or prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode, v2
+
+from vistrain.preprocess import Preprocess
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random changes made to each training image, as in the course: rotation ±20°, shift, zoom, flip."""
+
+    rotation: float = 20.0  # degrees, either way
+    shift: float = 0.1  # share of width/height, either way
+    zoom: float = 0.1  # scale between 1 - zoom and 1 + zoom
+    flip: bool = True  # horizontal
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def eval_transform(preprocess: Preprocess, normalize: bool = True) -> Callable[[Image.Image], torch.Tensor]:
+    """Resize the shorter side, centre crop, scale to 0-1 and normalise: PIL RGB image -> CHW float tensor.
+
+    `normalize=False` keeps 0-1 pixels, for showing the image.
+    """
+    steps = [
+        v2.PILToTensor(),
+        v2.Resize(preprocess.resize_size, interpolation=InterpolationMode(preprocess.interpolation), antialias=True),
+        v2.CenterCrop(preprocess.input_size),
+        v2.ToDtype(torch.float32, scale=True),
+    ]
+    if normalize:
+        steps.append(v2.Normalize(mean=list(preprocess.mean), std=list(preprocess.std)))
+    return v2.Compose(steps)
+
+
+def train_transform(preprocess: Preprocess, augmentation: Augmentation,
+                    normalize: bool = True) -> Callable[[Image.Image], torch.Tensor]:
+    """Augment, then resize and centre-crop like the eval transform; `normalize=False` keeps 0-1 pixels for viewing."""
+    interpolation = InterpolationMode(preprocess.interpolation)
+    steps = [
+        v2.PILToTensor(),
+        v2.RandomAffine(
+            degrees=augmentation.rotation,
+            translate=(augmentation.shift, augmentation.shift),
+            scale=(1 - augmentation.zoom, 1 + augmentation.zoom),
+            interpolation=InterpolationMode.BILINEAR,
+            fill=0,
+        ),
+        v2.RandomHorizontalFlip(0.5 if augmentation.flip else 0.0),
+        v2.Resize(preprocess.resize_size, interpolation=interpolation, antialias=True),
+        v2.CenterCrop(preprocess.input_size),
+        v2.ToDtype(torch.float32, scale=True),
+    ]
+    if normalize:
+        steps.append(v2.Normalize(mean=list(preprocess.mean), std=list(preprocess.std)))
+    return v2.Compose(steps)
