@@ -16,6 +16,7 @@ from vistrain.backbones import BackboneUnavailable
 from vistrain.console import console, results
 from vistrain.data import DataError, load_labelled_folder
 from vistrain.heads import HEADS
+from vistrain.organise import DEFAULT_PATTERN, LINK_MODES
 from vistrain.run_dir import RunError
 from vistrain.tasks import TASKS
 
@@ -218,6 +219,49 @@ def augment_preview(data: Path, out: Path, images: int, views: int, rotation: fl
     augmentation = Augmentation(rotation, shift, zoom, flip)
     write_atomic(out, preview_grid(pictures, get_backbone(backbone).preprocess, augmentation, views, seed))
     console.print(f"augmentation {augmentation.to_dict()} -> {out}")
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--val-fraction", default=0.2, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--test-fraction", default=0.0, type=click.FloatRange(0, 1, max_open=True),
+              help="Also write DEST/test/<class>/.")
+@click.option("--per-class", type=click.IntRange(1), help="Take a random N images per class (the course uses 250).")
+@click.option("--pattern", default=DEFAULT_PATTERN,
+              help="Flat folders: regex with a named group `label`, matched at the start of each file name.")
+@click.option("--label-depth", type=click.IntRange(1),
+              help="Class folder trees: which folder level names the class [default: the leaf folder].")
+@click.option("--image-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="CSV lists: folder the paths are relative to [default: the CSV's folder].")
+@click.option("--link", "mode", default="hardlink", type=click.Choice(LINK_MODES),
+              help="How files get into DEST; originals are never moved or deleted.")
+@click.option("--copy", "mode", flag_value="copy", help="Same as --link copy.")
+@click.option("--symlink", "mode", flag_value="symlink", help="Same as --link symlink.")
+@click.option("--force", is_flag=True, help="Write into a DEST that is not empty.")
+@click.option("--seed", default=0, type=int)
+@friendly_errors
+def split(source: Path, dest: Path, val_fraction: float, test_fraction: float, per_class: int | None, pattern: str,
+          label_depth: int | None, image_root: Path | None, mode: str, force: bool, seed: int) -> None:
+    """Organise SOURCE (a flat folder of files named like cat.1.jpg, a tree of class folders, or a CSV of
+    path,label rows) into DEST/train/<class>/ and DEST/val/<class>/, stratified by class and seeded."""
+    from vistrain.organise import assign_splits, label_source, write_splits
+
+    labelled = label_source(source, pattern, label_depth, image_root)
+    if len(labelled.files) < 2:
+        raise DataError(f"{source}: found {len(labelled.files)} class(es) ({labelled.source}); need at least two")
+    splits = assign_splits(labelled.files, val_fraction, test_fraction, seed, per_class)
+    write_splits(splits, dest, mode, force)
+    console.print(f"{labelled.source} -> {dest} ({mode})")
+    table = Table()
+    table.add_column("class")
+    for name in splits:
+        table.add_column(name, justify="right")
+    for label in sorted(labelled.files):
+        table.add_row(label, *(str(len(splits[name].get(label, []))) for name in splits))
+    table.add_row("[b]total[/]", *(str(sum(map(len, splits[name].values()))) for name in splits))
+    results.print(table)
+    report_skipped(labelled.skipped)
 
 
 def print_entries(title: str, entries: list, top: int) -> None:

@@ -1,0 +1,107 @@
+"""`vistrain split`: flat Kaggle-style folders, nested class trees and CSV lists into train/val(/test)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import invoke, shape_image
+from vistrain.data import load_dataset
+from vistrain.organise import label_class_tree, label_flat_folder
+
+
+def write(path: Path, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape_image("circle", seed, size=32).save(path, format="PNG")
+    return path
+
+
+def counts(root: Path) -> dict[tuple[str, str], int]:
+    return dict(Counter((p.parent.parent.name, p.parent.name) for p in root.glob("*/*/*")))
+
+
+@pytest.fixture
+def flat(tmp_path: Path) -> Path:
+    folder = tmp_path / "flat"
+    for i in range(20):
+        write(folder / f"cat.{i}.jpg", i)
+        write(folder / f"dog_{i}.png", 100 + i)
+    write(folder / "README")  # no label in its name
+    return folder
+
+
+def test_flat_folder_is_split_stratified_with_hard_links(flat: Path, tmp_path: Path):
+    result = invoke("split", flat, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert counts(tmp_path / "out") == {("train", "cat"): 16, ("val", "cat"): 4, ("train", "dog"): 16,
+                                        ("val", "dog"): 4}
+    linked = next((tmp_path / "out" / "train" / "cat").iterdir())
+    assert os.stat(linked).st_nlink == 2  # a hard link, the original untouched
+    assert (flat / linked.name).exists()
+    assert "README" in result.stderr and "does not match" in result.stderr
+    assert load_dataset(tmp_path / "out").classes == ["cat", "dog"]
+
+
+def test_test_split_per_class_sample_and_seed(flat: Path, tmp_path: Path):
+    invoke("split", flat, tmp_path / "a", "--test-fraction", "0.2", "--per-class", "10", "--seed", "5")
+    invoke("split", flat, tmp_path / "b", "--test-fraction", "0.2", "--per-class", "10", "--seed", "5")
+    assert counts(tmp_path / "a") == {(s, c): n for c in ("cat", "dog") for s, n in
+                                      (("train", 6), ("val", 2), ("test", 2))}
+    names = lambda root: sorted(p.relative_to(root).as_posix() for p in root.glob("*/*/*"))  # noqa: E731
+    assert names(tmp_path / "a") == names(tmp_path / "b")
+
+
+def test_copy_and_symlink_modes(flat: Path, tmp_path: Path):
+    invoke("split", flat, tmp_path / "copied", "--copy")
+    invoke("split", flat, tmp_path / "linked", "--symlink")
+    copied = next((tmp_path / "copied" / "train" / "cat").iterdir())
+    linked = next((tmp_path / "linked" / "train" / "cat").iterdir())
+    assert os.stat(copied).st_nlink == 1 and not copied.is_symlink()
+    assert linked.is_symlink() and linked.resolve().parent == flat.resolve()
+
+
+def test_refuses_a_non_empty_destination_unless_forced(flat: Path, tmp_path: Path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    refused = invoke("split", flat, tmp_path / "out")
+    assert refused.exit_code == 1 and "--force" in refused.stderr
+    forced = invoke("split", flat, tmp_path / "out", "--force")
+    assert forced.exit_code == 0 and (tmp_path / "out" / "keep.txt").read_text() == "mine"
+
+
+def test_custom_pattern_needs_a_label_group(flat: Path, tmp_path: Path):
+    bad = invoke("split", flat, tmp_path / "out", "--pattern", "^[a-z]+")
+    assert bad.exit_code == 1 and "named group" in bad.stderr
+    labelled = label_flat_folder(flat, r"^(?P<label>cat|dog)")
+    assert set(labelled.files) == {"cat", "dog"}
+
+
+def test_nested_tree_uses_leaf_folders_and_names_clashes_by_path(tmp_path: Path):
+    root = tmp_path / "animals"
+    for i in range(3):
+        write(root / "domestic" / "cat" / f"{i}.png", i)
+        write(root / "domestic" / "dog" / f"{i}.png", 10 + i)
+        write(root / "wild" / "cat" / f"{i}.png", 20 + i)
+        write(root / "wild" / "wolf" / f"{i}.png", 30 + i)
+    assert sorted(label_class_tree(root).files) == ["dog", "domestic/cat", "wild/cat", "wolf"]
+    assert sorted(label_class_tree(root, label_depth=1).files) == ["domestic", "wild"]
+    result = invoke("split", root, tmp_path / "out", "--val-fraction", "0.34")
+    assert result.exit_code == 0
+    assert {c for _, c in counts(tmp_path / "out")} == {"dog", "domestic-cat", "wild-cat", "wolf"}
+
+
+def test_csv_list_with_bad_rows_reported_by_line(tmp_path: Path):
+    for i in range(5):
+        write(tmp_path / "img" / f"a{i}.png", i)
+        write(tmp_path / "img" / f"b{i}.png", 10 + i)
+    rows = ["path,label"] + [f"img/a{i}.png,ants" for i in range(5)] + [f"img/b{i}.png,bees" for i in range(5)]
+    rows += ["img/missing.png,ants", "img/a0.png,"]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    result = invoke("split", tmp_path / "labels.csv", tmp_path / "out")
+    assert result.exit_code == 0
+    assert counts(tmp_path / "out") == {("train", "ants"): 4, ("val", "ants"): 1, ("train", "bees"): 4,
+                                        ("val", "bees"): 1}
+    assert "line 12: no such file" in result.stderr and "labels.csv:13" in result.stderr
