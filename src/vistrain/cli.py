@@ -264,6 +264,55 @@ def split(source: Path, dest: Path, val_fraction: float, test_fraction: float, p
     report_skipped(labelled.skipped)
 
 
+@main.command()
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--threshold", default=4, type=click.IntRange(0, 64),
+              help="Near duplicates: at most this many of the 64 perceptual-hash bits differ.")
+@click.option("--min-size", default=32, type=click.IntRange(1), help="Flag images smaller than this on a side.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="vistrain-check",
+              help="Folder for the CSV files.")
+@friendly_errors
+def check(data: Path, threshold: int, min_size: int, out: Path) -> None:
+    """Check DATA before training: counts, unreadable files, sizes, duplicates, train/val leakage, label conflicts."""
+    from rich.progress import Progress
+
+    from vistrain.check import check_dataset, imbalance, size_summary
+    from vistrain.run_dir import write_csv
+
+    total = sum(1 for p in data.rglob("*") if p.is_file())
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("checking", total=total)
+        result = check_dataset(data, threshold, on_file=lambda: progress.advance(task))
+    table = Table(title="images per class")
+    table.add_column("class")
+    for split in result.counts:
+        table.add_column(split, justify="right")
+    for label in sorted({label for counts in result.counts.values() for label in counts}):
+        table.add_row(label, *(str(result.counts[s].get(label, 0)) for s in result.counts))
+    table.add_row("[b]imbalance (largest/smallest)[/]", *(f"{imbalance(c):.2f}" for c in result.counts.values()))
+    results.print(table)
+    sizes = size_summary(result.records, min_size)
+    if result.records:
+        results.print(f"sizes (min / median / max): width {sizes['width']}, height {sizes['height']}; "
+                      f"{len(sizes['tiny'])} smaller than {min_size} px on a side")
+    results.print(f"unreadable files: {len(result.unreadable)}")
+    for kind in ("exact", "near"):
+        pairs = [p for p in result.pairs if p.kind == kind]
+        results.print(f"{kind} duplicates: {len(pairs)} pair(s), {sum(p.a.split != p.b.split for p in pairs)} across "
+                      f"splits (leakage), {sum(p.a.label != p.b.label for p in pairs)} with conflicting labels")
+        for pair in pairs[:20]:
+            results.print(f"  {pair.a.path}  ~  {pair.b.path}  (distance {pair.distance}; {pair.where})")
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "duplicates.csv", ["kind", "distance", "where", "file_a", "split_a", "class_a", "file_b",
+                                       "split_b", "class_b"],
+              [[p.kind, p.distance, p.where, p.a.path, p.a.split, p.a.label, p.b.path, p.b.split, p.b.label]
+               for p in result.pairs])
+    write_csv(out / "unreadable.csv", ["file", "reason"], [[s.path, s.reason] for s in result.unreadable])
+    write_csv(out / "images.csv", ["file", "split", "class", "width", "height", "sha256", "phash"],
+              [[r.path, r.split, r.label, r.width, r.height, r.digest, f"{r.phash:016x}"] for r in result.records])
+    console.print(f"CSV files in {out}/: images.csv, duplicates.csv, unreadable.csv")
+
+
 def print_entries(title: str, entries: list, top: int) -> None:
     """A compact table of ranked images; says so when the list is shorter than asked."""
     note = "" if len(entries) >= top else f"  [dim](only {len(entries)} of {top})[/]"

@@ -2,5 +2,5 @@
 
 from rich.console import Console
 
-console = Console(stderr=True, highlight=False)
-results = Console(highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)  # long paths stay on one line
+results = Console(highlight=False, soft_wrap=True)

@@ -87,6 +87,7 @@ class Features:
 
     vectors: np.ndarray  # (n_kept, dim) float32
     kept: list[int]
+    digests: dict[int, str]  # input index -> SHA-256 of the file's bytes
     skipped: list[Skipped]
     computed: int  # how many were computed now rather than read from the cache
     compute_seconds: float
@@ -153,6 +154,7 @@ def extract_features(
     return Features(
         vectors=matrix,
         kept=kept,
+        digests=digests,
         skipped=[Skipped(paths[i], reason) for i, reason in sorted(skipped.items())],
         computed=len(set(missing) - set(skipped)),
         compute_seconds=seconds,

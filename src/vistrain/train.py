@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from vistrain import tasks
 from vistrain.backbones import get_backbone
+from vistrain.check import digest_leaks
 from vistrain.console import console
 from vistrain.data import DataError, Sample, load_dataset
 from vistrain.engine import EpochResult, fit
@@ -86,6 +87,7 @@ def train(
     say(f"features: {features.computed} computed" + (f" ({rate:.1f} img/s)" if rate else "")
         + f", {len(features.kept) - features.computed} from the cache")
     n_train = len(dataset.train)
+    _warn_about_leaks(features.digests, samples, n_train, say)
     train_rows = [k for k, i in enumerate(features.kept) if i < n_train]
     val_rows = [k for k, i in enumerate(features.kept) if i >= n_train]
     train_xy = _tensors(features.vectors[train_rows], samples, [features.kept[k] for k in train_rows])
@@ -155,6 +157,18 @@ def save_head(run: Path, head: torch.nn.Module) -> None:
     os.close(handle)
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, temporary)
     os.replace(temporary, run / WEIGHTS)
+
+
+def _warn_about_leaks(digests: dict[int, str], samples: list[Sample], n_train: int, say) -> None:
+    """The cheap part of `vistrain check`: the same file bytes in training and validation inflate accuracy."""
+    train = {d: samples[i].path for i, d in digests.items() if i < n_train}
+    val = {d: samples[i].path for i, d in digests.items() if i >= n_train}
+    leaks = digest_leaks(train, val)
+    if leaks:
+        say(f"[yellow]warning:[/] {len(leaks)} image(s) are in both training and validation (exact duplicates), "
+            "which inflates validation accuracy; `vistrain check` lists them and near duplicates:")
+        for train_path, val_path in leaks[:10]:
+            say(f"  {train_path} = {val_path}")
 
 
 def _check_usable(train_labels: torch.Tensor, val_labels: torch.Tensor, classes: list[str]) -> None:

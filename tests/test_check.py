@@ -1,0 +1,71 @@
+"""`vistrain check` on generated images with planted exact and near duplicates, corrupt files and conflicts."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+from PIL import ImageEnhance
+
+from conftest import invoke, shape_image
+from vistrain.check import check_dataset
+
+
+def planted(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    for split, n in (("train", 6), ("val", 3)):
+        for c, kind in enumerate(("circle", "square")):
+            folder = root / split / kind
+            folder.mkdir(parents=True)
+            for i in range(n):
+                shape_image(kind, seed=1000 * c + (0 if split == "train" else 100) + i).save(folder / f"{i}.png")
+    # exact duplicate across splits (leakage), same label
+    shutil.copy(root / "train" / "circle" / "0.png", root / "val" / "circle" / "leak.png")
+    # near duplicate within train: the same picture, slightly brighter, re-encoded as JPEG
+    original = shape_image("square", seed=1001)
+    ImageEnhance.Brightness(original).enhance(1.05).save(root / "train" / "square" / "near.jpg", quality=90)
+    # the same image under two classes
+    shutil.copy(root / "train" / "square" / "2.png", root / "train" / "circle" / "conflict.png")
+    # unreadable files
+    (root / "train" / "circle" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (root / "val" / "square" / "empty.png").write_bytes(b"")
+    return root
+
+
+def test_finds_every_planted_problem(tmp_path: Path):
+    result = check_dataset(planted(tmp_path), threshold=4)
+    assert result.counts == {"train": {"circle": 7, "square": 7}, "val": {"circle": 4, "square": 3}}
+    assert {s.path.name for s in result.unreadable} == {"broken.jpg", "empty.png"}
+    exact = {(p.a.path.name, p.b.path.name, p.where) for p in result.pairs if p.kind == "exact"}
+    assert ("0.png", "leak.png", "across train/val") in exact
+    assert any({"conflict.png", "2.png"} == {a, b} and "conflicting labels" in where for a, b, where in exact)
+    near = [p for p in result.pairs if p.kind == "near"]
+    assert any({p.a.path.name, p.b.path.name} == {"1.png", "near.jpg"} for p in near)
+    assert len(result.leaks()) >= 1 and len(result.conflicts()) >= 1
+
+
+def test_the_threshold_bounds_the_hash_distance(tmp_path: Path):
+    data = planted(tmp_path)
+    strict, loose = check_dataset(data, threshold=0), check_dataset(data, threshold=20)
+    assert all(p.distance == 0 for p in strict.pairs)
+    assert len(loose.pairs) > len(strict.pairs) and max(p.distance for p in loose.pairs) <= 20
+
+
+def test_check_command_prints_a_summary_and_writes_csvs(tmp_path: Path):
+    data = planted(tmp_path)
+    result = invoke("check", data, "--out", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    assert "unreadable files: 2" in result.stdout
+    assert "1 across splits (leakage)" in result.stdout
+    with open(tmp_path / "report" / "duplicates.csv", newline="") as handle:
+        kinds = {row["kind"] for row in csv.DictReader(handle)}
+    assert kinds == {"exact", "near"}
+    assert (tmp_path / "report" / "images.csv").read_text().count("\n") == 1 + 21
+
+
+def test_train_warns_about_exact_duplicates_across_splits(tmp_path: Path):
+    data = planted(tmp_path)
+    result = invoke("train", data, "--out", tmp_path / "run", "--epochs", "1")
+    assert result.exit_code == 0
+    assert "in both training and validation" in result.stderr and "leak.png" in result.stderr
