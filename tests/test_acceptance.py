@@ -33,3 +33,28 @@ def test_report_after_default_training_shows_both_classes_and_the_metrics(tmp_pa
     assert f"accuracy {result.metrics['accuracy']:.4f}" in html
     for name, m in result.metrics["per_class"].items():
         assert f"<td>{name}</td><td>{m['precision']:.4f}</td><td>{m['recall']:.4f}</td>" in html
+
+
+FLAT = SHARED_DATA / "dogs-vs-cats-flat"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FLAT.is_dir(), reason=f"{FLAT} is not on this machine")
+def test_split_the_kaggle_flat_folder_then_train(tmp_path: Path):
+    from conftest import invoke
+
+    split = invoke("split", FLAT, tmp_path / "data", "--per-class", "100")
+    assert split.exit_code == 0, split.output
+    result = train(tmp_path / "data", tmp_path / "run", verbose=False)
+    assert result.metrics["n_images"] == 40 and result.metrics["accuracy"] >= 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CATS_VS_DOGS.is_dir(), reason=f"{CATS_VS_DOGS} is not on this machine")
+def test_check_lists_the_near_duplicates_in_cats_vs_dogs():
+    from vistrain.check import check_dataset
+
+    result = check_dataset(CATS_VS_DOGS)
+    assert not result.unreadable
+    pairs = {frozenset((p.a.path.name, p.b.path.name)) for p in result.pairs}
+    assert frozenset(("dog.180.jpg", "dog.74.jpg")) in pairs
