@@ -104,3 +104,12 @@ def test_evaluation_folder_uses_val_and_rejects_unknown_classes(tmp_path: Path):
     assert [s.label for s in samples] == [0]
     with pytest.raises(DataError, match="does not know.*cat"):
         load_labelled_folder(tmp_path, ["dog", "fox"])
+
+
+def test_label_depth_picks_the_folder_level_of_nested_trees(tmp_path: Path):
+    for group, leaf in (("domestic", "cat"), ("domestic", "dog"), ("wild", "wolf"), ("wild", "fox")):
+        class_folders(tmp_path / group, {leaf: 5})
+    assert load_dataset(tmp_path).classes == ["domestic", "wild"]
+    assert load_dataset(tmp_path, label_depth=2).classes == ["cat", "dog", "fox", "wolf"]
+    with pytest.raises(DataError, match="no class folders"):
+        load_dataset(tmp_path / "wild" / "fox", label_depth=1)

@@ -60,6 +60,8 @@ def training_options(command):
         click.option("--val-fraction", default=0.2, type=click.FloatRange(0, 1, min_open=True, max_open=True),
                      help="Share of each class held out for validation when DATA has no val/ folder."),
         click.option("--seed", default=0, type=int),
+        click.option("--label-depth", type=click.IntRange(1),
+                     help="Nested trees: the folder level that names the class [default: the top-level folder]."),
         click.option("--cache-dir", type=click.Path(path_type=Path),
                      help="Feature cache [default: $VISTRAIN_CACHE or ~/.cache/vistrain]."),
     ]

@@ -63,13 +63,23 @@ def list_files(folder: Path) -> list[Path]:
     return sorted(files)
 
 
-def read_class_folders(root: Path) -> tuple[dict[str, list[Path]], list[Skipped]]:
-    """Map each class folder of `root` to its files; files lying directly in `root` are skipped."""
+def read_class_folders(root: Path, label_depth: int | None = None) -> tuple[dict[str, list[Path]], list[Skipped]]:
+    """Map each class folder of `root` to its files; files lying directly in `root` are skipped.
+
+    By default the top-level folders are the classes (files in their sub-folders included); with
+    `label_depth` K, the folders K levels down are (see `vistrain split --label-depth`).
+    """
     if not root.is_dir():
         raise DataError(f"{root} is not a folder")
     entries = sorted(p for p in root.iterdir() if not is_hidden(p))
-    folders = {p.name: list_files(p) for p in entries if p.is_dir()}
-    loose = [Skipped(p, "not inside a class folder") for p in entries if p.is_file()]
+    if label_depth is None:
+        folders = {p.name: list_files(p) for p in entries if p.is_dir()}
+        loose = [Skipped(p, "not inside a class folder") for p in entries if p.is_file()]
+    else:
+        from vistrain.organise import label_class_tree
+
+        labelled = label_class_tree(root, label_depth)
+        folders, loose = labelled.files, labelled.skipped
     if not folders:
         hint = " (a flat folder of files named like cat.1.jpg? run `vistrain split` first)" if loose else ""
         raise DataError(f"{root} has no class folders{hint}")
@@ -109,13 +119,13 @@ def find_split_dirs(root: Path) -> tuple[Path, Path | None]:
     return root, None
 
 
-def load_dataset(root: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
+def load_dataset(root: str | Path, val_fraction: float = 0.2, seed: int = 0, label_depth: int | None = None) -> Dataset:
     """Discover classes and samples under `root`, splitting off a validation set when there is none."""
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root} does not exist")
     train_dir, val_dir = find_split_dirs(root)
-    train_folders, skipped = read_class_folders(train_dir)
+    train_folders, skipped = read_class_folders(train_dir, label_depth)
     classes = sorted(train_folders)
     if len(classes) < 2:
         raise DataError(f"{train_dir} has a single class folder ({classes[0]}); a classifier needs at least two")
@@ -123,7 +133,7 @@ def load_dataset(root: str | Path, val_fraction: float = 0.2, seed: int = 0) -> 
         train, val = stratified_split(_samples(train_folders, classes), val_fraction, seed)
         layout = f"class folders in {train_dir}, {val_fraction:.0%} split off for validation (seed {seed})"
         return Dataset(classes, train, val, layout, skipped)
-    val_folders, val_loose = read_class_folders(val_dir)
+    val_folders, val_loose = read_class_folders(val_dir, label_depth)
     if sorted(val_folders) != classes:
         only_train = sorted(set(classes) - set(val_folders))
         only_val = sorted(set(val_folders) - set(classes))

@@ -42,6 +42,7 @@ class TrainOptions:
     learning_rate: float = 0.001
     val_fraction: float = 0.2
     seed: int = 0
+    label_depth: int | None = None  # class = folder this many levels down (default: the top-level folder)
 
 
 @dataclass
@@ -72,7 +73,7 @@ def train(
     options = options or TrainOptions()
     say = console.print if verbose else (lambda *args, **kwargs: None)
     started = time.perf_counter()
-    dataset = load_dataset(data, options.val_fraction, options.seed)
+    dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth)
     task = tasks.choose_task(options.task, len(dataset.classes))
     backbone = get_backbone(options.backbone)
     run = new_run_dir(out, overwrite)
