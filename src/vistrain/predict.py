@@ -21,7 +21,7 @@ from vistrain.run_dir import WEIGHTS, RunError, read_config
 
 
 @dataclass
-class Predictions:
+class ImagePredictions:
     """Class probabilities for the readable files, and the files that could not be read."""
 
     paths: list[Path]
@@ -62,10 +62,10 @@ class Predictor:
         """Class probabilities from backbone features."""
         return tasks.probabilities(self.task, self.head(torch.from_numpy(features))).numpy()
 
-    def predict(self, paths: list[Path], cache_dir: Path | None = None, show_progress: bool = True) -> Predictions:
+    def predict(self, paths: list[Path], cache_dir: Path | None = None, show_progress: bool = True) -> ImagePredictions:
         """Predict image files (features cached like training's); unreadable files are returned as skipped."""
         features = extract_features(paths, self.backbone, self.preprocess, cache_dir, show_progress=show_progress)
-        return Predictions([paths[i] for i in features.kept], self.probabilities(features.vectors), features.skipped)
+        return ImagePredictions([paths[i] for i in features.kept], self.probabilities(features.vectors), features.skipped)
 
 
 def load_head_weights(run: str | Path) -> dict[str, torch.Tensor]:
