@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vistrain.data import DataError, load_dataset, load_labelled_folder
+from vistrain.data import DataError, load_dataset, load_labelled
 
 
 def touch(path: Path) -> Path:
@@ -28,7 +28,7 @@ def test_train_and_val_folders_are_used_as_they_are(tmp_path: Path):
     class_folders(tmp_path / "validation", {"dog": 1, "cat": 1})
     dataset = load_dataset(tmp_path)
     assert dataset.classes == ["cat", "dog"]  # sorted folder names = class ids
-    assert Counter(s.label for s in dataset.train) == {0: 2, 1: 3}
+    assert Counter(s.target for s in dataset.train) == {0: 2, 1: 3}
     assert len(dataset.val) == 2
     assert all("validation" in str(s.path) for s in dataset.val)
 
@@ -36,8 +36,8 @@ def test_train_and_val_folders_are_used_as_they_are(tmp_path: Path):
 def test_class_folders_are_split_stratified_and_seeded(tmp_path: Path):
     class_folders(tmp_path, {"a": 50, "b": 10})
     dataset = load_dataset(tmp_path, val_fraction=0.2, seed=3)
-    assert Counter(s.label for s in dataset.val) == {0: 10, 1: 2}
-    assert Counter(s.label for s in dataset.train) == {0: 40, 1: 8}
+    assert Counter(s.target for s in dataset.val) == {0: 10, 1: 2}
+    assert Counter(s.target for s in dataset.train) == {0: 40, 1: 8}
     assert not {s.path for s in dataset.val} & {s.path for s in dataset.train}
     again = load_dataset(tmp_path, val_fraction=0.2, seed=3)
     other = load_dataset(tmp_path, val_fraction=0.2, seed=4)
@@ -48,8 +48,8 @@ def test_class_folders_are_split_stratified_and_seeded(tmp_path: Path):
 def test_small_classes_keep_an_image_on_each_side(tmp_path: Path):
     class_folders(tmp_path, {"a": 2, "b": 30})
     dataset = load_dataset(tmp_path, val_fraction=0.1)
-    assert Counter(s.label for s in dataset.val)[0] == 1
-    assert Counter(s.label for s in dataset.train)[0] == 1
+    assert Counter(s.target for s in dataset.val)[0] == 1
+    assert Counter(s.target for s in dataset.train)[0] == 1
 
 
 def test_hidden_files_are_ignored_and_loose_files_reported(tmp_path: Path):
@@ -99,11 +99,11 @@ def test_missing_folder(tmp_path: Path):
 def test_evaluation_folder_uses_val_and_rejects_unknown_classes(tmp_path: Path):
     class_folders(tmp_path / "train", {"cat": 2, "dog": 2})
     class_folders(tmp_path / "val", {"cat": 1})
-    samples, _ = load_labelled_folder(tmp_path, ["cat", "dog"])
+    samples, _ = load_labelled(tmp_path, ["cat", "dog"], "binary")
     assert [s.path.parent.parent.name for s in samples] == ["val"]
-    assert [s.label for s in samples] == [0]
+    assert [s.target for s in samples] == [0]
     with pytest.raises(DataError, match="does not know.*cat"):
-        load_labelled_folder(tmp_path, ["dog", "fox"])
+        load_labelled(tmp_path, ["dog", "fox"], "binary")
 
 
 def test_label_depth_picks_the_folder_level_of_nested_trees(tmp_path: Path):

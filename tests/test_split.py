@@ -104,4 +104,4 @@ def test_csv_list_with_bad_rows_reported_by_line(tmp_path: Path):
     assert result.exit_code == 0
     assert counts(tmp_path / "out") == {("train", "ants"): 4, ("val", "ants"): 1, ("train", "bees"): 4,
                                         ("val", "bees"): 1}
-    assert "line 12: no such file" in result.stderr and "labels.csv:13" in result.stderr
+    assert "labels.csv line 12: no such file" in result.stderr and "labels.csv line 13: empty label" in result.stderr

@@ -16,46 +16,73 @@ LIST_TITLES = {
     "least_confident": "least confident",
     "confidently_wrong": "confidently wrong",
     "label_errors": "possible label errors",
+    "largest_errors": "largest errors",
 }
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One image in a ranked list."""
+    """One image in a ranked list: classes with probabilities, or (regression) values with the error."""
 
     file: Path
     true: str
     predicted: str
-    probability: float  # of the predicted class
-    label_probability: float  # of the given (true) class
+    probability: float | None = None  # of the predicted class
+    label_probability: float | None = None  # of the given (true) class
+    error: float | None = None  # regression: |predicted - true|, summed over targets
 
 
 @dataclass
 class Predictions:
-    """Predictions for labelled images: what `inspect` and the report are computed from."""
+    """Predictions for labelled images: what `inspect` and the report are computed from.
+
+    `targets`: class ids (n,) for single-label tasks, 0/1 per label (n, k) for multilabel, values (n, k) for
+    regression; `outputs`: class or label probabilities, or values (n, k). A binary view of one label of a
+    multi-label model has `thresholds` = [its threshold].
+    """
 
     files: list[Path]
-    labels: np.ndarray  # (n,) true class ids
-    probabilities: np.ndarray  # (n, n_classes)
+    targets: np.ndarray
+    outputs: np.ndarray
     classes: list[str]
+    task: str = "multiclass"
+    thresholds: list[float] | None = None
 
     @property
     def predicted(self) -> np.ndarray:
-        return self.probabilities.argmax(1)
+        if self.task == "binary" and self.thresholds:
+            return (self.outputs[:, 1] >= self.thresholds[0]).astype(int)
+        return self.outputs.argmax(1)
 
     @property
     def confidence(self) -> np.ndarray:
-        return self.probabilities.max(1)
+        return self.outputs.max(1)
 
     @property
     def margin(self) -> np.ndarray:
-        """Top probability minus the runner-up: 0 on the decision boundary."""
-        ordered = np.sort(self.probabilities, axis=1)
+        """Distance from the decision boundary: top probability minus the runner-up, or (binary with a
+        threshold) twice the distance of p from the threshold."""
+        if self.task == "binary" and self.thresholds:
+            return 2 * np.abs(self.outputs[:, 1] - self.thresholds[0])
+        ordered = np.sort(self.outputs, axis=1)
         return ordered[:, -1] - ordered[:, -2]
 
     def entry(self, i: int) -> Entry:
-        return Entry(self.files[i], self.classes[self.labels[i]], self.classes[self.predicted[i]],
-                     float(self.confidence[i]), float(self.probabilities[i, self.labels[i]]))
+        if self.task == "regression":
+            return Entry(self.files[i], format_values(self.targets[i]), format_values(self.outputs[i]),
+                         error=float(np.abs(self.outputs[i] - self.targets[i]).sum()))
+        return Entry(self.files[i], self.classes[self.targets[i]], self.classes[self.predicted[i]],
+                     float(self.outputs[i, self.predicted[i]]), float(self.outputs[i, self.targets[i]]))
+
+    def label_view(self, j: int) -> "Predictions":
+        """Multilabel: label j as a binary problem ("not <label>" / "<label>") at its threshold."""
+        name, p = self.classes[j], self.outputs[:, j]
+        return Predictions(self.files, self.targets[:, j].astype(int), np.stack([1 - p, p], axis=1),
+                           [f"not {name}", name], "binary", [self.thresholds[j]] if self.thresholds else None)
+
+
+def format_values(values: np.ndarray) -> str:
+    return ", ".join(f"{v:.4g}" for v in np.atleast_1d(values))
 
 
 def ranked_lists(predictions: Predictions, top: int) -> dict[str, dict[str, list[Entry]]]:
@@ -65,7 +92,7 @@ def ranked_lists(predictions: Predictions, top: int) -> dict[str, dict[str, list
     lists: dict[str, dict[str, list[Entry]]] = {name: {} for name in LISTS}
     for c, name in enumerate(p.classes):
         as_class = np.flatnonzero(p.predicted == c)
-        wrong = as_class[p.labels[as_class] != c]
+        wrong = as_class[p.targets[as_class] != c]
         lists["most_confident"][name] = _take(p, as_class, -p.confidence[as_class], top)
         lists["least_confident"][name] = _take(p, as_class, p.margin[as_class], top)
         lists["confidently_wrong"][name] = _take(p, wrong, -p.confidence[wrong], top)
@@ -75,8 +102,15 @@ def ranked_lists(predictions: Predictions, top: int) -> dict[str, dict[str, list
 def label_errors(predictions: Predictions, top: int) -> list[Entry]:
     """Images whose given label gets the lowest probability: candidates for relabelling."""
     p = predictions
-    own = p.probabilities[np.arange(len(p.labels)), p.labels]
-    return _take(p, np.arange(len(p.labels)), own, top)
+    own = p.outputs[np.arange(len(p.targets)), p.targets]
+    return _take(p, np.arange(len(p.targets)), own, top)
+
+
+def largest_errors(predictions: Predictions, top: int) -> list[Entry]:
+    """Regression: the images whose predicted values are furthest from the true ones."""
+    p = predictions
+    error = np.abs(p.outputs - p.targets).sum(1)
+    return _take(p, np.arange(len(p.targets)), -error, top)
 
 
 def _take(p: Predictions, indices: np.ndarray, sort_key: np.ndarray, top: int) -> list[Entry]:
@@ -84,9 +118,21 @@ def _take(p: Predictions, indices: np.ndarray, sort_key: np.ndarray, top: int) -
     return [p.entry(int(indices[k])) for k in order[:top]]
 
 
+def analyse(predictions: Predictions, top: int) -> tuple[dict[str, dict[str, dict[str, list[Entry]]]], list[Entry]]:
+    """(ranked lists by section, then the label errors or, for regression, the largest errors). Sections: one,
+    named "", for single-label tasks; one per label (each a yes/no problem at its threshold) for multilabel;
+    none for regression."""
+    p = predictions
+    if p.task == "regression":
+        return {}, largest_errors(p, top)
+    if p.task == "multilabel":
+        return {name: ranked_lists(p.label_view(j), top) for j, name in enumerate(p.classes)}, []
+    return {"": ranked_lists(p, top)}, label_errors(p, top)
+
+
 def reliability(predictions: Predictions, bins: int = 10) -> dict:
     """Confidence vs accuracy in equal-width bins, and the expected calibration error (ECE)."""
-    confidence, correct = predictions.confidence, predictions.predicted == predictions.labels
+    confidence, correct = predictions.confidence, predictions.predicted == predictions.targets
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
     rows, ece = [], 0.0
@@ -102,7 +148,7 @@ def reliability(predictions: Predictions, bins: int = 10) -> dict:
 
 def coverage(predictions: Predictions, target_accuracy: float = 0.99) -> dict:
     """Accuracy on the images kept, and the share kept, as the abstain threshold rises."""
-    confidence, correct = predictions.confidence, predictions.predicted == predictions.labels
+    confidence, correct = predictions.confidence, predictions.predicted == predictions.targets
     rows = []
     for threshold in np.round(np.arange(0.0, 1.0, 0.01), 2):
         kept = confidence >= threshold

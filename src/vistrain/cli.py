@@ -14,11 +14,10 @@ from rich.table import Table
 
 from vistrain.backbones import BackboneUnavailable
 from vistrain.console import console, results
-from vistrain.data import DataError, load_labelled_folder
+from vistrain.data import TASKS, DataError, load_labelled
 from vistrain.heads import HEADS
 from vistrain.organise import DEFAULT_PATTERN, LINK_MODES
 from vistrain.run_dir import RunError
-from vistrain.tasks import TASKS
 
 USER_ERRORS = (DataError, RunError, BackboneUnavailable, ValueError)
 
@@ -56,7 +55,12 @@ def training_options(command):
         click.option("--hidden", default=256, type=click.IntRange(1), help="Units of the mlp head's dense layer."),
         click.option("--dropout", default=0.2, type=click.FloatRange(0, 1, max_open=True)),
         click.option("--task", default="auto", type=click.Choice(("auto", *TASKS)),
-                     help="auto: binary for 2 classes, multiclass for more."),
+                     help="auto: binary for 2 classes, multiclass for more; from a CSV, multilabel when labels "
+                          "are listed as a;b, regression for numbers (more than 2 distinct values)."),
+        click.option("--class-weight", type=click.Choice(("balanced",)),
+                     help="Weigh the loss against class imbalance (n / (classes x count) per class)."),
+        click.option("--sampler", type=click.Choice(("balanced",)),
+                     help="Draw training batches so that every class comes up equally often."),
         click.option("--val-fraction", default=0.2, type=click.FloatRange(0, 1, min_open=True, max_open=True),
                      help="Share of each class held out for validation when DATA has no val/ folder."),
         click.option("--seed", default=0, type=int),
@@ -70,25 +74,47 @@ def training_options(command):
     return command
 
 
-def _train(data: Path, out, overwrite, cache_dir, **settings) -> dict:
+def label_options(command):
+    """DATA or --labels, for `train`, `evaluate` and `inspect`."""
+    command = click.option("--image-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                           help="Folder the --labels paths are relative to [default: the CSV's folder].")(command)
+    return click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                        help="CSV of path,label rows (path,\"a;b\" for multi-label; path,value[,value...] for "
+                             "regression; optional header and split column), instead of DATA.")(command)
+
+
+def data_source(data: Path | None, labels: Path | None, required: bool = True) -> Path | None:
+    """DATA or --labels, not both."""
+    if data is not None and labels is not None:
+        raise click.UsageError("give DATA or --labels, not both (--image-root sets where --labels paths start)")
+    if required and data is None and labels is None:
+        raise click.UsageError("give DATA (a folder of class folders) or --labels FILE.csv")
+    return data if data is not None else labels
+
+
+def _train(data: Path, out, overwrite, cache_dir, image_root=None, **settings) -> dict:
     from vistrain.train import TrainOptions, train
 
-    result = train(data, out, TrainOptions(**settings), cache_dir=cache_dir, overwrite=overwrite)
+    result = train(data, out, TrainOptions(**settings), cache_dir=cache_dir, overwrite=overwrite,
+                   image_root=image_root)
     print_metrics(result.metrics)
+    report_skipped(result.skipped)
     return result.metrics
 
 
 @main.command()
-@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@label_options
 @training_options
 @friendly_errors
-def train(data: Path, **settings) -> None:
-    """Train a classifier on the labelled images in DATA.
+def train(data: Path | None, labels: Path | None, **settings) -> None:
+    """Train a model on the labelled images in DATA, or on the list given by --labels.
 
     DATA holds train/<class>/ and val/<class>/ (or validation/) folders, or just <class>/ folders, split into
-    training and validation by --val-fraction. Class ids follow the sorted folder names.
+    training and validation by --val-fraction. Class ids follow the sorted folder names. Multi-label and
+    regression targets come from a --labels CSV (regression also from folders named by numbers).
     """
-    _train(data, **settings)
+    _train(data_source(data, labels), **settings)
 
 
 @main.command()
@@ -106,21 +132,24 @@ def demo(**settings) -> None:
 
 @main.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@label_options
 @click.option("--format", "output_format", default="table", type=click.Choice(("table", "json")))
 @click.option("--cache-dir", type=click.Path(path_type=Path))
 @friendly_errors
-def evaluate(run: Path, data: Path, output_format: str, cache_dir: Path | None) -> None:
-    """Score the model in RUN on the labelled images in DATA (its val/ folder if it has one, else all)."""
-    from vistrain.metrics import classification_metrics
+def evaluate(run: Path, data: Path | None, labels: Path | None, image_root: Path | None, output_format: str,
+             cache_dir: Path | None) -> None:
+    """Score the model in RUN on labelled images: DATA (its val/ folder if it has one, else all) or --labels."""
+    from vistrain.metrics import task_metrics
     from vistrain.predict import Predictor
 
     predictor = Predictor.from_run(run)
-    samples, skipped = load_labelled_folder(data, predictor.classes)
-    label_of = {s.path: s.label for s in samples}
+    samples, skipped = load_labelled(data_source(data, labels), predictor.classes, predictor.task, image_root)
+    target_of = {s.path: s.target for s in samples}
     result = predictor.predict([s.path for s in samples], cache_dir, show_progress=output_format == "table")
-    y_true = np.array([label_of[p] for p in result.paths])
-    metrics = classification_metrics(y_true, result.probabilities.argmax(1), predictor.classes)
+    targets = np.array([target_of[p] for p in result.paths])
+    metrics = task_metrics(predictor.task, targets, result.outputs, predictor.classes, predictor.thresholds)
+    metrics["task"] = predictor.task
     metrics["skipped"] = [{"file": str(s.path), "reason": s.reason} for s in skipped + result.skipped]
     if output_format == "json":
         click.echo(json.dumps(metrics, indent=2))
@@ -134,26 +163,23 @@ def evaluate(run: Path, data: Path, output_format: str, cache_dir: Path | None) 
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top-k", default=3, type=click.IntRange(1), help="Classes shown per image.")
 @click.option("--threshold", type=click.FloatRange(0, 1),
-              help="Mark predictions whose probability is below this as uncertain.")
+              help="Mark predictions whose probability is below this as uncertain; multi-label models: one "
+                   "threshold for every label instead of the ones tuned on validation.")
 @click.option("--format", "output_format", default="table", type=click.Choice(("table", "csv", "json")))
 @click.option("--cache-dir", type=click.Path(path_type=Path))
 @friendly_errors
 def predict(run: Path, paths: tuple[Path, ...], top_k: int, threshold: float | None, output_format: str,
             cache_dir: Path | None) -> None:
-    """Predict the class of image files, or of every file in folders, with the model in RUN."""
+    """Predict image files, or every file in folders, with the model in RUN: the class, the labels over their
+    thresholds (multi-label) or the values (regression)."""
     from vistrain.predict import Predictor, expand_paths
 
     predictor = Predictor.from_run(run)
     files = expand_paths(list(paths))
     result = predictor.predict(files, cache_dir, show_progress=output_format == "table")
     k = min(top_k, len(predictor.classes))
-    rows = []
-    for path, probs in zip(result.paths, result.probabilities):
-        order = np.argsort(-probs)[:k]
-        top = [(predictor.classes[i], float(probs[i])) for i in order]
-        uncertain = threshold is not None and top[0][1] < threshold
-        rows.append({"file": str(path), "class": top[0][0], "probability": top[0][1], "uncertain": uncertain,
-                     "top": top, "error": ""})
+    rows = [{"file": str(path), **row, "error": ""}
+            for path, row in zip(result.paths, predictor.describe(result.outputs, threshold, k))]
     rows += [{"file": str(s.path), "class": "", "probability": None, "uncertain": False, "top": [],
               "error": s.reason} for s in result.skipped]
     order_of = {str(p): i for i, p in enumerate(files)}
@@ -164,23 +190,29 @@ def predict(run: Path, paths: tuple[Path, ...], top_k: int, threshold: float | N
 @main.command("inspect")
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@label_options
 @click.option("--top", default=10, type=click.IntRange(1), help="Images per list.")
 @click.option("--cache-dir", type=click.Path(path_type=Path))
 @friendly_errors
-def inspect_command(run: Path, data: Path | None, top: int, cache_dir: Path | None) -> None:
-    """Per class: the most confident, least confident and confidently wrong images, and possible label errors.
+def inspect_command(run: Path, data: Path | None, labels: Path | None, image_root: Path | None, top: int,
+                    cache_dir: Path | None) -> None:
+    """Per class: the most confident, least confident and confidently wrong images, and possible label errors;
+    per label for multi-label models; the largest errors for regression.
 
-    DATA defaults to the run's validation images (their saved predictions are reused). Writes
+    DATA (or --labels) defaults to the run's validation images (their saved predictions are reused). Writes
     RUN/inspect_*.csv and the HTML report RUN/report.html.
     """
     from vistrain.analysis import LIST_TITLES
     from vistrain.inspect_run import inspect
 
-    result = inspect(run, data, top, cache_dir)
-    for list_name, by_class in result.lists.items():
-        for class_name, entries in by_class.items():
-            print_entries(f"{LIST_TITLES[list_name]}: predicted {class_name}", entries, top)
-    print_entries(LIST_TITLES["label_errors"], result.label_errors, top)
+    result = inspect(run, data_source(data, labels, required=False), top, cache_dir, image_root=image_root)
+    for lists in result.lists.values():
+        for list_name, by_class in lists.items():
+            for class_name, entries in by_class.items():
+                print_entries(f"{LIST_TITLES[list_name]}: predicted {class_name}", entries, top)
+    if result.label_errors:
+        regression = result.label_errors[0].error is not None
+        print_entries(LIST_TITLES["largest_errors" if regression else "label_errors"], result.label_errors, top)
     console.print(("reused the saved predictions; " if result.reused_predictions else "")
                   + f"CSV files in {run}/inspect_*.csv; report: {result.report}")
 
@@ -319,24 +351,42 @@ def print_entries(title: str, entries: list, top: int) -> None:
     """A compact table of ranked images; says so when the list is shorter than asked."""
     note = "" if len(entries) >= top else f"  [dim](only {len(entries)} of {top})[/]"
     table = Table(title=f"{title}{note}", title_justify="left", show_edge=False)
-    for column, justify in (("#", "right"), ("file", "left"), ("true", "left"), ("predicted", "left"),
-                            ("probability", "right")):
+    last = "error" if entries and entries[0].error is not None else "probability"
+    for column, justify in (("#", "right"), ("file", "left"), ("true", "left"), ("predicted", "left"), (last, "right")):
         table.add_column(column, justify=justify, overflow="fold")
     for rank, e in enumerate(entries, 1):
-        table.add_row(str(rank), e.file.name, e.true, e.predicted, f"{e.probability:.4f}")
+        table.add_row(str(rank), e.file.name, e.true, e.predicted,
+                      f"{e.error:.4g}" if last == "error" else f"{e.probability:.4f}")
     results.print(table)
 
 
 def print_metrics(metrics: dict) -> None:
-    """Accuracy, per-class precision/recall/F1 and the confusion matrix as terminal tables."""
+    """The task's metrics as terminal tables."""
+    if "per_target" in metrics:
+        r2 = "n/a" if metrics["r2"] is None else f"{metrics['r2']:.4f}"
+        _print_table(f"MAE {metrics['mae']:.4g} · RMSE {metrics['rmse']:.4g} · R² {r2} on {metrics['n_images']} images",
+                     ("target", "MAE", "RMSE", "R²"),
+                     [(name, f"{m['mae']:.4g}", f"{m['rmse']:.4g}", "n/a" if m["r2"] is None else f"{m['r2']:.4f}")
+                      for name, m in metrics["per_target"].items()])
+        return
+    if "per_label" in metrics:
+        mean_ap = metrics["mean_average_precision"]
+        _print_table(f"micro F1 {metrics['micro_f1']:.4f} · macro F1 {metrics['macro_f1']:.4f} · mAP "
+                     f"{'n/a' if mean_ap is None else f'{mean_ap:.4f}'} · exact match {metrics['exact_match']:.4f} "
+                     f"on {metrics['n_images']} images",
+                     ("label", "threshold", "precision", "recall", "F1", "AP", "images"),
+                     [(name, f"{m['threshold']:.2f}", f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}",
+                       "n/a" if m["average_precision"] is None else f"{m['average_precision']:.4f}", str(m["support"]))
+                      for name, m in metrics["per_label"].items()])
+        return
+    extra = "".join(f" · {key.replace('_', ' ')} {value:.4f}" for key, value in metrics.items()
+                    if key == "roc_auc" or (key.startswith("top_") and key.endswith("_accuracy")))
+    _print_table(f"accuracy {metrics['accuracy']:.4f} on {metrics['n_images']} images  "
+                 f"(macro F1 {metrics['macro_f1']:.4f}{extra})",
+                 ("class", "precision", "recall", "F1", "images"),
+                 [(name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
+                  for name, m in metrics["per_class"].items()])
     names = list(metrics["per_class"])
-    table = Table(title=f"accuracy {metrics['accuracy']:.4f} on {metrics['n_images']} images  "
-                        f"(macro F1 {metrics['macro_f1']:.4f})")
-    for column in ("class", "precision", "recall", "F1", "images"):
-        table.add_column(column, justify="left" if column == "class" else "right")
-    for name, m in metrics["per_class"].items():
-        table.add_row(name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
-    results.print(table)
     matrix = Table(title="confusion matrix")
     matrix.add_column("true ↓  predicted →")
     for name in names:
@@ -344,6 +394,15 @@ def print_metrics(metrics: dict) -> None:
     for name, row in zip(names, metrics["confusion_matrix"]):
         matrix.add_row(name, *map(str, row))
     results.print(matrix)
+
+
+def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    results.print(table)
 
 
 def print_predictions(rows: list[dict], output_format: str, k: int) -> None:
@@ -369,7 +428,8 @@ def print_predictions(rows: list[dict], output_format: str, k: int) -> None:
             continue
         label = f"{row['class']} [yellow](uncertain)[/]" if row["uncertain"] else row["class"]
         top = ", ".join(f"{name} {p:.3f}" for name, p in row["top"])
-        table.add_row(row["file"], label, f"{row['probability']:.4f}", top)
+        probability = "" if row["probability"] is None else f"{row['probability']:.4f}"
+        table.add_row(row["file"], label, probability, top)
     results.print(table)
 
 

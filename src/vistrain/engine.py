@@ -14,37 +14,45 @@ from vistrain import tasks
 
 @dataclass
 class EpochResult:
+    """One epoch's losses and scores; the score is the task's (see `tasks.SCORE_NAMES`)."""
+
     epoch: int
     train_loss: float
-    train_accuracy: float
+    train_score: float
     val_loss: float
-    val_accuracy: float
+    val_score: float
+
+    def as_row(self, score_name: str) -> dict[str, float]:
+        """For history.csv: the score columns carry the score's name (train_accuracy, val_mae...)."""
+        return {"epoch": self.epoch, "train_loss": self.train_loss, f"train_{score_name}": self.train_score,
+                "val_loss": self.val_loss, f"val_{score_name}": self.val_score}
 
 
 def train_one_epoch(head: nn.Module, loader: torch.utils.data.DataLoader, task: str,
-                    optimizer: torch.optim.Optimizer) -> tuple[float, float]:
-    """One pass over the training features; returns (mean loss, accuracy)."""
+                    optimizer: torch.optim.Optimizer, weights: torch.Tensor | None = None) -> tuple[float, float]:
+    """One pass over the training features; returns (mean loss, score)."""
     head.train()
-    total_loss, correct, seen = 0.0, 0, 0
-    for features, labels in loader:
+    total_loss, total_score, seen = 0.0, 0.0, 0
+    for features, targets in loader:
         logits = head(features)
-        batch_loss = tasks.loss(task, logits, labels)
+        batch_loss = tasks.loss(task, logits, targets, weights)
         optimizer.zero_grad()
         batch_loss.backward()
         optimizer.step()
-        total_loss += batch_loss.item() * len(labels)
-        correct += (tasks.probabilities(task, logits).argmax(1) == labels).sum().item()
-        seen += len(labels)
-    return total_loss / seen, correct / seen
+        total_loss += batch_loss.item() * len(targets)
+        total_score += tasks.score(task, tasks.outputs(task, logits.detach()), targets) * len(targets)
+        seen += len(targets)
+    return total_loss / seen, total_score / seen
 
 
 @torch.no_grad()
-def evaluate(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, task: str) -> tuple[float, float, torch.Tensor]:
-    """Returns (mean loss, accuracy, class probabilities) on a whole feature matrix."""
+def evaluate(head: nn.Module, features: torch.Tensor, targets: torch.Tensor, task: str,
+             weights: torch.Tensor | None = None) -> tuple[float, float, torch.Tensor]:
+    """Returns (mean loss, score, outputs) on a whole feature matrix."""
     head.eval()
     logits = head(features)
-    probs = tasks.probabilities(task, logits)
-    return tasks.loss(task, logits, labels).item(), (probs.argmax(1) == labels).float().mean().item(), probs
+    predicted = tasks.outputs(task, logits)
+    return tasks.loss(task, logits, targets, weights).item(), tasks.score(task, predicted, targets), predicted
 
 
 def fit(
@@ -56,24 +64,30 @@ def fit(
     batch_size: int,
     learning_rate: float,
     seed: int,
+    weights: torch.Tensor | None = None,
+    sample_weights: torch.Tensor | None = None,
     on_epoch: Callable[[EpochResult], None] = lambda result: None,
 ) -> tuple[list[EpochResult], int]:
     """Train with Adam; the head ends with the weights of the epoch with the lowest validation loss.
 
-    `seed` fixes the order of the batches; seed torch before building the head to fix its initial weights
-    and the dropout masks too. Returns the per-epoch history and the best epoch (1-based).
+    `weights` weigh the loss (see `tasks.loss`); `sample_weights` draw the batches with replacement in
+    proportion to them instead of shuffling. `seed` fixes the batches; seed torch before building the head to
+    fix its initial weights and the dropout masks too. Returns the per-epoch history and the best epoch (1-based).
     """
+    generator = torch.Generator().manual_seed(seed)
+    sampler = None if sample_weights is None else torch.utils.data.WeightedRandomSampler(
+        sample_weights.double(), num_samples=len(sample_weights), replacement=True, generator=generator)
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(*train), batch_size=batch_size, shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
+        torch.utils.data.TensorDataset(*train), batch_size=batch_size, shuffle=sampler is None,
+        sampler=sampler, generator=generator if sampler is None else None,
     )
     optimizer = torch.optim.Adam(head.parameters(), lr=learning_rate)
     history: list[EpochResult] = []
     best_loss, best_epoch, best_state = float("inf"), 0, None
     for epoch in range(1, epochs + 1):
-        train_loss, train_accuracy = train_one_epoch(head, loader, task, optimizer)
-        val_loss, val_accuracy, _ = evaluate(head, *val, task)
-        result = EpochResult(epoch, train_loss, train_accuracy, val_loss, val_accuracy)
+        train_loss, train_score = train_one_epoch(head, loader, task, optimizer, weights)
+        val_loss, val_score, _ = evaluate(head, *val, task, weights)
+        result = EpochResult(epoch, train_loss, train_score, val_loss, val_score)
         history.append(result)
         on_epoch(result)
         if val_loss < best_loss:

@@ -6,7 +6,6 @@ DEST/<split>/<class>/.
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 import re
@@ -67,24 +66,16 @@ def label_class_tree(folder: Path, label_depth: int | None = None) -> Labelled:
 
 
 def label_csv(csv_path: Path, image_root: Path | None = None) -> Labelled:
-    """Label files from a CSV of `path,label` rows (a header row is optional); paths are relative to
+    """Label files from a CSV of `path,label` rows (see `vistrain.labels_csv`); paths are relative to
     `image_root`, by default the CSV's folder."""
-    root = image_root or csv_path.parent
+    from vistrain.labels_csv import parse_targets, read_label_csv
+
+    table = read_label_csv(csv_path, image_root)
+    rows, labels, bad = parse_targets(table, "classes")
     files: dict[str, list[Path]] = defaultdict(list)
-    skipped = []
-    with open(csv_path, newline="") as handle:
-        for line, row in enumerate(csv.reader(handle), 1):
-            if line == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
-                continue
-            if len(row) < 2 or not row[0].strip() or not row[1].strip():
-                skipped.append(Skipped(Path(f"{csv_path}:{line}"), "needs a path and a label"))
-                continue
-            path = root / row[0].strip()
-            if not path.is_file():
-                skipped.append(Skipped(path, f"{csv_path.name} line {line}: no such file"))
-                continue
-            files[row[1].strip()].append(path)
-    return Labelled(dict(files), skipped, f"CSV list {csv_path}")
+    for row, label in zip(rows, labels):
+        files[label].append(row.path)
+    return Labelled(dict(files), table.skipped + bad, f"CSV list {csv_path}")
 
 
 def label_source(source: Path, pattern: str = DEFAULT_PATTERN, label_depth: int | None = None,

@@ -36,16 +36,32 @@ def confusion_heatmap(matrix: list[list[int]], classes: list[str]) -> bytes:
 
 
 def training_curves(history: list[dict]) -> bytes:
-    """Loss and accuracy per epoch, training and validation."""
+    """Loss and the task's score (accuracy, label accuracy or MAE) per epoch, training and validation."""
     epochs = [int(row["epoch"]) for row in history]
-    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(9, 3.2))
-    for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
+    score = next(key[len("train_"):] for key in history[0] if key.startswith("train_") and key != "train_loss")
+    figure, (loss_axes, score_axes) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for axes, metric in ((loss_axes, "loss"), (score_axes, score)):
         axes.plot(epochs, [float(r[f"train_{metric}"]) for r in history], "o-", label="train")
         axes.plot(epochs, [float(r[f"val_{metric}"]) for r in history], "o-", label="validation")
         axes.set_xlabel("epoch")
         axes.set_title(metric)
         axes.grid(alpha=0.3)
         axes.legend()
+    return _png(figure)
+
+
+def predicted_vs_true(targets: np.ndarray, values: np.ndarray, names: list[str]) -> bytes:
+    """Regression: predicted against true value, one panel per target; the diagonal is a perfect prediction."""
+    figure, panels = plt.subplots(1, len(names), figsize=(4 * len(names), 4), squeeze=False)
+    for j, (axes, name) in enumerate(zip(panels[0], names)):
+        low = min(targets[:, j].min(), values[:, j].min())
+        high = max(targets[:, j].max(), values[:, j].max())
+        axes.scatter(targets[:, j], values[:, j], s=12, alpha=0.5)
+        axes.plot([low, high], [low, high], "k--", label="predicted = true")
+        axes.set_xlabel(f"true {name}")
+        axes.set_ylabel(f"predicted {name}")
+        axes.grid(alpha=0.3)
+        axes.legend(loc="upper left")
     return _png(figure)
 
 

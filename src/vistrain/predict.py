@@ -22,10 +22,11 @@ from vistrain.run_dir import WEIGHTS, RunError, read_config
 
 @dataclass
 class ImagePredictions:
-    """Class probabilities for the readable files, and the files that could not be read."""
+    """Outputs for the readable files (class or label probabilities, or values; see `tasks.outputs`), and the
+    files that could not be read."""
 
     paths: list[Path]
-    probabilities: np.ndarray  # (n, n_classes)
+    outputs: np.ndarray  # (n, n_outputs)
     skipped: list[Skipped]
 
 
@@ -36,6 +37,7 @@ class Predictor:
         self.config = config
         self.classes: list[str] = config["classes"]
         self.task: str = config["task"]
+        self.thresholds: list[float] | None = config.get("thresholds")  # multilabel, tuned on validation
         self.preprocess = Preprocess.from_dict(config["preprocess"])
         self.backbone = backbone
         self.head = head.eval()
@@ -52,20 +54,44 @@ class Predictor:
         head_config = config["head"]
         head = build_head(
             head_config["kind"], backbone.feature_dim, tasks.output_units(config["task"], len(config["classes"])),
-            head_config["hidden"], head_config["dropout"],
+            head_config["hidden"], head_config["dropout"], rescale=config["task"] == "regression",
         )
         head.load_state_dict(load_head_weights(run))
         return cls(config, head, backbone)
 
     @torch.no_grad()
-    def probabilities(self, features: np.ndarray) -> np.ndarray:
-        """Class probabilities from backbone features."""
-        return tasks.probabilities(self.task, self.head(torch.from_numpy(features))).numpy()
+    def outputs(self, features: np.ndarray) -> np.ndarray:
+        """The head's outputs for backbone features (see `tasks.outputs`)."""
+        return tasks.outputs(self.task, self.head(torch.from_numpy(features))).numpy()
 
     def predict(self, paths: list[Path], cache_dir: Path | None = None, show_progress: bool = True) -> ImagePredictions:
         """Predict image files (features cached like training's); unreadable files are returned as skipped."""
         features = extract_features(paths, self.backbone, self.preprocess, cache_dir, show_progress=show_progress)
-        return ImagePredictions([paths[i] for i in features.kept], self.probabilities(features.vectors), features.skipped)
+        return ImagePredictions([paths[i] for i in features.kept], self.outputs(features.vectors), features.skipped)
+
+
+    def describe(self, outputs: np.ndarray, threshold: float | None = None, k: int = 3) -> list[dict]:
+        """One plain dict per image: `class` (the top class; the labels over their thresholds joined by ';';
+        or the value(s)), `probability` (single-label: of that class), `uncertain` and `top` (name, output)
+        pairs. `threshold`: single-label, abstain below it; multilabel, one threshold for every label instead of
+        the tuned ones."""
+        if threshold is not None and self.task == "regression":
+            raise ValueError("--threshold does not apply to a regression model")
+        rows = []
+        for row in outputs:
+            if self.task == "regression":
+                rows.append({"class": ", ".join(f"{v:.6g}" for v in row), "probability": None, "uncertain": False,
+                             "top": [(name, float(v)) for name, v in zip(self.classes, row)]})
+                continue
+            top = [(self.classes[i], float(row[i])) for i in np.argsort(-row, kind="stable")[:k]]
+            if self.task == "multilabel":
+                cut = np.full(len(row), threshold) if threshold is not None else np.asarray(self.thresholds)
+                chosen = [name for name, p, t in zip(self.classes, row, cut) if p >= t]
+                rows.append({"class": ";".join(chosen), "probability": None, "uncertain": False, "top": top})
+            else:
+                rows.append({"class": top[0][0], "probability": top[0][1], "top": top,
+                             "uncertain": threshold is not None and top[0][1] < threshold})
+        return rows
 
 
 def load_head_weights(run: str | Path) -> dict[str, torch.Tensor]:

@@ -10,10 +10,10 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from vistrain import plots
-from vistrain.analysis import LIST_TITLES, Entry, Predictions, coverage, label_errors, ranked_lists, reliability
+from vistrain.analysis import LIST_TITLES, Entry, Predictions, analyse, coverage, reliability
 from vistrain.data import Skipped
 from vistrain.images import UnreadableImage, load_rgb
-from vistrain.metrics import classification_metrics
+from vistrain.metrics import task_metrics
 from vistrain.run_dir import write_atomic
 
 REPORT = "report.html"
@@ -48,24 +48,28 @@ def _b64(png: bytes) -> str:
 def render_report(run: Path, config: dict, predictions: Predictions, history: list[dict], skipped: list[Skipped],
                   source: str, top: int = 10) -> str:
     """The report as an HTML string."""
-    lists = ranked_lists(predictions, top)
-    errors = label_errors(predictions, top)
-    metrics = classification_metrics(predictions.labels, predictions.predicted, predictions.classes)
-    calibration = reliability(predictions)
-    abstain = coverage(predictions)
-    shown: list[Entry] = [e for by_class in lists.values() for entries in by_class.values() for e in entries] + errors
+    p = predictions
+    sections, errors = analyse(p, top)
+    metrics = task_metrics(p.task, p.targets, p.outputs, p.classes, p.thresholds)
+    single_label = p.task in ("binary", "multiclass")
+    calibration = reliability(p) if single_label else None
+    abstain = coverage(p) if single_label else None
+    shown: list[Entry] = [e for lists in sections.values() for by_class in lists.values()
+                          for entries in by_class.values() for e in entries] + errors
     thumbs = {str(e.file): thumbnail(e.file) for e in shown}
-    figures = {
-        "confusion": _b64(plots.confusion_heatmap(metrics["confusion_matrix"], predictions.classes)),
-        "curves": _b64(plots.training_curves(history)) if history else "",
-        "reliability": _b64(plots.reliability_diagram(calibration)),
-        "coverage": _b64(plots.coverage_curve(abstain)),
-    }
+    figures = {"curves": _b64(plots.training_curves(history)) if history else ""}
+    if single_label:
+        figures.update(confusion=_b64(plots.confusion_heatmap(metrics["confusion_matrix"], p.classes)),
+                       reliability=_b64(plots.reliability_diagram(calibration)),
+                       coverage=_b64(plots.coverage_curve(abstain)))
+    if p.task == "regression":
+        figures["scatter"] = _b64(plots.predicted_vs_true(p.targets, p.outputs, p.classes))
     return _environment.get_template("report.html.j2").render(
-        run_name=run.name, config=config, source=source, created=datetime.now().strftime("%Y-%m-%d %H:%M"),
-        metrics=metrics, plots=figures, lists=lists, label_errors=errors, titles=LIST_TITLES,
-        descriptions=DESCRIPTIONS, top=top, thumbs=thumbs, reliability=calibration, coverage=abstain,
-        coverage_rows=[r for r in abstain["rows"] if r["threshold"] in COVERAGE_TABLE_THRESHOLDS],
+        run_name=run.name, config=config, task=p.task, source=source,
+        created=datetime.now().strftime("%Y-%m-%d %H:%M"), metrics=metrics, plots=figures, sections=sections,
+        errors=errors, titles=LIST_TITLES, descriptions=DESCRIPTIONS, top=top, thumbs=thumbs,
+        reliability=calibration, coverage=abstain,
+        coverage_rows=[r for r in abstain["rows"] if r["threshold"] in COVERAGE_TABLE_THRESHOLDS] if abstain else [],
         skipped=[{"file": str(s.path), "reason": s.reason} for s in skipped],
     )
 

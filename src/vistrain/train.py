@@ -19,12 +19,13 @@ from vistrain import tasks
 from vistrain.backbones import get_backbone
 from vistrain.check import digest_leaks
 from vistrain.console import console
-from vistrain.data import DataError, Sample, load_dataset
+from vistrain.analysis import Predictions
+from vistrain.data import DataError, Dataset, Sample, Skipped, load_dataset
 from vistrain.engine import EpochResult, fit
 from vistrain.features import extract_features
 from vistrain.heads import build_head
-from vistrain.inspect_run import inspect
-from vistrain.metrics import classification_metrics
+from vistrain.inspect_run import PREDICTIONS, inspect, write_predictions
+from vistrain.metrics import HEADLINE, task_metrics, tune_thresholds
 from vistrain.run_dir import CONFIG, WEIGHTS, new_run_dir, write_csv, write_json, write_skipped
 
 
@@ -43,6 +44,8 @@ class TrainOptions:
     val_fraction: float = 0.2
     seed: int = 0
     label_depth: int | None = None  # class = folder this many levels down (default: the top-level folder)
+    class_weight: str | None = None  # "balanced": loss weights against class imbalance
+    sampler: str | None = None  # "balanced": draw batches so that classes come up equally often
 
 
 @dataclass
@@ -50,6 +53,7 @@ class TrainResult:
     run_dir: Path
     metrics: dict
     history: list[EpochResult]
+    skipped: list[Skipped]
 
 
 def package_versions() -> dict[str, str]:
@@ -57,8 +61,8 @@ def package_versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{name: version(name) for name in names}}
 
 
-def _tensors(vectors: np.ndarray, samples: list[Sample], kept: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.from_numpy(vectors), torch.tensor([samples[i].label for i in kept])
+def _tensors(task: str, vectors: np.ndarray, samples: list[Sample], kept: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(vectors), tasks.target_tensor(task, [samples[i].target for i in kept])
 
 
 def train(
@@ -68,18 +72,23 @@ def train(
     cache_dir: Path | None = None,
     overwrite: bool = False,
     verbose: bool = True,
+    image_root: Path | None = None,
 ) -> TrainResult:
-    """Train a head on frozen backbone features of the images in `data`, and write a run directory."""
+    """Train a head on frozen backbone features of the images in `data` (a folder, or a label CSV whose paths
+    are relative to `image_root`), and write a run directory."""
     options = options or TrainOptions()
     say = console.print if verbose else (lambda *args, **kwargs: None)
     started = time.perf_counter()
-    dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth)
-    task = tasks.choose_task(options.task, len(dataset.classes))
+    dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth, options.task, image_root)
+    task = dataset.task
     backbone = get_backbone(options.backbone)
     run = new_run_dir(out, overwrite)
     say(f"data: {dataset.layout}")
-    say("classes: " + ", ".join(f"{i} = {name}" for i, name in enumerate(dataset.classes)) + f"  (task: {task})")
+    say(f"task: {task} ({dataset.task_reason})")
+    say(("classes: " if task in tasks.SINGLE_LABEL else "outputs: ")
+        + ", ".join(f"{i} = {name}" for i, name in enumerate(dataset.classes)))
     say(f"images: {len(dataset.train)} for training, {len(dataset.val)} for validation")
+    _warn_about_imbalance(dataset, say)
 
     samples = dataset.train + dataset.val
     features = extract_features([s.path for s in samples], backbone, backbone.preprocess, cache_dir,
@@ -91,43 +100,48 @@ def train(
     _warn_about_leaks(features.digests, samples, n_train, say)
     train_rows = [k for k, i in enumerate(features.kept) if i < n_train]
     val_rows = [k for k, i in enumerate(features.kept) if i >= n_train]
-    train_xy = _tensors(features.vectors[train_rows], samples, [features.kept[k] for k in train_rows])
-    val_xy = _tensors(features.vectors[val_rows], samples, [features.kept[k] for k in val_rows])
-    _check_usable(train_xy[1], val_xy[1], dataset.classes)
+    train_xy = _tensors(task, features.vectors[train_rows], samples, [features.kept[k] for k in train_rows])
+    val_xy = _tensors(task, features.vectors[val_rows], samples, [features.kept[k] for k in val_rows])
+    _check_usable(task, train_xy[1], val_xy[1], dataset.classes)
 
     torch.manual_seed(options.seed)  # initial weights and dropout masks
-    head = build_head(options.head, backbone.feature_dim, tasks.output_units(task, len(dataset.classes)),
-                      options.hidden, options.dropout)
+    n_outputs = len(dataset.classes)
+    head = build_head(options.head, backbone.feature_dim, tasks.output_units(task, n_outputs),
+                      options.hidden, options.dropout, rescale=task == "regression")
+    if task == "regression":
+        head[-1].fit(train_xy[1])
+    weights = tasks.balanced_weights(task, train_xy[1], n_outputs) if options.class_weight == "balanced" else None
+    sample_weights = tasks.balanced_sample_weights(task, train_xy[1]) if options.sampler == "balanced" else None
+    score_name = tasks.SCORE_NAMES[task]
     history, best_epoch = fit(
         head, train_xy, val_xy, task, options.epochs, options.batch_size, options.learning_rate, options.seed,
+        weights, sample_weights,
         on_epoch=lambda r: say(
-            f"epoch {r.epoch:>3}/{options.epochs}  loss {r.train_loss:.4f}  acc {r.train_accuracy:.4f}  "
-            f"val_loss {r.val_loss:.4f}  val_acc {r.val_accuracy:.4f}"
+            f"epoch {r.epoch:>3}/{options.epochs}  loss {r.train_loss:.4f}  {score_name} {r.train_score:.4f}  "
+            f"val_loss {r.val_loss:.4f}  val_{score_name} {r.val_score:.4f}"
         ),
     )
     head.eval()
     with torch.no_grad():
-        val_probs = tasks.probabilities(task, head(val_xy[0])).numpy()
-    val_true = val_xy[1].numpy()
-    metrics = classification_metrics(val_true, val_probs.argmax(1), dataset.classes)
+        val_outputs = tasks.outputs(task, head(val_xy[0])).numpy()
+    val_targets = val_xy[1].numpy()
+    thresholds = tune_thresholds(val_targets, val_outputs) if task == "multilabel" else None
+    metrics = task_metrics(task, val_targets, val_outputs, dataset.classes, thresholds)
     best = history[best_epoch - 1]
     skipped = dataset.skipped + features.skipped
     metrics.update(
-        best_epoch=best_epoch, val_loss=best.val_loss, n_train=len(train_rows), n_skipped=len(skipped),
+        task=task, best_epoch=best_epoch, val_loss=best.val_loss, n_train=len(train_rows), n_skipped=len(skipped),
         timing={"wall_seconds": round(time.perf_counter() - started, 2), "features_computed": features.computed,
                 "features_per_second": rate},
     )
 
     save_head(run, head)
     write_json(run / "metrics.json", metrics)
-    write_csv(run / "history.csv", list(asdict(history[0])), [list(asdict(r).values()) for r in history])
+    rows = [r.as_row(score_name) for r in history]
+    write_csv(run / "history.csv", list(rows[0]), [list(row.values()) for row in rows])
     val_paths = [samples[features.kept[k]].path for k in val_rows]
-    write_csv(
-        run / "predictions.csv",
-        ["file", "true", "predicted", *(f"prob_{name}" for name in dataset.classes)],
-        [[str(path), dataset.classes[t], dataset.classes[p.argmax()], *(f"{x:.6f}" for x in p)]
-         for path, t, p in zip(val_paths, val_true, val_probs)],
-    )
+    write_predictions(run / PREDICTIONS, Predictions(val_paths, val_targets, val_outputs, dataset.classes, task,
+                                                     thresholds))
     write_skipped(run / "skipped.csv", skipped)
     write_json(run / CONFIG, {  # last: a run directory with a config is complete
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -135,21 +149,19 @@ def train(
         "preprocess": backbone.preprocess.to_dict(),
         "classes": dataset.classes,
         "task": task,
+        **({"thresholds": thresholds} if thresholds else {}),
         "head": {"kind": options.head, "hidden": options.hidden, "dropout": options.dropout},
-        "training": {**asdict(options), "optimizer": "adam", "best_epoch": best_epoch,
+        "training": {**asdict(options), "task": task, "optimizer": "adam", "best_epoch": best_epoch,
                      "best_epoch_rule": "lowest validation loss"},
-        "data": {"root": str(Path(data).resolve()), "layout": dataset.layout,
+        "data": {"source": str(Path(data).resolve()), "layout": dataset.layout,
                  "n_train": len(train_rows), "n_val": len(val_rows)},
         "versions": package_versions(),
     })
     report = inspect(run, show_progress=False).report
-    if skipped:
-        say(f"[yellow]skipped {len(skipped)} file(s):[/]")
-        for item in skipped:
-            say(f"  {item.path}: {item.reason}")
-    say(f"best epoch {best_epoch}: validation accuracy {metrics['accuracy']:.4f} on {len(val_rows)} images; "
-        f"run saved in {run}; report: {report}")
-    return TrainResult(run, metrics, history)
+    headline = HEADLINE[task]
+    say(f"best epoch {best_epoch}: validation {headline.replace('_', ' ')} {metrics[headline]:.4f} on "
+        f"{len(val_rows)} images; run saved in {run}; report: {report}")
+    return TrainResult(run, metrics, history, skipped)
 
 
 def save_head(run: Path, head: torch.nn.Module) -> None:
@@ -172,10 +184,27 @@ def _warn_about_leaks(digests: dict[int, str], samples: list[Sample], n_train: i
             say(f"  {train_path} = {val_path}")
 
 
-def _check_usable(train_labels: torch.Tensor, val_labels: torch.Tensor, classes: list[str]) -> None:
+def _warn_about_imbalance(dataset: Dataset, say) -> None:
+    """Single-label data where one class holds over 80% of the training images: accuracy alone misleads."""
+    if dataset.task not in tasks.SINGLE_LABEL or not dataset.train:
+        return
+    counts = np.bincount([s.target for s in dataset.train], minlength=len(dataset.classes))
+    top = int(counts.argmax())
+    if counts[top] > 0.8 * counts.sum():
+        say(f"[yellow]warning:[/] class {dataset.classes[top]} holds {counts[top] / counts.sum():.0%} of the training "
+            "images; accuracy will flatter the model (look at per-class recall), and consider "
+            "--class-weight balanced or --sampler balanced")
+
+
+def _check_usable(task: str, train_targets: torch.Tensor, val_targets: torch.Tensor, classes: list[str]) -> None:
     """After unreadable files are dropped, every class still needs training images, and validation some images."""
-    missing = [name for i, name in enumerate(classes) if not (train_labels == i).any()]
+    if task in tasks.SINGLE_LABEL:
+        missing = [name for i, name in enumerate(classes) if not (train_targets == i).any()]
+    elif task == "multilabel":
+        missing = [name for j, name in enumerate(classes) if not train_targets[:, j].any()]
+    else:
+        missing = []
     if missing:
         raise DataError(f"no readable training images left for class(es): {', '.join(missing)}")
-    if len(val_labels) == 0:
+    if len(val_targets) == 0:
         raise DataError("no readable validation images; add images or raise --val-fraction")
