@@ -1,23 +1,28 @@
-"""The built-in demo data: the elpv solar-cell photos laid out as class folders."""
+"""The built-in demo data: one label CSV per task over the elpv solar-cell photos, all with the same split."""
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 from vistrain.data import load_dataset
-from vistrain.demo import elpv_labels, prepare_elpv
+from vistrain.demo import elpv_csv, elpv_labels
 from vistrain.images import load_rgb
 
 
-def test_elpv_becomes_two_class_folders(tmp_path: Path):
+def test_elpv_csv_per_task_with_one_shared_split(tmp_path: Path):
     labels = elpv_labels()
     assert len(labels) == 2624
-    root = prepare_elpv(tmp_path / "elpv")
-    counts = Counter(p.parent.name for p in root.glob("*/*.png"))
     defective = sum(probability >= 0.5 for _, probability, _ in labels)
-    assert counts == {"defective": defective, "functional": 2624 - defective}
-    dataset = load_dataset(root)
-    assert dataset.classes == ["defective", "functional"]
-    assert load_rgb(next(root.glob("defective/*.png"))).size == (300, 300)
-    assert prepare_elpv(tmp_path / "elpv") == root  # a second call reuses the folder
+    datasets = {task: load_dataset(elpv_csv(tmp_path, task), task="auto" if task != "multiclass" else task)
+                for task in ("binary", "multiclass", "multilabel", "regression")}
+    assert {task: d.task for task, d in datasets.items()} == {t: t for t in datasets}
+    binary = datasets["binary"]
+    assert binary.classes == ["defective", "functional"]
+    assert sum(s.target == 0 for s in binary.train + binary.val) == defective
+    assert datasets["multiclass"].classes == ["p0.00", "p0.33", "p0.67", "p1.00"]
+    assert datasets["multilabel"].classes == ["defective", "mono", "poly"]
+    assert datasets["regression"].classes == ["defect_probability"]
+    assert {round(s.target[0], 4) for s in datasets["regression"].train} == {0.0, 0.3333, 0.6667, 1.0}
+    splits = {task: [s.path for s in d.val] for task, d in datasets.items()}
+    assert len(binary.val) == 525 and all(paths == splits["binary"] for paths in splits.values())
+    assert load_rgb(binary.val[0].path).size == (300, 300)

@@ -121,13 +121,18 @@ def train(data: Path | None, labels: Path | None, **settings) -> None:
 @training_options
 @friendly_errors
 def demo(**settings) -> None:
-    """Train on the built-in demo: 2,624 solar-cell photos, functional or defective (PyPI elpv-dataset)."""
-    from vistrain.demo import prepare_elpv
+    """Train on the built-in demo: 2,624 solar-cell photos (PyPI elpv-dataset).
+
+    --task binary (the default for auto): defective or functional; multiclass: the experts' four defect
+    probability levels; multilabel: the cell type (mono/poly) plus defective; regression: the defect probability.
+    """
+    from vistrain.demo import elpv_csv
     from vistrain.features import default_cache_dir
 
-    data = prepare_elpv((settings["cache_dir"] or default_cache_dir()) / "datasets" / "elpv")
-    console.print(f"demo data: {data}")
-    _train(data, **settings)
+    settings["task"] = "binary" if settings["task"] == "auto" else settings["task"]
+    labels = elpv_csv((settings["cache_dir"] or default_cache_dir()) / "datasets", settings["task"])
+    console.print(f"demo data: {labels}")
+    _train(labels, **settings)
 
 
 @main.command()
@@ -379,7 +384,8 @@ def print_metrics(metrics: dict) -> None:
                        "n/a" if m["average_precision"] is None else f"{m['average_precision']:.4f}", str(m["support"]))
                       for name, m in metrics["per_label"].items()])
         return
-    extra = "".join(f" · {key.replace('_', ' ')} {value:.4f}" for key, value in metrics.items()
+    extra = "".join(f" · {'ROC AUC' if key == 'roc_auc' else key.replace('_', ' ')} {value:.4f}"
+                    for key, value in metrics.items()
                     if key == "roc_auc" or (key.startswith("top_") and key.endswith("_accuracy")))
     _print_table(f"accuracy {metrics['accuracy']:.4f} on {metrics['n_images']} images  "
                  f"(macro F1 {metrics['macro_f1']:.4f}{extra})",
