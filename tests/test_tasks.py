@@ -169,3 +169,11 @@ def test_imbalance_warning_and_balanced_options(tmp_path: Path):
         assert result.exit_code == 0, result.output
         config = json.loads((tmp_path / option.strip("-") / "config.json").read_text())
         assert config["training"][option.strip("-").replace("-", "_")] == "balanced"
+
+
+def test_regression_split_keeps_every_value_range_in_validation(tmp_path: Path):
+    drawing("circle", True, 20, 0).save(tmp_path / "a.png")
+    rows = ["path,value"] + [f"a.png,{v}" for v in [0.0, 1.0] + [i / 10 for i in range(2, 100)]]
+    dataset = load_dataset(write(tmp_path / "v.csv", "\n".join(rows) + "\n"), val_fraction=0.2, task="regression")
+    values = sorted(s.target[0] for s in dataset.val)
+    assert len(dataset.val) == 20 and values[0] < 2.0 and values[-1] > 8.0  # every quintile represented

@@ -120,7 +120,7 @@ def choose_task(requested: str, kind: str, n_outputs: int) -> tuple[str, str]:
 def stratum(samples: list[Sample]) -> list:
     """What a split keeps in proportion: the class, the label combination, or the quintile of the first
     regression target."""
-    if not samples or not isinstance(samples[0].target, tuple) or set(samples[0].target) <= {0.0, 1.0}:
+    if not samples or not isinstance(samples[0].target, tuple) or all(set(s.target) <= {0.0, 1.0} for s in samples):
         return [s.target for s in samples]
     order = sorted(range(len(samples)), key=lambda i: samples[i].target[0])
     keys = [0] * len(samples)
