@@ -58,3 +58,24 @@ def test_check_lists_the_near_duplicates_in_cats_vs_dogs():
     assert not result.unreadable
     pairs = {frozenset((p.a.path.name, p.b.path.name)) for p in result.pairs}
     assert frozenset(("dog.180.jpg", "dog.74.jpg")) in pairs
+
+
+@pytest.mark.slow
+def test_elpv_drives_all_four_tasks(tmp_path: Path):
+    """The PyPI elpv solar cells, one shared seeded split: every task trains and reaches what was measured
+    (benchmarks/elpv_tasks.py), less a margin."""
+    from vistrain.demo import elpv_csv
+    from vistrain.train import TrainOptions
+
+    def metrics(task: str) -> dict:
+        return train(elpv_csv(tmp_path, task), tmp_path / task, TrainOptions(task=task), cache_dir=tmp_path / "cache",
+                     verbose=False).metrics
+
+    binary = metrics("binary")
+    assert binary["accuracy"] >= 0.84 and binary["roc_auc"] >= 0.90
+    assert metrics("multiclass")["accuracy"] >= 0.74
+    multilabel = metrics("multilabel")
+    assert multilabel["micro_f1"] >= 0.92
+    assert multilabel["per_label"]["mono"]["f1"] >= 0.98 and multilabel["per_label"]["poly"]["f1"] >= 0.98
+    regression = metrics("regression")
+    assert regression["r2"] >= 0.5 and regression["mae"] <= 0.23
