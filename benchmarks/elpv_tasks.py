@@ -30,7 +30,8 @@ def headline(task: str, m: dict) -> str:
                 f"defective recall {recall:.3f}")
     if task == "multiclass":
         top = next(key for key in m if key.startswith("top_"))
-        return f"accuracy {m['accuracy']:.3f} · {top.replace('_accuracy', ' accuracy').replace('_', '-')} {m[top]:.3f} · macro F1 {m['macro_f1']:.3f}"
+        name = top.replace("_accuracy", " accuracy").replace("_", "-")
+        return f"accuracy {m['accuracy']:.3f} · {name} {m[top]:.3f} · macro F1 {m['macro_f1']:.3f}"
     if task == "multilabel":
         per_label = ", ".join(f"{name} {v['f1']:.3f}" for name, v in m["per_label"].items())
         return (f"micro F1 {m['micro_f1']:.3f} · macro F1 {m['macro_f1']:.3f} · mAP {m['mean_average_precision']:.3f}"
