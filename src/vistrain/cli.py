@@ -370,7 +370,8 @@ def print_metrics(metrics: dict) -> None:
     """The task's metrics as terminal tables."""
     if "per_target" in metrics:
         r2 = "n/a" if metrics["r2"] is None else f"{metrics['r2']:.4f}"
-        _print_table(f"MAE {metrics['mae']:.4g} · RMSE {metrics['rmse']:.4g} · R² {r2} on {metrics['n_images']} images",
+        _print_table(f"MAE {metrics['mae']:.4g} · RMSE {metrics['rmse']:.4g} · R² {r2} "
+                     f"on {metrics['n_images']} images",
                      ("target", "MAE", "RMSE", "R²"),
                      [(name, f"{m['mae']:.4g}", f"{m['rmse']:.4g}", "n/a" if m["r2"] is None else f"{m['r2']:.4f}")
                       for name, m in metrics["per_target"].items()])

@@ -192,7 +192,8 @@ def _folder_dataset(root: Path, val_fraction: float, seed: int, label_depth: int
             f"only in {train_dir.name}/: {only_train or 'none'}; only in {val_dir.name}/: {only_val or 'none'}"
         )
     layout = f"{train_dir} for training, {val_dir} for validation"
-    return Dataset(classes, _samples(train_folders, classes), _samples(val_folders, classes), layout, skipped + val_loose)
+    return Dataset(classes, _samples(train_folders, classes), _samples(val_folders, classes), layout,
+                   skipped + val_loose)
 
 
 def _folder_targets(dataset: Dataset, kind: str) -> Dataset:
@@ -233,7 +234,8 @@ def _csv_dataset(csv_path: Path, image_root: Path | None, val_fraction: float, s
         samples = [Sample(row.path, index[t]) for row, t in zip(rows, targets)]
     elif kind == "multilabel":
         names = sorted({label for labels in targets for label in labels})
-        samples = [Sample(row.path, tuple(float(name in labels) for name in names)) for row, labels in zip(rows, targets)]
+        samples = [Sample(row.path, tuple(float(name in labels) for name in names))
+                   for row, labels in zip(rows, targets)]
     else:
         names = table.columns
         samples = [Sample(row.path, t) for row, t in zip(rows, targets)]

@@ -61,7 +61,8 @@ def package_versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{name: version(name) for name in names}}
 
 
-def _tensors(task: str, vectors: np.ndarray, samples: list[Sample], kept: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _tensors(task: str, vectors: np.ndarray, samples: list[Sample],
+             kept: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(vectors), tasks.target_tensor(task, [samples[i].target for i in kept])
 
 
