@@ -93,28 +93,38 @@ def data_source(data: Path | None, labels: Path | None, required: bool = True) -
     return data if data is not None else labels
 
 
-def _train(data: Path, out, overwrite, cache_dir, image_root=None, **settings) -> dict:
+def _train(data: Path, out, overwrite, cache_dir, image_root=None, **settings) -> None:
     from vistrain.train import TrainOptions, train
 
-    result = train(data, out, TrainOptions(**settings), cache_dir=cache_dir, overwrite=overwrite,
-                   image_root=image_root)
+    show_result(train(data, out, TrainOptions(**settings), cache_dir=cache_dir, overwrite=overwrite,
+                      image_root=image_root))
+
+
+def show_result(result) -> None:
+    """A finished training's metrics, then the files it skipped."""
     print_metrics(result.metrics)
     report_skipped(result.skipped)
-    return result.metrics
 
 
 @main.command()
 @click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @label_options
+@click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Continue the interrupted run in this directory (its own data and options; others are ignored).")
 @training_options
 @friendly_errors
-def train(data: Path | None, labels: Path | None, **settings) -> None:
+def train(data: Path | None, labels: Path | None, resume: Path | None, **settings) -> None:
     """Train a model on the labelled images in DATA, or on the list given by --labels.
 
     DATA holds train/<class>/ and val/<class>/ (or validation/) folders, or just <class>/ folders, split into
     training and validation by --val-fraction. Class ids follow the sorted folder names. Multi-label and
     regression targets come from a --labels CSV (regression also from folders named by numbers).
     """
+    if resume is not None:
+        from vistrain.train import resume as resume_run
+
+        show_result(resume_run(resume, settings["cache_dir"]))
+        return
     _train(data_source(data, labels), **settings)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Callable
 
 import torch
@@ -67,12 +67,16 @@ def fit(
     weights: torch.Tensor | None = None,
     sample_weights: torch.Tensor | None = None,
     on_epoch: Callable[[EpochResult], None] = lambda result: None,
+    resume_from: dict | None = None,
+    on_checkpoint: Callable[[dict], None] = lambda state: None,
 ) -> tuple[list[EpochResult], int]:
     """Train with Adam; the head ends with the weights of the epoch with the lowest validation loss.
 
     `weights` weigh the loss (see `tasks.loss`); `sample_weights` draw the batches with replacement in
     proportion to them instead of shuffling. `seed` fixes the batches; seed torch before building the head to
-    fix its initial weights and the dropout masks too. Returns the per-epoch history and the best epoch (1-based).
+    fix its initial weights and the dropout masks too. After every epoch `on_checkpoint` gets the whole
+    training state (tensors, numbers and lists only); passing it back as `resume_from` continues exactly where
+    it stopped. Returns the per-epoch history and the best epoch (1-based).
     """
     generator = torch.Generator().manual_seed(seed)
     sampler = None if sample_weights is None else torch.utils.data.WeightedRandomSampler(
@@ -84,7 +88,14 @@ def fit(
     optimizer = torch.optim.Adam(head.parameters(), lr=learning_rate)
     history: list[EpochResult] = []
     best_loss, best_epoch, best_state = float("inf"), 0, None
-    for epoch in range(1, epochs + 1):
+    if resume_from:
+        head.load_state_dict(resume_from["head"])
+        optimizer.load_state_dict(resume_from["optimizer"])
+        generator.set_state(resume_from["generator"])
+        torch.set_rng_state(resume_from["torch_rng"])
+        history = [EpochResult(*row) for row in resume_from["history"]]
+        best_loss, best_epoch, best_state = resume_from["best_loss"], resume_from["best_epoch"], resume_from["best_head"]
+    for epoch in range(len(history) + 1, epochs + 1):
         train_loss, train_score = train_one_epoch(head, loader, task, optimizer, weights)
         val_loss, val_score, _ = evaluate(head, *val, task, weights)
         result = EpochResult(epoch, train_loss, train_score, val_loss, val_score)
@@ -92,5 +103,10 @@ def fit(
         on_epoch(result)
         if val_loss < best_loss:
             best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(head.state_dict())
+        on_checkpoint({
+            "head": head.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(), "history": [list(astuple(r)) for r in history],
+            "best_loss": best_loss, "best_epoch": best_epoch, "best_head": best_state,
+        })
     head.load_state_dict(best_state)
     return history, best_epoch

@@ -26,7 +26,7 @@ from vistrain.features import extract_features
 from vistrain.heads import build_head
 from vistrain.inspect_run import PREDICTIONS, inspect, write_predictions
 from vistrain.metrics import HEADLINE, task_metrics, tune_thresholds
-from vistrain.run_dir import CONFIG, WEIGHTS, new_run_dir, write_csv, write_json, write_skipped
+from vistrain.run_dir import CONFIG, WEIGHTS, RunError, new_run_dir, write_csv, write_json, write_skipped
 
 
 @dataclass
@@ -46,6 +46,9 @@ class TrainOptions:
     label_depth: int | None = None  # class = folder this many levels down (default: the top-level folder)
     class_weight: str | None = None  # "balanced": loss weights against class imbalance
     sampler: str | None = None  # "balanced": draw batches so that classes come up equally often
+
+
+CHECKPOINT = "checkpoint.pt"  # present only while a run is unfinished
 
 
 @dataclass
@@ -74,16 +77,22 @@ def train(
     overwrite: bool = False,
     verbose: bool = True,
     image_root: Path | None = None,
+    resume_from: dict | None = None,
 ) -> TrainResult:
     """Train a head on frozen backbone features of the images in `data` (a folder, or a label CSV whose paths
-    are relative to `image_root`), and write a run directory."""
+    are relative to `image_root`), and write a run directory. Until it is complete, the run directory holds a
+    checkpoint (see `resume`)."""
     options = options or TrainOptions()
     say = console.print if verbose else (lambda *args, **kwargs: None)
     started = time.perf_counter()
     dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth, options.task, image_root)
     task = dataset.task
     backbone = get_backbone(options.backbone)
-    run = new_run_dir(out, overwrite)
+    run = Path(out) if resume_from else new_run_dir(out, overwrite)
+    job = {"data": str(Path(data).resolve()), "image_root": str(image_root.resolve()) if image_root else None,
+           "options": asdict(options)}
+    if not resume_from:
+        save_checkpoint(run, {"job": job})
     say(f"data: {dataset.layout}")
     say(f"task: {task} ({dataset.task_reason})")
     say(("classes: " if task in tasks.SINGLE_LABEL else "outputs: ")
@@ -121,6 +130,8 @@ def train(
             f"epoch {r.epoch:>3}/{options.epochs}  loss {r.train_loss:.4f}  {score_name} {r.train_score:.4f}  "
             f"val_loss {r.val_loss:.4f}  val_{score_name} {r.val_score:.4f}"
         ),
+        resume_from=resume_from.get("training") if resume_from else None,
+        on_checkpoint=lambda state: save_checkpoint(run, {"job": job, "training": state}),
     )
     head.eval()
     with torch.no_grad():
@@ -158,11 +169,38 @@ def train(
                  "n_train": len(train_rows), "n_val": len(val_rows)},
         "versions": package_versions(),
     })
+    (run / CHECKPOINT).unlink()
     report = inspect(run, show_progress=False).report
     headline = HEADLINE[task]
     say(f"best epoch {best_epoch}: validation {headline.replace('_', ' ')} {metrics[headline]:.4f} on "
         f"{len(val_rows)} images; run saved in {run}; report: {report}")
     return TrainResult(run, metrics, history, skipped)
+
+
+def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True) -> TrainResult:
+    """Continue a `train` that was interrupted (Ctrl-C, kill -9, power cut) from RUN's last checkpoint: the
+    features come from the cache, the head from the last finished epoch; the result is the same as an
+    uninterrupted run's."""
+    run = Path(run)
+    if (run / CONFIG).is_file():
+        raise RunError(f"{run} is complete; there is nothing to resume")
+    if not (run / CHECKPOINT).is_file():
+        raise RunError(f"{run} has no {CHECKPOINT}: it is not an interrupted vistrain run")
+    checkpoint = torch.load(run / CHECKPOINT, weights_only=True)
+    job = checkpoint["job"]
+    epochs_done = len(checkpoint.get("training", {}).get("history", []))
+    (console.print if verbose else (lambda *a: None))(f"resuming {run} after epoch {epochs_done}")
+    return train(job["data"], run, TrainOptions(**job["options"]), cache_dir, verbose=verbose,
+                 image_root=Path(job["image_root"]) if job["image_root"] else None, resume_from=checkpoint)
+
+
+def save_checkpoint(run: Path, state: dict) -> None:
+    """RUN/checkpoint.pt, written atomically: what `resume` needs (tensors, numbers, strings and lists only, so
+    it loads with weights_only=True)."""
+    handle, temporary = tempfile.mkstemp(dir=run, prefix=f".{CHECKPOINT}.")
+    os.close(handle)
+    torch.save(state, temporary)
+    os.replace(temporary, run / CHECKPOINT)
 
 
 def save_head(run: Path, head: torch.nn.Module) -> None:

@@ -1,0 +1,27 @@
+"""Two `vistrain train` processes sharing one feature cache at the same time both finish correctly."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import write_class_folders
+
+
+def test_two_trainings_share_one_cache_at_once(tmp_path: Path):
+    data = write_class_folders(tmp_path / "data", 24)
+    cache = tmp_path / "cache"
+    command = [sys.executable, "-m", "vistrain", "train", str(data), "--epochs", "5", "--cache-dir", str(cache)]
+    processes = [subprocess.Popen([*command, "--out", str(tmp_path / f"run{i}")], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    metrics = [json.loads((tmp_path / f"run{i}" / "metrics.json").read_text()) for i in range(2)]
+    assert metrics[0]["accuracy"] == metrics[1]["accuracy"] and metrics[0]["val_loss"] == metrics[1]["val_loss"]
+    databases = list(cache.glob("features-*.sqlite"))
+    assert len(databases) == 1
+    with sqlite3.connect(databases[0]) as db:
+        assert db.execute("SELECT COUNT(*) FROM features").fetchone()[0] == 48  # every image once

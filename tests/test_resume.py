@@ -1,0 +1,56 @@
+"""Interruption loses nothing: a training killed with SIGKILL mid-run resumes to the uninterrupted result."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import invoke, write_class_folders
+from vistrain.train import CHECKPOINT
+
+ARGS = ["--epochs", "80", "--batch-size", "4", "--seed", "2"]
+
+
+def epochs_done(run: Path) -> int:
+    try:
+        return len(torch.load(run / CHECKPOINT, weights_only=True).get("training", {}).get("history", []))
+    except (FileNotFoundError, RuntimeError, EOFError):
+        return 0
+
+
+def test_killed_training_resumes_to_the_same_result(tmp_path: Path):
+    data = write_class_folders(tmp_path / "data", 20)
+    cache = tmp_path / "cache"
+    whole = invoke("train", data, "--out", tmp_path / "whole", "--cache-dir", cache, *ARGS)
+    assert whole.exit_code == 0, whole.output
+    assert not (tmp_path / "whole" / CHECKPOINT).exists()
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "vistrain", "train", str(data), "--out", str(killed),
+                                "--cache-dir", str(cache), *ARGS], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while epochs_done(killed) < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    done = epochs_done(killed)
+    if not 0 < done < 80:
+        pytest.fail(f"could not interrupt the run mid-training (epochs done: {done})")
+    assert not (killed / "config.json").exists() and process.returncode == -9
+
+    resumed = invoke("train", "--resume", killed, "--cache-dir", cache)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming {killed} after epoch {done}" in resumed.stderr.replace("\n", "")
+    assert not (killed / CHECKPOINT).exists()
+    expected = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    got = json.loads((killed / "metrics.json").read_text())
+    for key in ("accuracy", "val_loss", "best_epoch", "confusion_matrix"):
+        assert got[key] == expected[key]
+    assert (killed / "history.csv").read_text() == (tmp_path / "whole" / "history.csv").read_text()
+    assert "is complete" in invoke("train", "--resume", killed).output
