@@ -101,9 +101,12 @@ def _train(data: Path, out, overwrite, cache_dir, image_root=None, **settings) -
 
 
 def show_result(result) -> None:
-    """A finished training's metrics, then the files it skipped."""
-    print_metrics(result.metrics)
-    report_skipped(result.skipped)
+    """A finished training's metrics, then the files it skipped (under torchrun: by rank 0 only)."""
+    from vistrain.distributed import setup
+
+    if setup().is_main:
+        print_metrics(result.metrics)
+        report_skipped(result.skipped)
 
 
 @main.command()

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from vistrain import tasks
+from vistrain.distributed import Context
 
 
 @dataclass
@@ -69,6 +70,7 @@ def fit(
     on_epoch: Callable[[EpochResult], None] = lambda result: None,
     resume_from: dict | None = None,
     on_checkpoint: Callable[[dict], None] = lambda state: None,
+    context: Context = Context(),
 ) -> tuple[list[EpochResult], int]:
     """Train with Adam; the head ends with the weights of the epoch with the lowest validation loss.
 
@@ -76,15 +78,24 @@ def fit(
     proportion to them instead of shuffling. `seed` fixes the batches; seed torch before building the head to
     fix its initial weights and the dropout masks too. After every epoch `on_checkpoint` gets the whole
     training state (tensors, numbers and lists only); passing it back as `resume_from` continues exactly where
-    it stopped. Returns the per-epoch history and the best epoch (1-based).
+    it stopped. Under torchrun (`context.active`) each process takes its share of every batch and
+    DistributedDataParallel averages the gradients. Returns the per-epoch history and the best epoch (1-based).
     """
     generator = torch.Generator().manual_seed(seed)
-    sampler = None if sample_weights is None else torch.utils.data.WeightedRandomSampler(
-        sample_weights.double(), num_samples=len(sample_weights), replacement=True, generator=generator)
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(*train), batch_size=batch_size, shuffle=sampler is None,
-        sampler=sampler, generator=generator if sampler is None else None,
-    )
+    dataset = torch.utils.data.TensorDataset(*train)
+    model: nn.Module = head
+    if context.active:
+        if sample_weights is not None:
+            raise ValueError("--sampler balanced is not available with torchrun; use --class-weight balanced")
+        sampler = torch.utils.data.DistributedSampler(dataset, context.world_size, context.rank, seed=seed)
+        batch_size = max(1, batch_size // context.world_size)  # the same batch across all processes
+        model = torch.nn.parallel.DistributedDataParallel(head)
+    elif sample_weights is not None:
+        sampler = torch.utils.data.WeightedRandomSampler(
+            sample_weights.double(), num_samples=len(sample_weights), replacement=True, generator=generator)
+    else:
+        sampler = torch.utils.data.RandomSampler(dataset, generator=generator)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=generator)
     optimizer = torch.optim.Adam(head.parameters(), lr=learning_rate)
     history: list[EpochResult] = []
     best_loss, best_epoch, best_state = float("inf"), 0, None
@@ -96,7 +107,9 @@ def fit(
         history = [EpochResult(*row) for row in resume_from["history"]]
         best_loss, best_epoch, best_state = resume_from["best_loss"], resume_from["best_epoch"], resume_from["best_head"]
     for epoch in range(len(history) + 1, epochs + 1):
-        train_loss, train_score = train_one_epoch(head, loader, task, optimizer, weights)
+        if context.active:
+            sampler.set_epoch(epoch)
+        train_loss, train_score = train_one_epoch(model, loader, task, optimizer, weights)
         val_loss, val_score, _ = evaluate(head, *val, task, weights)
         result = EpochResult(epoch, train_loss, train_score, val_loss, val_score)
         history.append(result)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from vistrain import tasks
+from vistrain import distributed, tasks
 from vistrain.backbones import get_backbone
 from vistrain.check import digest_leaks
 from vistrain.console import console
@@ -83,15 +83,20 @@ def train(
     are relative to `image_root`), and write a run directory. Until it is complete, the run directory holds a
     checkpoint (see `resume`)."""
     options = options or TrainOptions()
+    context = distributed.setup()
+    verbose = verbose and context.is_main
     say = console.print if verbose else (lambda *args, **kwargs: None)
     started = time.perf_counter()
     dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth, options.task, image_root)
     task = dataset.task
     backbone = get_backbone(options.backbone)
-    run = Path(out) if resume_from else new_run_dir(out, overwrite)
+    if resume_from:
+        run = Path(out)
+    else:  # rank 0 creates it (and picks the timestamped name), the others learn where it is
+        run = distributed.share(context, new_run_dir(out, overwrite) if context.is_main else None)
     job = {"data": str(Path(data).resolve()), "image_root": str(image_root.resolve()) if image_root else None,
            "options": asdict(options)}
-    if not resume_from:
+    if not resume_from and context.is_main:
         save_checkpoint(run, {"job": job})
     say(f"data: {dataset.layout}")
     say(f"task: {task} ({dataset.task_reason})")
@@ -101,11 +106,16 @@ def train(
     _warn_about_imbalance(dataset, say)
 
     samples = dataset.train + dataset.val
-    features = extract_features([s.path for s in samples], backbone, backbone.preprocess, cache_dir,
-                                show_progress=verbose)
-    rate = features.computed / features.compute_seconds if features.computed else None
-    say(f"features: {features.computed} computed" + (f" ({rate:.1f} img/s)" if rate else "")
-        + f", {len(features.kept) - features.computed} from the cache")
+    paths = [s.path for s in samples]
+    share = extract_features(paths[context.rank::context.world_size], backbone, backbone.preprocess, cache_dir,
+                             show_progress=verbose) if context.active else None
+    distributed.barrier(context)  # every process's share is in the cache
+    features = extract_features(paths, backbone, backbone.preprocess, cache_dir, show_progress=verbose)
+    computed = share or features
+    rate = computed.computed / computed.compute_seconds if computed.computed else None
+    say(f"features: {computed.computed} computed" + (f" ({rate:.1f} img/s)" if rate else "")
+        + (f" by rank 0 of {context.world_size} processes" if context.active
+           else f", {len(features.kept) - features.computed} from the cache"))
     n_train = len(dataset.train)
     _warn_about_leaks(features.digests, samples, n_train, say)
     train_rows = [k for k, i in enumerate(features.kept) if i < n_train]
@@ -131,7 +141,8 @@ def train(
             f"val_loss {r.val_loss:.4f}  val_{score_name} {r.val_score:.4f}"
         ),
         resume_from=resume_from.get("training") if resume_from else None,
-        on_checkpoint=lambda state: save_checkpoint(run, {"job": job, "training": state}),
+        on_checkpoint=lambda state: save_checkpoint(run, {"job": job, "training": state}) if context.is_main else None,
+        context=context,
     )
     head.eval()
     with torch.no_grad():
@@ -143,9 +154,11 @@ def train(
     skipped = dataset.skipped + features.skipped
     metrics.update(
         task=task, best_epoch=best_epoch, val_loss=best.val_loss, n_train=len(train_rows), n_skipped=len(skipped),
-        timing={"wall_seconds": round(time.perf_counter() - started, 2), "features_computed": features.computed,
-                "features_per_second": rate},
+        timing={"wall_seconds": round(time.perf_counter() - started, 2), "features_computed": computed.computed,
+                "features_per_second": rate, "processes": context.world_size},
     )
+    if not context.is_main:  # rank 0 writes the run directory
+        return TrainResult(run, metrics, history, skipped)
 
     save_head(run, head)
     write_json(run / "metrics.json", metrics)

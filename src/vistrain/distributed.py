@@ -1,0 +1,54 @@
+"""Several processes on PyTorch's own engine: `torchrun --nproc_per_node=N -m vistrain train ...`.
+
+torchrun sets RANK and WORLD_SIZE; `setup` joins the process group (gloo on CPUs, NCCL on CUDA GPUs). Each
+process computes the features of its share of the images into the shared feature cache, the head trains with
+DistributedDataParallel (gradients averaged across processes), and only rank 0 writes the run directory.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+
+def setup() -> Context:
+    """Join torchrun's process group when started by it (WORLD_SIZE > 1); a single process otherwise."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Context()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        atexit.register(dist.destroy_process_group)
+    return Context(dist.get_rank(), dist.get_world_size())
+
+
+def barrier(context: Context) -> None:
+    if context.active:
+        dist.barrier()
+
+
+def share(context: Context, value):
+    """Rank 0's `value` on every rank (e.g. the run directory it chose)."""
+    if not context.active:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
