@@ -353,6 +353,21 @@ def check(data: Path, threshold: int, min_size: int, out: Path) -> None:
     console.print(f"CSV files in {out}/: images.csv, duplicates.csv, unreadable.csv")
 
 
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "output_format", default="onnx", type=click.Choice(("onnx", "torchscript")))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="File to write [default: RUN/model.onnx or RUN/model.pt].")
+@friendly_errors
+def export(run: Path, output_format: str, out: Path | None) -> None:
+    """Write the model in RUN as one file: uint8 RGB images (N x size x size x 3, resized and centre-cropped) in,
+    class probabilities (or values) out, with classes, task and preprocessing as metadata."""
+    from vistrain.export import export as export_model
+
+    path = export_model(run, output_format, out)
+    console.print(f"{output_format} model -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
 def print_entries(title: str, entries: list, top: int) -> None:
     """A compact table of ranked images; says so when the list is shorter than asked."""
     note = "" if len(entries) >= top else f"  [dim](only {len(entries)} of {top})[/]"
