@@ -366,6 +366,44 @@ def check(data: Path, threshold: int, min_size: int, out: Path) -> None:
     console.print(f"CSV files in {out}/: images.csv, duplicates.csv, unreadable.csv")
 
 
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "output_format", default="onnx", type=click.Choice(("onnx", "torchscript")))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="File to write [default: RUN/model.onnx or RUN/model.pt].")
+@friendly_errors
+def export(run: Path, output_format: str, out: Path | None) -> None:
+    """Write the model in RUN as one file: uint8 RGB images (N x size x size x 3, resized and centre-cropped) in,
+    class probabilities (or values) out, with classes, task and preprocessing as metadata."""
+    from vistrain.export import export as export_model
+
+    path = export_model(run, output_format, out)
+    console.print(f"{output_format} model -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=8000, type=click.IntRange(0, 65535))
+@click.option("--threshold", type=click.FloatRange(0, 1),
+              help="Mark predictions whose probability is below this as uncertain; multi-label models: one "
+                   "threshold for every label instead of the ones tuned on validation.")
+@click.option("--max-bytes", default=20_000_000, type=click.IntRange(1), help="Largest image file accepted.")
+@click.option("--max-batch", default=16, type=click.IntRange(1), help="Most images in one forward pass.")
+@click.option("--max-wait-ms", default=5.0, type=click.FloatRange(0),
+              help="How long the first image of a batch waits for others.")
+@friendly_errors
+def serve(run: Path, host: str, port: int, threshold: float | None, max_bytes: int, max_batch: int,
+          max_wait_ms: float) -> None:
+    """Serve the model in RUN over HTTP: POST /predict (multipart field `files`), GET /health, and a web page at /."""
+    import uvicorn
+
+    from vistrain.serve import create_app
+
+    app = create_app(run, threshold, max_bytes, max_batch, max_wait_ms / 1000)
+    uvicorn.run(app, host=host, port=port)
+
+
 def print_entries(title: str, entries: list, top: int) -> None:
     """A compact table of ranked images; says so when the list is shorter than asked."""
     note = "" if len(entries) >= top else f"  [dim](only {len(entries)} of {top})[/]"
