@@ -15,11 +15,11 @@ from rich.table import Table
 from vistrain.backbones import BackboneUnavailable
 from vistrain.console import console, results
 from vistrain.data import TASKS, DataError, load_labelled
-from vistrain.heads import HEADS
 from vistrain.organise import DEFAULT_PATTERN, LINK_MODES
 from vistrain.run_dir import RunError
 
 USER_ERRORS = (DataError, RunError, BackboneUnavailable, ValueError)
+HEADS = ("mlp", "linear")  # heads.build_head's kinds, named here so that `vistrain --help` need not import torch
 
 
 def friendly_errors(command):
