@@ -51,18 +51,29 @@ class Backbone:
 
 _REGISTRY: dict[str, Backbone] = {}
 
+NAMING_HELP = (
+    "Any timm or torchvision model also works as timm:NAME (e.g. timm:resnet50, timm:resnet50.a1_in1k) or "
+    "torchvision:NAME (e.g. torchvision:resnet50, torchvision:resnet50.IMAGENET1K_V1), with its hub weights and "
+    "their preprocessing; add @FILE for weights from a .safetensors file or a torch state dict instead "
+    "(e.g. timm:resnet18@/models/resnet18.safetensors)."
+)
+
+
 def register(backbone: Backbone) -> Backbone:
     _REGISTRY[backbone.name] = backbone
     return backbone
 
 
 def get_backbone(name: str) -> Backbone:
-    """Look a backbone up by name, with a clear error listing the known names."""
-    try:
+    """A registered backbone, or a `timm:` / `torchvision:` one (see `NAMING_HELP`); a clear error otherwise."""
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise BackboneUnavailable(f"unknown backbone {name!r}; known backbones: {known}") from None
+    if ":" in name:
+        from vistrain.backbones.hub import hub_backbone
+
+        return hub_backbone(name)
+    known = ", ".join(sorted(_REGISTRY))
+    raise BackboneUnavailable(f"unknown backbone {name!r}; known backbones: {known}. {NAMING_HELP}")
 
 
 def list_backbones() -> list[Backbone]:
