@@ -404,6 +404,31 @@ def serve(run: Path, host: str, port: int, threshold: float | None, max_bytes: i
     uvicorn.run(app, host=host, port=port)
 
 
+@main.command("backbones")
+def backbones_command() -> None:
+    """List the backbones: size, input size, ImageNet accuracy, licence, and how to install the missing ones."""
+    from rich.markup import escape
+
+    from vistrain.backbones import NAMING_HELP, list_backbones
+
+    table = Table(title="backbones", title_justify="left", show_edge=False)
+    table.add_column("name", no_wrap=True)
+    for column in ("params (M)", "input", "top-1"):
+        table.add_column(column, justify="right")
+    table.add_column("licence")
+    table.add_column("installed")
+    for backbone in list_backbones():
+        params, top1 = backbone.params_millions, backbone.imagenet_top1
+        table.add_row(backbone.name, "?" if params is None else f"{params:.2f}", str(backbone.preprocess.input_size),
+                      "?" if top1 is None else f"{top1:.1f}%", backbone.license, "yes" if backbone.installed else "no")
+    results.print(table)
+    results.print("top-1: accuracy on ImageNet-1k validation, as published for these weights")
+    for backbone in list_backbones():
+        if not backbone.installed:
+            results.print(f"to install {backbone.name}: {escape(backbone.install)}")
+    results.print(NAMING_HELP)
+
+
 def print_entries(title: str, entries: list, top: int) -> None:
     """A compact table of ranked images; says so when the list is shorter than asked."""
     note = "" if len(entries) >= top else f"  [dim](only {len(entries)} of {top})[/]"

