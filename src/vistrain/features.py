@@ -128,7 +128,8 @@ def loader_workers() -> int:
 
 
 def runtime_threads() -> int:
-    """ONNX Runtime threads: every core, as the decoding workers mostly wait on the files and leave cores idle."""
+    """ONNX Runtime threads: every core. Decoding needs a fraction of one, and idle ONNX Runtime threads sleep
+    rather than spin (see `runtime.feature_session`), so both share the cores without one starving the other."""
     return os.cpu_count() or 1
 
 
