@@ -1,4 +1,5 @@
-"""The feature cache: computed once per image content, reused across names and runs, keyed by preprocessing."""
+"""The feature cache: computed once per image content, reused across names and runs, keyed by preprocessing;
+the ONNX Runtime engine, its cached export and the torch fallback."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import shape_image
+from vistrain import features, runtime
 from vistrain.backbones import get_backbone
 from vistrain.features import FeatureCache, extract_features
 
@@ -64,3 +67,58 @@ def test_unreadable_files_are_skipped_with_reasons(tmp_path: Path):
     assert set(reasons) == {"text.jpg", "missing.jpg", "empty.png"}
     assert "not an image" in reasons["text.jpg"] and "empty" in reasons["empty.png"]
     assert "No such file" in reasons["missing.jpg"]
+
+
+def test_onnx_and_torch_engines_give_the_same_features(tmp_path: Path):
+    paths = images(tmp_path / "img", 5)  # batches of 2, 2 and 1: the ONNX batch axis is dynamic
+    onnx = extract_features(paths, LITE0, LITE0.preprocess, tmp_path / "onnx", 2, show_progress=False, engine="onnx")
+    eager = extract_features(paths, LITE0, LITE0.preprocess, tmp_path / "torch", 2, show_progress=False, engine="torch")
+    assert onnx.vectors.shape == eager.vectors.shape == (5, LITE0.feature_dim)
+    assert np.abs(onnx.vectors - eager.vectors).max() < 1e-3
+    assert np.abs(onnx.vectors).max() > 0.1  # real features, not zeros
+
+
+def test_onnx_export_is_cached(tmp_path: Path, monkeypatch):
+    exports = []
+    export = runtime.export_feature_extractor
+    monkeypatch.setattr(runtime, "export_feature_extractor", lambda *args: exports.append(args) or export(*args))
+    runtime.feature_session(LITE0, LITE0.preprocess, tmp_path, threads=1)
+    path = runtime.model_path(tmp_path, LITE0, LITE0.preprocess)
+    written = path.stat().st_mtime_ns
+    session = runtime.feature_session(LITE0, LITE0.preprocess, tmp_path, threads=1)
+    assert len(exports) == 1 and path.stat().st_mtime_ns == written
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
+    batch = np.zeros((3, 3, 224, 224), np.float32)
+    assert session.run(None, {runtime.INPUT: batch})[0].shape == (3, LITE0.feature_dim)
+
+
+def test_other_preprocessing_is_exported_again(tmp_path: Path):
+    other = dataclasses.replace(LITE0.preprocess, input_size=192)
+    assert runtime.model_path(tmp_path, LITE0, other) != runtime.model_path(tmp_path, LITE0, LITE0.preprocess)
+
+
+def test_torch_engine_never_touches_onnx(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(features, "feature_session", lambda *args, **kwargs: pytest.fail("ONNX Runtime was used"))
+    monkeypatch.setenv("VISTRAIN_ENGINE", "torch")
+    result = extract_features(images(tmp_path / "img", 2), LITE0, LITE0.preprocess, tmp_path / "cache", show_progress=False)
+    assert result.computed == 2
+    assert not list((tmp_path / "cache").glob("*.onnx"))
+
+
+def test_falls_back_to_torch_when_onnx_fails(tmp_path: Path, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise ImportError("No module named 'onnxruntime'")
+
+    paths = images(tmp_path / "img", 2)
+    expected = extract_features(paths, LITE0, LITE0.preprocess, tmp_path / "onnx", show_progress=False, engine="onnx")
+    monkeypatch.setattr(features, "feature_session", broken)
+    result = extract_features(paths, LITE0, LITE0.preprocess, tmp_path / "cache", show_progress=False, engine="onnx")
+    assert result.computed == 2
+    assert np.abs(result.vectors - expected.vectors).max() < 1e-3
+    warning = capsys.readouterr().err
+    assert "warning:" in warning and "No module named 'onnxruntime'" in warning and "torch" in warning
+
+
+def test_unknown_engine_is_refused(tmp_path: Path):
+    with pytest.raises(ValueError, match="onnx, torch"):
+        extract_features([], LITE0, LITE0.preprocess, tmp_path, engine="tensorflow")

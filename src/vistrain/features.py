@@ -4,6 +4,10 @@ The cache is one SQLite file per (backbone, weights, preprocessing) and maps the
 bytes to its feature vector. Renaming or moving a file keeps its features; editing it computes them again.
 Each batch is committed as soon as it is computed, so an interrupted run keeps everything done so far, and
 SQLite's locking makes the cache safe for several runs at once.
+
+Features are computed by ONNX Runtime (the default engine, see `runtime.py`) or by torch eager. Both engines
+share one cache: their features agree to about 1e-5, far below what changes a trained head, so the engine is
+not part of the key and a cache filled by one is valid for the other.
 """
 
 from __future__ import annotations
@@ -16,19 +20,22 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from vistrain.backbones import Backbone
+from vistrain.backbones import Backbone, BackboneUnavailable
 from vistrain.console import console
 from vistrain.data import Skipped
 from vistrain.images import UnreadableImage, load_rgb
 from vistrain.preprocess import Preprocess
+from vistrain.runtime import INPUT, feature_session
 from vistrain.transforms import eval_transform
 
 FEATURE_FORMAT = 1  # bump when the way features are computed changes, to invalidate old caches
+ENGINES = ("onnx", "torch")
 
 
 def default_cache_dir() -> Path:
@@ -122,6 +129,17 @@ def loader_workers() -> int:
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
+def runtime_threads() -> int:
+    """ONNX Runtime threads: every core. Decoding needs a fraction of one, and idle ONNX Runtime threads sleep
+    rather than spin (see `runtime.feature_session`), so both share the cores without one starving the other."""
+    return os.cpu_count() or 1
+
+
+def default_engine() -> str:
+    """$VISTRAIN_ENGINE, else "onnx"."""
+    return os.environ.get("VISTRAIN_ENGINE", "onnx")
+
+
 def extract_features(
     paths: list[Path],
     backbone: Backbone,
@@ -129,8 +147,17 @@ def extract_features(
     cache_dir: Path | None = None,
     batch_size: int = 32,
     show_progress: bool = True,
+    engine: str | None = None,
 ) -> Features:
-    """Feature vectors for `paths`, reading cached ones and computing (and caching) the rest."""
+    """Feature vectors for `paths`, reading cached ones and computing (and caching) the rest.
+
+    `engine` computes them: "onnx" (ONNX Runtime, falling back to torch with a warning where it cannot run)
+    or "torch" (torch eager); the default is `default_engine()`.
+    """
+    engine = engine or default_engine()
+    if engine not in ENGINES:
+        raise ValueError(f"unknown feature engine {engine!r}; engines: {', '.join(ENGINES)}")
+    cache_dir = cache_dir or default_cache_dir()
     skipped: dict[int, str] = {}
     digests: dict[int, str] = {}
     for index, path in enumerate(paths):
@@ -138,13 +165,14 @@ def extract_features(
             digests[index] = file_digest(path)
         except OSError as error:
             skipped[index] = f"cannot read: {error.strerror or error}"
-    cache = FeatureCache(cache_dir or default_cache_dir(), backbone, preprocess)
+    cache = FeatureCache(cache_dir, backbone, preprocess)
     try:
         cached = cache.get_many(sorted(set(digests.values())))
         missing = [i for i, digest in digests.items() if digest not in cached]
         started = time.perf_counter()
         if missing:
-            failures = _compute_into_cache([paths[i] for i in missing], [digests[i] for i in missing], backbone,
+            forward = _forward(backbone, preprocess, cache_dir, engine)
+            failures = _compute_into_cache([paths[i] for i in missing], [digests[i] for i in missing], forward,
                                            preprocess, cache, batch_size, show_progress)
             skipped.update({missing[position]: reason for position, reason in failures.items()})
         seconds = time.perf_counter() - started
@@ -163,12 +191,33 @@ def extract_features(
     )
 
 
+def _forward(backbone: Backbone, preprocess: Preprocess, cache_dir: Path,
+             engine: str) -> Callable[[torch.Tensor], np.ndarray]:
+    """The feature extractor on `engine`: a batch of input tensors -> a (batch, dim) float32 array."""
+    if engine == "onnx":
+        try:
+            session = feature_session(backbone, preprocess, cache_dir, threads=runtime_threads())
+        except BackboneUnavailable:
+            raise
+        except Exception as error:  # onnxruntime missing, or the export or load failed: torch computes the same
+            console.print(f"[yellow]warning:[/] ONNX Runtime cannot run the backbone ({type(error).__name__}: {error}); "
+                          "computing features with torch instead (slower)")
+        else:
+            return lambda batch: session.run(None, {INPUT: batch.numpy()})[0]
+    model = backbone.build_feature_extractor().to(memory_format=torch.channels_last)
+
+    def forward(batch: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return model(batch.contiguous(memory_format=torch.channels_last)).numpy()
+
+    return forward
+
+
 def _compute_into_cache(
-    paths: list[Path], digests: list[str], backbone: Backbone, preprocess: Preprocess, cache: FeatureCache, batch_size: int,
-    show_progress: bool,
+    paths: list[Path], digests: list[str], forward: Callable[[torch.Tensor], np.ndarray], preprocess: Preprocess,
+    cache: FeatureCache, batch_size: int, show_progress: bool,
 ) -> dict[int, str]:
     """Compute the features of `paths` and cache them under `digests`; returns {position in paths: reason} for unreadable files."""
-    model = backbone.build_feature_extractor().to(memory_format=torch.channels_last)
     loader = torch.utils.data.DataLoader(
         _ImageFiles(paths, preprocess), batch_size=batch_size, num_workers=loader_workers(), collate_fn=_collate
     )
@@ -176,11 +225,9 @@ def _compute_into_cache(
     columns = [TextColumn("features"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, disable=not show_progress, transient=True) as progress:
         task = progress.add_task("features", total=len(paths))
-        with torch.inference_mode():
-            for positions, batch, bad in loader:
-                failures.update(bad)
-                if batch is not None:
-                    output = model(batch.contiguous(memory_format=torch.channels_last)).numpy()
-                    cache.put_many({digests[p]: row for p, row in zip(positions, output)})
-                progress.advance(task, len(positions) + len(bad))
+        for positions, batch, bad in loader:
+            failures.update(bad)
+            if batch is not None:
+                cache.put_many({digests[p]: row for p, row in zip(positions, forward(batch))})
+            progress.advance(task, len(positions) + len(bad))
     return failures

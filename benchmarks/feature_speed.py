@@ -1,0 +1,132 @@
+"""Benchmark: feature extraction on ../shared/datasets/cats-vs-dogs (1,000 photos), ONNX Runtime and torch.
+
+Measures, in one run: (a) the backbone alone, ONNX Runtime on batches of 32 images decoded and preprocessed
+beforehand; (b) `extract_features` end to end with an empty feature cache (ONNX engine, model already exported);
+(c) the same with the torch engine. Prints a Markdown table, images/s each and (b)/(a).
+`--generated N [N ...]` instead times N generated JPEGs per size in a child process each, with its peak RSS,
+to show that memory is set by the batch size, not the number of images.
+
+    python benchmarks/feature_speed.py [--data PATH] [--generated 2000 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vistrain.backbones import get_backbone
+from vistrain.features import extract_features, runtime_threads
+from vistrain.images import load_rgb
+from vistrain.runtime import INPUT, feature_session
+from vistrain.transforms import eval_transform
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cats-vs-dogs"
+BACKBONE = get_backbone("efficientnet_lite0")
+BATCH = 32
+
+MEASURE_CHILD = """
+import resource, sys, time
+from pathlib import Path
+from vistrain.backbones import get_backbone
+from vistrain.features import extract_features
+paths = sorted(Path(sys.argv[1]).glob("*.jpg"))
+backbone = get_backbone("efficientnet_lite0")
+started = time.perf_counter()
+extract_features(paths, backbone, backbone.preprocess, Path(sys.argv[2]), show_progress=False)
+seconds = time.perf_counter() - started
+print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def backbone_alone(paths: list[Path], cache: Path) -> tuple[float, float]:
+    """Seconds to export the model (once), and to run it on every image, decoded and preprocessed beforehand."""
+    started = time.perf_counter()
+    session = feature_session(BACKBONE, BACKBONE.preprocess, cache, threads=runtime_threads())
+    export_seconds = time.perf_counter() - started
+    transform = eval_transform(BACKBONE.preprocess)
+    batches = [torch.stack([transform(load_rgb(p)) for p in paths[i : i + BATCH]]).numpy()
+               for i in range(0, len(paths), BATCH)]
+    session.run(None, {INPUT: batches[0]})  # warm-up
+    started = time.perf_counter()
+    for batch in batches:
+        session.run(None, {INPUT: batch})
+    return export_seconds, time.perf_counter() - started
+
+
+def end_to_end(paths: list[Path], cache: Path, engine: str) -> float:
+    """Seconds of `extract_features` on `paths` with no features cached in `cache`."""
+    started = time.perf_counter()
+    features = extract_features(paths, BACKBONE, BACKBONE.preprocess, cache, BATCH, show_progress=False, engine=engine)
+    assert features.computed == len(paths), features.skipped
+    return time.perf_counter() - started
+
+
+def speed(data: Path) -> None:
+    paths = sorted(data.glob("*/*/*.jpg"))
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        export_seconds, alone = backbone_alone(paths, scratch / "onnx")
+        onnx = end_to_end(paths, scratch / "onnx", "onnx")
+        eager = end_to_end(paths, scratch / "torch", "torch")
+    n = len(paths)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; ONNX Runtime threads: {runtime_threads()}; "
+          f"data: {data} ({n} photos); batch {BATCH}; ONNX export (once): {export_seconds:.1f} s")
+    print("| measurement | seconds | images/s |")
+    print("|---|---|---|")
+    for name, seconds in (("(a) backbone alone, ONNX Runtime, preprocessed tensors", alone),
+                          ("(b) extract_features, ONNX engine, empty cache", onnx),
+                          ("(c) extract_features, torch engine, empty cache", eager)):
+        print(f"| {name} | {seconds:.1f} | {n / seconds:.1f} |")
+    print(f"(b)/(a): {alone / onnx:.2f}")
+
+
+def generate(folder: Path, n: int) -> None:
+    """`n` random 320x240 JPEGs: colour blocks with noise, a few kB each."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(n)
+    for i in range(n):
+        blocks = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((320, 240))
+        noisy = np.asarray(blocks) + rng.integers(0, 30, (240, 320, 3), dtype=np.uint8)
+        Image.fromarray(noisy).save(folder / f"{i:06d}.jpg", quality=85)
+
+
+def memory(sizes: list[int]) -> None:
+    print("| images | seconds | images/s | peak RSS, main process (MiB) | peak RSS, largest worker (MiB) |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        feature_session(BACKBONE, BACKBONE.preprocess, scratch / "exported", threads=1)
+        for n in sizes:
+            generate(scratch / f"images{n}", n)
+            shutil.copytree(scratch / "exported", scratch / f"cache{n}")  # the ONNX model only: no features yet
+            output = subprocess.run([sys.executable, "-c", MEASURE_CHILD, scratch / f"images{n}", scratch / f"cache{n}"],
+                                    check=True, capture_output=True, text=True).stdout
+            seconds, main_kib, worker_kib = (float(x) for x in output.split())
+            print(f"| {n} | {seconds:.1f} | {n / seconds:.1f} | {main_kib / 1024:.0f} | {worker_kib / 1024:.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--generated", type=int, nargs="+", metavar="N",
+                        help="time and peak memory on N generated JPEGs instead, for each N")
+    args = parser.parse_args()
+    if args.generated:
+        memory(args.generated)
+    else:
+        speed(args.data)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Backbone feature extractors on ONNX Runtime: exported to ONNX once, cached on disk, run as inference sessions.
+
+On a CPU, ONNX Runtime runs EfficientNet-Lite0 several times as fast as torch eager, with the same features
+(to about 1e-5). The export takes seconds and is kept in the cache directory, one file per backbone, weights,
+preprocessing and export format. It is written to a temporary file and renamed into place, so runs at the same
+time or interrupted ones never leave a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vistrain.backbones import Backbone
+from vistrain.preprocess import Preprocess
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+EXPORT_FORMAT = 1  # bump when the export changes (opset, graph, names), to export again
+OPSET = 17
+INPUT, OUTPUT = "images", "features"
+
+
+def model_path(directory: Path, backbone: Backbone, preprocess: Preprocess) -> Path:
+    """Where the ONNX export of `backbone`'s feature extractor for `preprocess` is cached."""
+    identity = json.dumps(
+        {"backbone": backbone.name, "weights": backbone.weights, "preprocess": preprocess.to_dict(),
+         "format": EXPORT_FORMAT},
+        sort_keys=True,
+    )
+    return directory / f"backbone-{backbone.name}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.onnx"
+
+
+def export_feature_extractor(backbone: Backbone, preprocess: Preprocess, path: Path) -> None:
+    """Export the feature extractor (batches of normalised CHW images -> pooled vectors) to `path`, atomically."""
+    import torch  # slow to import: only when exporting
+
+    model = backbone.build_feature_extractor()
+    example = torch.zeros(2, 3, preprocess.input_size, preprocess.input_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        with warnings.catch_warnings():
+            # The torch.export-based exporter needs onnxscript; the TorchScript one exports timm CNNs exactly.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, (example,), temporary, dynamo=False, opset_version=OPSET, input_names=[INPUT],
+                              output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def feature_session(backbone: Backbone, preprocess: Preprocess, directory: Path,
+                    threads: int) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session of `backbone`'s feature extractor, exported into `directory` on first use."""
+    import onnxruntime  # optional at run time: callers fall back to torch when it is missing
+
+    path = model_path(directory, backbone, preprocess)
+    if not path.exists():
+        export_feature_extractor(backbone, preprocess, path)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    # Idle threads sleep instead of spinning, leaving the cores to the image-decoding workers.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
