@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -60,8 +59,7 @@ class FeatureCache:
         )
         key = hashlib.sha256(identity.encode()).hexdigest()[:16]
         directory.mkdir(parents=True, exist_ok=True)
-        readable = re.sub(r"[^\w.-]+", "_", backbone.name)[:60]  # timm:x@/path/file -> timm_x_path_file
-        self.path = directory / f"features-{readable}-{key}.sqlite"
+        self.path = directory / f"features-{backbone.file_stem}-{key}.sqlite"
         self.dim = backbone.feature_dim
         self._db = sqlite3.connect(self.path, timeout=120)
         self._db.execute("PRAGMA journal_mode=WAL")

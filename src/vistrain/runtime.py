@@ -34,7 +34,8 @@ def model_path(directory: Path, backbone: Backbone, preprocess: Preprocess) -> P
          "format": EXPORT_FORMAT},
         sort_keys=True,
     )
-    return directory / f"backbone-{backbone.name}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.onnx"
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return directory / f"backbone-{backbone.file_stem}-{key}.onnx"
 
 
 def export_feature_extractor(backbone: Backbone, preprocess: Preprocess, path: Path) -> None:

