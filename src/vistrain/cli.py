@@ -64,6 +64,9 @@ def training_options(command):
                      help="Weigh the loss against class imbalance (n / (classes x count) per class)."),
         click.option("--sampler", type=click.Choice(("balanced",)),
                      help="Draw training batches so that every class comes up equally often."),
+        click.option("--augment-views", default=0, type=click.IntRange(0),
+                     help="Also train on K augmented versions of each training image (rotation ±20°, shift and zoom "
+                          "±10%, flip), their features cached too; costs K extra feature passes the first time."),
         click.option("--val-fraction", default=0.2, type=click.FloatRange(0, 1, min_open=True, max_open=True),
                      help="Share of each class held out for validation when DATA has no val/ folder."),
         click.option("--seed", default=0, type=int),
@@ -156,10 +159,11 @@ def demo(**settings) -> None:
 @click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @label_options
 @click.option("--format", "output_format", default="table", type=click.Choice(("table", "json")))
+@click.option("--tta", is_flag=True, help="Test-time augmentation: average each image's and its mirror's outputs.")
 @click.option("--cache-dir", type=click.Path(path_type=Path))
 @friendly_errors
 def evaluate(run: Path, data: Path | None, labels: Path | None, image_root: Path | None, output_format: str,
-             cache_dir: Path | None) -> None:
+             tta: bool, cache_dir: Path | None) -> None:
     """Score the model in RUN on labelled images: DATA (its val/ folder if it has one, else all) or --labels."""
     from vistrain.metrics import task_metrics
     from vistrain.predict import Predictor
@@ -167,7 +171,7 @@ def evaluate(run: Path, data: Path | None, labels: Path | None, image_root: Path
     predictor = Predictor.from_run(run)
     samples, skipped = load_labelled(data_source(data, labels), predictor.classes, predictor.task, image_root)
     target_of = {s.path: s.target for s in samples}
-    result = predictor.predict([s.path for s in samples], cache_dir, show_progress=output_format == "table")
+    result = predictor.predict([s.path for s in samples], cache_dir, show_progress=output_format == "table", tta=tta)
     targets = np.array([target_of[p] for p in result.paths])
     metrics = task_metrics(predictor.task, targets, result.outputs, predictor.classes, predictor.thresholds)
     metrics["task"] = predictor.task
@@ -187,17 +191,18 @@ def evaluate(run: Path, data: Path | None, labels: Path | None, image_root: Path
               help="Mark predictions whose probability is below this as uncertain; multi-label models: one "
                    "threshold for every label instead of the ones tuned on validation.")
 @click.option("--format", "output_format", default="table", type=click.Choice(("table", "csv", "json")))
+@click.option("--tta", is_flag=True, help="Test-time augmentation: average each image's and its mirror's outputs.")
 @click.option("--cache-dir", type=click.Path(path_type=Path))
 @friendly_errors
 def predict(run: Path, paths: tuple[Path, ...], top_k: int, threshold: float | None, output_format: str,
-            cache_dir: Path | None) -> None:
+            tta: bool, cache_dir: Path | None) -> None:
     """Predict image files, or every file in folders, with the model in RUN: the class, the labels over their
     thresholds (multi-label) or the values (regression)."""
     from vistrain.predict import Predictor, expand_paths
 
     predictor = Predictor.from_run(run)
     files = expand_paths(list(paths))
-    result = predictor.predict(files, cache_dir, show_progress=output_format == "table")
+    result = predictor.predict(files, cache_dir, show_progress=output_format == "table", tta=tta)
     k = min(top_k, len(predictor.classes))
     rows = [{"file": str(path), **row, "error": ""}
             for path, row in zip(result.paths, predictor.describe(result.outputs, threshold, k))]

@@ -31,7 +31,7 @@ from vistrain.data import Skipped
 from vistrain.images import UnreadableImage, load_rgb
 from vistrain.preprocess import Preprocess
 from vistrain.runtime import INPUT, feature_session
-from vistrain.transforms import eval_transform
+from vistrain.transforms import View
 
 FEATURE_FORMAT = 1  # bump when the way features are computed changes, to invalidate old caches
 ENGINES = ("onnx", "torch")
@@ -49,14 +49,14 @@ def file_digest(path: Path) -> str:
 
 
 class FeatureCache:
-    """Feature vectors of one backbone and preprocessing, keyed by image-content digest."""
+    """Feature vectors of one backbone, preprocessing and view, keyed by image-content digest."""
 
-    def __init__(self, directory: Path, backbone: Backbone, preprocess: Preprocess):
-        identity = json.dumps(
-            {"backbone": backbone.name, "weights": backbone.weights, "preprocess": preprocess.to_dict(),
-             "format": FEATURE_FORMAT},
-            sort_keys=True,
-        )
+    def __init__(self, directory: Path, backbone: Backbone, preprocess: Preprocess, view: View = View()):
+        key_parts = {"backbone": backbone.name, "weights": backbone.weights, "preprocess": preprocess.to_dict(),
+                     "format": FEATURE_FORMAT}
+        if view.identity():
+            key_parts["view"] = view.identity()
+        identity = json.dumps(key_parts, sort_keys=True)
         key = hashlib.sha256(identity.encode()).hexdigest()[:16]
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"features-{backbone.file_stem}-{key}.sqlite"
@@ -101,16 +101,17 @@ class Features:
 
 
 class _ImageFiles(torch.utils.data.Dataset):
-    def __init__(self, paths: list[Path], preprocess: Preprocess):
+    def __init__(self, paths: list[Path], digests: list[str], preprocess: Preprocess, view: View):
         self.paths = paths
-        self.transform = eval_transform(preprocess)
+        self.digests = digests
+        self.transform = view.transform(preprocess)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str]:
         try:
-            return index, self.transform(load_rgb(self.paths[index])), ""
+            return index, self.transform(load_rgb(self.paths[index]), self.digests[index]), ""
         except UnreadableImage as error:
             return index, None, str(error)
 
@@ -146,8 +147,10 @@ def extract_features(
     batch_size: int = 32,
     show_progress: bool = True,
     engine: str | None = None,
+    view: View = View(),
 ) -> Features:
-    """Feature vectors for `paths`, reading cached ones and computing (and caching) the rest.
+    """Feature vectors for `paths` (of `view`: by default the images as validation sees them), reading cached
+    ones and computing (and caching) the rest.
 
     `engine` computes them: "onnx" (ONNX Runtime, falling back to torch with a warning where it cannot run)
     or "torch" (torch eager); the default is `default_engine()`.
@@ -163,7 +166,7 @@ def extract_features(
             digests[index] = file_digest(path)
         except OSError as error:
             skipped[index] = f"cannot read: {error.strerror or error}"
-    cache = FeatureCache(cache_dir, backbone, preprocess)
+    cache = FeatureCache(cache_dir, backbone, preprocess, view)
     try:
         cached = cache.get_many(sorted(set(digests.values())))
         missing = [i for i, digest in digests.items() if digest not in cached]
@@ -171,7 +174,7 @@ def extract_features(
         if missing:
             forward = _forward(backbone, preprocess, cache_dir, engine)
             failures = _compute_into_cache([paths[i] for i in missing], [digests[i] for i in missing], forward,
-                                           preprocess, cache, batch_size, show_progress)
+                                           preprocess, view, cache, batch_size, show_progress)
             skipped.update({missing[position]: reason for position, reason in failures.items()})
         seconds = time.perf_counter() - started
         vectors = cache.get_many(sorted(set(digests.values())))
@@ -213,12 +216,12 @@ def _forward(backbone: Backbone, preprocess: Preprocess, cache_dir: Path,
 
 def _compute_into_cache(
     paths: list[Path], digests: list[str], forward: Callable[[torch.Tensor], np.ndarray], preprocess: Preprocess,
-    cache: FeatureCache, batch_size: int, show_progress: bool,
+    view: View, cache: FeatureCache, batch_size: int, show_progress: bool,
 ) -> dict[int, str]:
-    """Compute the features of `paths` and cache them under `digests`; returns {position in paths: reason} for unreadable files."""
-    loader = torch.utils.data.DataLoader(
-        _ImageFiles(paths, preprocess), batch_size=batch_size, num_workers=loader_workers(), collate_fn=_collate
-    )
+    """Compute the features of `paths` and cache them under `digests`; returns {position in paths: reason} for
+    unreadable files."""
+    loader = torch.utils.data.DataLoader(_ImageFiles(paths, digests, preprocess, view), batch_size=batch_size,
+                                         num_workers=loader_workers(), collate_fn=_collate)
     failures: dict[int, str] = {}
     columns = [TextColumn("features"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, disable=not show_progress, transient=True) as progress:

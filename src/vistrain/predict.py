@@ -18,6 +18,7 @@ from vistrain.features import extract_features
 from vistrain.heads import build_head
 from vistrain.preprocess import Preprocess
 from vistrain.run_dir import WEIGHTS, RunError, read_config
+from vistrain.transforms import View
 
 
 @dataclass
@@ -64,10 +65,17 @@ class Predictor:
         """The head's outputs for backbone features (see `tasks.outputs`)."""
         return tasks.outputs(self.task, self.head(torch.from_numpy(features))).numpy()
 
-    def predict(self, paths: list[Path], cache_dir: Path | None = None, show_progress: bool = True) -> ImagePredictions:
-        """Predict image files (features cached like training's); unreadable files are returned as skipped."""
+    def predict(self, paths: list[Path], cache_dir: Path | None = None, show_progress: bool = True,
+                tta: bool = False) -> ImagePredictions:
+        """Predict image files (features cached like training's); unreadable files are returned as skipped.
+        `tta`: average the outputs for each image and its mirror image (test-time augmentation)."""
         features = extract_features(paths, self.backbone, self.preprocess, cache_dir, show_progress=show_progress)
-        return ImagePredictions([paths[i] for i in features.kept], self.outputs(features.vectors), features.skipped)
+        outputs = self.outputs(features.vectors)
+        if tta:
+            mirrored = extract_features([paths[i] for i in features.kept], self.backbone, self.preprocess, cache_dir,
+                                        show_progress=show_progress, view=View("flip"))
+            outputs = (outputs + self.outputs(mirrored.vectors)) / 2
+        return ImagePredictions([paths[i] for i in features.kept], outputs, features.skipped)
 
 
     def describe(self, outputs: np.ndarray, threshold: float | None = None, k: int = 3) -> list[dict]:

@@ -16,10 +16,10 @@ import torch
 from safetensors.torch import save_file
 
 from vistrain import distributed, tasks
-from vistrain.backbones import get_backbone
+from vistrain.analysis import Predictions
+from vistrain.backbones import Backbone, get_backbone
 from vistrain.check import digest_leaks
 from vistrain.console import console
-from vistrain.analysis import Predictions
 from vistrain.data import DataError, Dataset, Sample, Skipped, load_dataset
 from vistrain.engine import EpochResult, fit
 from vistrain.features import extract_features
@@ -27,6 +27,7 @@ from vistrain.heads import build_head
 from vistrain.inspect_run import PREDICTIONS, inspect, write_predictions
 from vistrain.metrics import HEADLINE, task_metrics, tune_thresholds
 from vistrain.run_dir import CONFIG, WEIGHTS, RunError, new_run_dir, write_csv, write_json, write_skipped
+from vistrain.transforms import Augmentation, View
 
 
 @dataclass
@@ -46,6 +47,7 @@ class TrainOptions:
     label_depth: int | None = None  # class = folder this many levels down (default: the top-level folder)
     class_weight: str | None = None  # "balanced": loss weights against class imbalance
     sampler: str | None = None  # "balanced": draw batches so that classes come up equally often
+    augment_views: int = 0  # augmented versions of each training image whose features are cached and trained on
 
 
 CHECKPOINT = "checkpoint.pt"  # present only while a run is unfinished
@@ -123,6 +125,11 @@ def train(
     train_xy = _tensors(task, features.vectors[train_rows], samples, [features.kept[k] for k in train_rows])
     val_xy = _tensors(task, features.vectors[val_rows], samples, [features.kept[k] for k in val_rows])
     _check_usable(task, train_xy[1], val_xy[1], dataset.classes)
+    if options.augment_views:
+        train_xy = _with_augmented_views(train_xy, [samples[features.kept[k]].path for k in train_rows],
+                                         options.augment_views, backbone, cache_dir, verbose)
+        say(f"training on {len(train_xy[1])} feature vectors: each training image and {options.augment_views} "
+            f"augmented version(s) of it ({Augmentation().to_dict()})")
 
     torch.manual_seed(options.seed)  # initial weights and dropout masks
     n_outputs = len(dataset.classes)
@@ -234,6 +241,19 @@ def _warn_about_leaks(digests: dict[int, str], samples: list[Sample], n_train: i
             "which inflates validation accuracy; `vistrain check` lists them and near duplicates:")
         for train_path, val_path in leaks[:10]:
             say(f"  {train_path} = {val_path}")
+
+
+def _with_augmented_views(train_xy: tuple[torch.Tensor, torch.Tensor], paths: list[Path], views: int,
+                          backbone: Backbone, cache_dir: Path | None, verbose: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training features and targets plus those of `views` augmented versions of every training image
+    (cached like any features: the same file and view number always give the same augmentation)."""
+    vectors, targets = [train_xy[0]], [train_xy[1]]
+    for index in range(1, views + 1):
+        view = View("augmented", index, Augmentation())
+        augmented = extract_features(paths, backbone, backbone.preprocess, cache_dir, show_progress=verbose, view=view)
+        vectors.append(torch.from_numpy(augmented.vectors))
+        targets.append(train_xy[1][augmented.kept])
+    return torch.cat(vectors), torch.cat(targets)
 
 
 def _warn_about_imbalance(dataset: Dataset, say) -> None:

@@ -65,3 +65,44 @@ def train_transform(preprocess: Preprocess, augmentation: Augmentation,
     if normalize:
         steps.append(v2.Normalize(mean=list(preprocess.mean), std=list(preprocess.std)))
     return v2.Compose(steps)
+
+
+@dataclass(frozen=True)
+class View:
+    """Which version of each image features are computed from: as validation sees it (`eval`), mirrored
+    (`flip`, for test-time augmentation), or its `index`-th augmented version (`augmented`, for
+    `train --augment-views`; the same file and index always give the same augmentation, so it can be cached)."""
+
+    kind: str = "eval"
+    index: int = 0
+    augmentation: Augmentation | None = None
+
+    def identity(self) -> dict | None:
+        """What distinguishes this view in a feature-cache key; None for `eval`, the key of earlier versions."""
+        if self.kind == "eval":
+            return None
+        return {"kind": self.kind, "index": self.index,
+                "augmentation": self.augmentation.to_dict() if self.augmentation else None}
+
+    def transform(self, preprocess: Preprocess) -> "ViewTransform":
+        """(image, file digest) -> input tensor; the digest seeds an augmented view."""
+        if self.kind not in ("eval", "flip", "augmented") or (self.kind == "augmented") != bool(self.augmentation):
+            raise ValueError(f"unknown view {self}")
+        return ViewTransform(self, preprocess)
+
+
+class ViewTransform:
+    """A `View`'s transform (a class rather than a closure, so that data-loader workers can pickle it)."""
+
+    def __init__(self, view: View, preprocess: Preprocess):
+        self.view = view
+        augmented = view.kind == "augmented"
+        self.steps = train_transform(preprocess, view.augmentation) if augmented else eval_transform(preprocess)
+
+    def __call__(self, image: Image.Image, digest: str) -> torch.Tensor:
+        if self.view.kind == "augmented":
+            with torch.random.fork_rng():
+                torch.manual_seed(int(digest[:15], 16) + 1_000_003 * self.view.index)
+                return self.steps(image)
+        x = self.steps(image)
+        return x.flip(-1) if self.view.kind == "flip" else x
