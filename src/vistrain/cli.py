@@ -46,7 +46,7 @@ def training_options(command):
     options = [
         click.option("--out", type=click.Path(path_type=Path), help="Run directory [default: runs/<timestamp>]."),
         click.option("--overwrite", is_flag=True, help="Allow an --out directory that already holds files."),
-        click.option("--backbone", default="efficientnet_lite0", help="The pretrained backbone (frozen)."),
+        click.option("--backbone", default="efficientnet_lite0", help="The pretrained backbone (frozen, unless --fine-tune)."),
         click.option("--epochs", default=10, type=click.IntRange(1)),
         click.option("--batch-size", default=64, type=click.IntRange(1)),
         click.option("--lr", "learning_rate", default=0.001, type=click.FloatRange(0, min_open=True),
@@ -64,6 +64,20 @@ def training_options(command):
                      help="Draw training batches so that every class comes up equally often."),
         click.option("--val-fraction", default=0.2, type=click.FloatRange(0, 1, min_open=True, max_open=True),
                      help="Share of each class held out for validation when DATA has no val/ folder."),
+        click.option("--fine-tune", default=0, type=click.IntRange(0), metavar="N",
+                     help="After the head has trained on frozen features, unfreeze the backbone's last N blocks "
+                          "(EfficientNet: stages of model.blocks, plus the conv_head and bn2 after them) and train "
+                          "them with the head on the images, augmented (rotation, shift, zoom, flip); frozen "
+                          "BatchNorm layers keep their statistics. Slow on a CPU: FINE_TUNE_SPEED. Uses a CUDA GPU "
+                          "when there is one. 0: the backbone stays frozen."),
+        click.option("--fine-tune-epochs", default=5, type=click.IntRange(1),
+                     help="Most epochs of fine-tuning (see --patience)."),
+        click.option("--fine-tune-lr", type=click.FloatRange(0, min_open=True),
+                     help="The backbone's Adam learning rate while fine-tuning (the head keeps --lr) "
+                          "[default: --lr / 10]."),
+        click.option("--patience", default=3, type=click.IntRange(1),
+                     help="Stop fine-tuning after this many epochs without a lower validation loss; the backbone "
+                          "and head keep the weights of the epoch with the lowest."),
         click.option("--seed", default=0, type=int),
         click.option("--label-depth", type=click.IntRange(1),
                      help="Nested trees: the folder level that names the class [default: the top-level folder]."),

@@ -21,7 +21,7 @@ from pathlib import Path
 from vistrain.data import Skipped
 
 CONFIG = "config.json"
-WEIGHTS = "head.safetensors"  # written by train.save_head, read by predict.load_head_weights
+WEIGHTS = "head.safetensors"  # written by train.save_weights, read by predict.load_head_weights
 
 
 class RunError(ValueError):
