@@ -30,11 +30,14 @@ class EpochResult:
 
 
 def train_one_epoch(head: nn.Module, loader: torch.utils.data.DataLoader, task: str,
-                    optimizer: torch.optim.Optimizer, weights: torch.Tensor | None = None) -> tuple[float, float]:
-    """One pass over the training features; returns (mean loss, score)."""
+                    optimizer: torch.optim.Optimizer, weights: torch.Tensor | None = None,
+                    device: torch.device = torch.device("cpu")) -> tuple[float, float]:
+    """One pass over the training batches (features, or images for a whole model), moved to `device` (where the
+    model and `weights` are); returns (mean loss, score)."""
     head.train()
     total_loss, total_score, seen = 0.0, 0.0, 0
     for features, targets in loader:
+        features, targets = features.to(device), targets.to(device)
         logits = head(features)
         batch_loss = tasks.loss(task, logits, targets, weights)
         optimizer.zero_grad()
@@ -54,6 +57,26 @@ def evaluate(head: nn.Module, features: torch.Tensor, targets: torch.Tensor, tas
     logits = head(features)
     predicted = tasks.outputs(task, logits)
     return tasks.loss(task, logits, targets, weights).item(), tasks.score(task, predicted, targets), predicted
+
+
+def training_loader(dataset: torch.utils.data.Dataset, batch_size: int, generator: torch.Generator,
+                    sample_weights: torch.Tensor | None = None, context: Context = Context(),
+                    num_workers: int = 0) -> torch.utils.data.DataLoader:
+    """Training batches: shuffled by `generator`, or drawn with replacement in proportion to `sample_weights`;
+    under torchrun each process's share of every batch (call `loader.sampler.set_epoch` each epoch)."""
+    if context.active:
+        if sample_weights is not None:
+            raise ValueError("--sampler balanced is not available with torchrun; use --class-weight balanced")
+        sampler = torch.utils.data.DistributedSampler(dataset, context.world_size, context.rank,
+                                                      seed=generator.initial_seed())
+        batch_size = max(1, batch_size // context.world_size)  # the same batch across all processes
+    elif sample_weights is not None:
+        sampler = torch.utils.data.WeightedRandomSampler(
+            sample_weights.double(), num_samples=len(sample_weights), replacement=True, generator=generator)
+    else:
+        sampler = torch.utils.data.RandomSampler(dataset, generator=generator)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=generator,
+                                       num_workers=num_workers)
 
 
 def fit(
@@ -82,20 +105,8 @@ def fit(
     DistributedDataParallel averages the gradients. Returns the per-epoch history and the best epoch (1-based).
     """
     generator = torch.Generator().manual_seed(seed)
-    dataset = torch.utils.data.TensorDataset(*train)
-    model: nn.Module = head
-    if context.active:
-        if sample_weights is not None:
-            raise ValueError("--sampler balanced is not available with torchrun; use --class-weight balanced")
-        sampler = torch.utils.data.DistributedSampler(dataset, context.world_size, context.rank, seed=seed)
-        batch_size = max(1, batch_size // context.world_size)  # the same batch across all processes
-        model = torch.nn.parallel.DistributedDataParallel(head)
-    elif sample_weights is not None:
-        sampler = torch.utils.data.WeightedRandomSampler(
-            sample_weights.double(), num_samples=len(sample_weights), replacement=True, generator=generator)
-    else:
-        sampler = torch.utils.data.RandomSampler(dataset, generator=generator)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=generator)
+    loader = training_loader(torch.utils.data.TensorDataset(*train), batch_size, generator, sample_weights, context)
+    model = torch.nn.parallel.DistributedDataParallel(head) if context.active else head
     optimizer = torch.optim.Adam(head.parameters(), lr=learning_rate)
     history: list[EpochResult] = []
     best_loss, best_epoch, best_state = float("inf"), 0, None
@@ -108,7 +119,7 @@ def fit(
         best_loss, best_epoch, best_state = resume_from["best_loss"], resume_from["best_epoch"], resume_from["best_head"]
     for epoch in range(len(history) + 1, epochs + 1):
         if context.active:
-            sampler.set_epoch(epoch)
+            loader.sampler.set_epoch(epoch)
         train_loss, train_score = train_one_epoch(model, loader, task, optimizer, weights)
         val_loss, val_score, _ = evaluate(head, *val, task, weights)
         result = EpochResult(epoch, train_loss, train_score, val_loss, val_score)

@@ -15,6 +15,7 @@ from vistrain.backbones import Backbone, get_backbone
 from vistrain.console import console
 from vistrain.data import Skipped, list_files
 from vistrain.features import extract_features
+from vistrain.fine_tune import fine_tuned_backbone
 from vistrain.heads import build_head
 from vistrain.preprocess import Preprocess
 from vistrain.run_dir import WEIGHTS, RunError, read_config
@@ -32,7 +33,7 @@ class ImagePredictions:
 
 
 class Predictor:
-    """A trained model loaded from its run directory."""
+    """A trained model loaded from its run directory (with its fine-tuned backbone, if it has one)."""
 
     def __init__(self, config: dict, head: nn.Module, backbone: Backbone):
         self.config = config
@@ -52,6 +53,8 @@ class Predictor:
                 f"[yellow]warning:[/] the run was trained with {config['backbone']['weights']}, "
                 f"this machine has {backbone.weights}; predictions may differ"
             )
+        if "fine_tune" in config:  # the run's own backbone weights
+            backbone = fine_tuned_backbone(backbone, Path(run), config["fine_tune"]["sha256"])
         head_config = config["head"]
         head = build_head(
             head_config["kind"], backbone.feature_dim, tasks.output_units(config["task"], len(config["classes"])),

@@ -2,8 +2,9 @@
 
     config.json        backbone, preprocessing, classes in index order, task, head, hyper-parameters, versions
     head.safetensors   the trained head's weights (no pickle anywhere)
+    backbone.safetensors  with --fine-tune only: the fine-tuned backbone (its SHA-256 is in config.json)
     metrics.json       validation metrics of the best epoch
-    history.csv        loss and accuracy per epoch
+    history.csv        loss and accuracy per epoch, with its stage (frozen or fine-tune)
     predictions.csv    validation images: file, true class, predicted class, probability per class
     skipped.csv        files left out, with the reason
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 from vistrain.data import Skipped
 
 CONFIG = "config.json"
-WEIGHTS = "head.safetensors"  # written by train.save_head, read by predict.load_head_weights
+WEIGHTS = "head.safetensors"  # written by train.save_weights, read by predict.load_head_weights
 
 
 class RunError(ValueError):

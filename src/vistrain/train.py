@@ -6,7 +6,7 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -22,7 +22,8 @@ from vistrain.check import digest_leaks
 from vistrain.console import console
 from vistrain.data import DataError, Dataset, Sample, Skipped, load_dataset
 from vistrain.engine import EpochResult, fit
-from vistrain.features import extract_features
+from vistrain.features import extract_features, file_digest
+from vistrain.fine_tune import BACKBONE_WEIGHTS, fine_tune
 from vistrain.heads import build_head
 from vistrain.inspect_run import PREDICTIONS, inspect, write_predictions
 from vistrain.metrics import HEADLINE, task_metrics, tune_thresholds
@@ -48,6 +49,10 @@ class TrainOptions:
     class_weight: str | None = None  # "balanced": loss weights against class imbalance
     sampler: str | None = None  # "balanced": draw batches so that classes come up equally often
     augment_views: int = 0  # augmented versions of each training image whose features are cached and trained on
+    fine_tune: int = 0  # then unfreeze the backbone's last this many blocks and train them with the head
+    fine_tune_epochs: int = 5
+    fine_tune_lr: float | None = None  # the backbone's, while fine-tuning [default: learning_rate / 10]
+    patience: int = 3  # fine-tuning stops after this many epochs without a lower validation loss
 
 
 CHECKPOINT = "checkpoint.pt"  # present only while a run is unfinished
@@ -82,7 +87,8 @@ def train(
     resume_from: dict | None = None,
 ) -> TrainResult:
     """Train a head on frozen backbone features of the images in `data` (a folder, or a label CSV whose paths
-    are relative to `image_root`), and write a run directory. Until it is complete, the run directory holds a
+    are relative to `image_root`), then, with `options.fine_tune`, the backbone's last blocks with it (see
+    `fine_tune.fine_tune`), and write a run directory. Until it is complete, the run directory holds a
     checkpoint (see `resume`)."""
     options = options or TrainOptions()
     context = distributed.setup()
@@ -98,8 +104,15 @@ def train(
         run = distributed.share(context, new_run_dir(out, overwrite) if context.is_main else None)
     job = {"data": str(Path(data).resolve()), "image_root": str(image_root.resolve()) if image_root else None,
            "options": asdict(options)}
+    checkpoint = resume_from or {"job": job}
     if not resume_from and context.is_main:
-        save_checkpoint(run, {"job": job})
+        save_checkpoint(run, checkpoint)
+
+    def on_checkpoint(stage: str, state: dict) -> None:  # stage: "training" (the head alone) or "fine_tune"
+        checkpoint[stage] = state
+        if context.is_main:
+            save_checkpoint(run, checkpoint)
+
     say(f"data: {dataset.layout}")
     say(f"task: {task} ({dataset.task_reason})")
     say(("classes: " if task in tasks.SINGLE_LABEL else "outputs: ")
@@ -125,9 +138,10 @@ def train(
     train_xy = _tensors(task, features.vectors[train_rows], samples, [features.kept[k] for k in train_rows])
     val_xy = _tensors(task, features.vectors[val_rows], samples, [features.kept[k] for k in val_rows])
     _check_usable(task, train_xy[1], val_xy[1], dataset.classes)
+    train_images = ([samples[features.kept[k]].path for k in train_rows], train_xy[1])  # for fine-tuning
     if options.augment_views:
-        train_xy = _with_augmented_views(train_xy, [samples[features.kept[k]].path for k in train_rows],
-                                         options.augment_views, backbone, cache_dir, verbose)
+        train_xy = _with_augmented_views(train_xy, train_images[0], options.augment_views, backbone, cache_dir,
+                                         verbose)
         say(f"training on {len(train_xy[1])} feature vectors: each training image and {options.augment_views} "
             f"augmented version(s) of it ({Augmentation().to_dict()})")
 
@@ -147,13 +161,37 @@ def train(
             f"epoch {r.epoch:>3}/{options.epochs}  loss {r.train_loss:.4f}  {score_name} {r.train_score:.4f}  "
             f"val_loss {r.val_loss:.4f}  val_{score_name} {r.val_score:.4f}"
         ),
-        resume_from=resume_from.get("training") if resume_from else None,
-        on_checkpoint=lambda state: save_checkpoint(run, {"job": job, "training": state}) if context.is_main else None,
+        resume_from=checkpoint.get("training"), on_checkpoint=lambda state: on_checkpoint("training", state),
         context=context,
     )
-    head.eval()
-    with torch.no_grad():
-        val_outputs = tasks.outputs(task, head(val_xy[0])).numpy()
+    stages = ["frozen"] * len(history)
+    val_paths = [samples[features.kept[k]].path for k in val_rows]
+    if options.fine_tune:
+        extractor = backbone.build_feature_extractor()
+        backbone_lr = options.fine_tune_lr or options.learning_rate / 10
+        say(f"fine-tuning the last {options.fine_tune} blocks (learning rate {backbone_lr:g}; "
+            f"head {options.learning_rate:g}) on the images, augmented")
+        tuned = fine_tune(
+            extractor, head, train_images, (val_paths, val_xy[1]),
+            task, backbone.preprocess, options.fine_tune, options.fine_tune_epochs, options.batch_size,
+            options.learning_rate, backbone_lr, options.patience, options.seed, weights, sample_weights,
+            on_epoch=lambda r: say(
+                f"fine-tune {r.epoch:>3}/{options.fine_tune_epochs}  loss {r.train_loss:.4f}  {score_name} "
+                f"{r.train_score:.4f}  val_loss {r.val_loss:.4f}  val_{score_name} {r.val_score:.4f}"
+            ),
+            resume_from=checkpoint.get("fine_tune"), on_checkpoint=lambda state: on_checkpoint("fine_tune", state),
+            context=context,
+        )
+        history += [replace(r, epoch=options.epochs + r.epoch) for r in tuned.history]
+        stages += ["fine-tune"] * len(tuned.history)
+        best_epoch = options.epochs + tuned.best_epoch
+        val_outputs = tuned.val_outputs.numpy()
+        if tuned.images_per_second:
+            say(f"fine-tuning: {tuned.images_per_second:.1f} training images/s; best epoch {best_epoch}")
+    else:
+        head.eval()
+        with torch.no_grad():
+            val_outputs = tasks.outputs(task, head(val_xy[0])).numpy()
     val_targets = val_xy[1].numpy()
     thresholds = tune_thresholds(val_targets, val_outputs) if task == "multilabel" else None
     metrics = task_metrics(task, val_targets, val_outputs, dataset.classes, thresholds)
@@ -162,16 +200,18 @@ def train(
     metrics.update(
         task=task, best_epoch=best_epoch, val_loss=best.val_loss, n_train=len(train_rows), n_skipped=len(skipped),
         timing={"wall_seconds": round(time.perf_counter() - started, 2), "features_computed": computed.computed,
-                "features_per_second": rate, "processes": context.world_size},
+                "features_per_second": rate, "processes": context.world_size,
+                **({"fine_tune_images_per_second": tuned.images_per_second} if options.fine_tune else {})},
     )
     if not context.is_main:  # rank 0 writes the run directory
         return TrainResult(run, metrics, history, skipped)
 
-    save_head(run, head)
+    save_weights(run / WEIGHTS, head)
+    if options.fine_tune:
+        save_weights(run / BACKBONE_WEIGHTS, extractor)
     write_json(run / "metrics.json", metrics)
-    rows = [r.as_row(score_name) for r in history]
+    rows = [{**r.as_row(score_name), "stage": stage} for r, stage in zip(history, stages)]
     write_csv(run / "history.csv", list(rows[0]), [list(row.values()) for row in rows])
-    val_paths = [samples[features.kept[k]].path for k in val_rows]
     write_predictions(run / PREDICTIONS, Predictions(val_paths, val_targets, val_outputs, dataset.classes, task,
                                                      thresholds))
     write_skipped(run / "skipped.csv", skipped)
@@ -185,6 +225,11 @@ def train(
         "head": {"kind": options.head, "hidden": options.hidden, "dropout": options.dropout},
         "training": {**asdict(options), "task": task, "optimizer": "adam", "best_epoch": best_epoch,
                      "best_epoch_rule": "lowest validation loss"},
+        **({"fine_tune": {"blocks": options.fine_tune, "unfrozen": tuned.unfrozen, "backbone_lr": backbone_lr,
+                          "head_lr": options.learning_rate, "epochs": options.fine_tune_epochs,
+                          "epochs_run": len(tuned.history), "patience": options.patience,
+                          "augmentation": Augmentation().to_dict(), "weights_file": BACKBONE_WEIGHTS,
+                          "sha256": file_digest(run / BACKBONE_WEIGHTS)}} if options.fine_tune else {}),
         "data": {"source": str(Path(data).resolve()), "layout": dataset.layout,
                  "n_train": len(train_rows), "n_val": len(val_rows)},
         "versions": package_versions(),
@@ -208,7 +253,7 @@ def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True)
         raise RunError(f"{run} has no {CHECKPOINT}: it is not an interrupted vistrain run")
     checkpoint = torch.load(run / CHECKPOINT, weights_only=True)
     job = checkpoint["job"]
-    epochs_done = len(checkpoint.get("training", {}).get("history", []))
+    epochs_done = sum(len(checkpoint.get(stage, {}).get("history", [])) for stage in ("training", "fine_tune"))
     (console.print if verbose else (lambda *a: None))(f"resuming {run} after epoch {epochs_done}")
     return train(job["data"], run, TrainOptions(**job["options"]), cache_dir, verbose=verbose,
                  image_root=Path(job["image_root"]) if job["image_root"] else None, resume_from=checkpoint)
@@ -223,12 +268,12 @@ def save_checkpoint(run: Path, state: dict) -> None:
     os.replace(temporary, run / CHECKPOINT)
 
 
-def save_head(run: Path, head: torch.nn.Module) -> None:
-    """Write the head's weights as safetensors, atomically."""
-    handle, temporary = tempfile.mkstemp(dir=run, prefix=f".{WEIGHTS}.")
+def save_weights(path: Path, module: torch.nn.Module) -> None:
+    """Write a module's weights (its whole state dict) as safetensors, atomically."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(handle)
-    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, temporary)
-    os.replace(temporary, run / WEIGHTS)
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, temporary)
+    os.replace(temporary, path)
 
 
 def _warn_about_leaks(digests: dict[int, str], samples: list[Sample], n_train: int, say) -> None:
