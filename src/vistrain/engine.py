@@ -116,7 +116,8 @@ def fit(
         generator.set_state(resume_from["generator"])
         torch.set_rng_state(resume_from["torch_rng"])
         history = [EpochResult(*row) for row in resume_from["history"]]
-        best_loss, best_epoch, best_state = resume_from["best_loss"], resume_from["best_epoch"], resume_from["best_head"]
+        best_loss, best_epoch = resume_from["best_loss"], resume_from["best_epoch"]
+        best_state = resume_from["best_head"]
     for epoch in range(len(history) + 1, epochs + 1):
         if context.active:
             loader.sampler.set_epoch(epoch)

@@ -201,7 +201,8 @@ def _forward(backbone: Backbone, preprocess: Preprocess, cache_dir: Path,
         except BackboneUnavailable:
             raise
         except Exception as error:  # onnxruntime missing, or the export or load failed: torch computes the same
-            console.print(f"[yellow]warning:[/] ONNX Runtime cannot run the backbone ({type(error).__name__}: {error}); "
+            console.print(f"[yellow]warning:[/] ONNX Runtime cannot run the backbone "
+                          f"({type(error).__name__}: {error}); "
                           "computing features with torch instead (slower)")
         else:
             return lambda batch: session.run(None, {INPUT: batch.numpy()})[0]

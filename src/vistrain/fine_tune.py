@@ -40,7 +40,8 @@ def unfreeze_last_blocks(model: nn.Module, n: int) -> list[str]:
     if not 1 <= n <= len(blocks):
         raise ValueError(f"--fine-tune {n}: the backbone has {len(blocks)} blocks; choose 1 to {len(blocks)}")
     model.requires_grad_(False)
-    names = [f"blocks.{i}" for i in range(len(blocks) - n, len(blocks))] + [a for a in AFTER_BLOCKS if hasattr(model, a)]
+    names = [f"blocks.{i}" for i in range(len(blocks) - n, len(blocks))]
+    names += [a for a in AFTER_BLOCKS if hasattr(model, a)]
     for name in names:
         model.get_submodule(name).requires_grad_(True)
     return names

@@ -289,7 +289,8 @@ def _warn_about_leaks(digests: dict[int, str], samples: list[Sample], n_train: i
 
 
 def _with_augmented_views(train_xy: tuple[torch.Tensor, torch.Tensor], paths: list[Path], views: int,
-                          backbone: Backbone, cache_dir: Path | None, verbose: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                          backbone: Backbone, cache_dir: Path | None,
+                          verbose: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The training features and targets plus those of `views` augmented versions of every training image
     (cached like any features: the same file and view number always give the same augmentation)."""
     vectors, targets = [train_xy[0]], [train_xy[1]]
