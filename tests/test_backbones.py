@@ -221,3 +221,16 @@ def test_train_and_predict_with_a_weights_file_backbone(shapes_split: Path, tmp_
     assert json.loads((tmp_path / "run" / "config.json").read_text())["backbone"]["name"] == name
     predicted = invoke("predict", tmp_path / "run", shapes_split / "val" / "circle", "--format", "json")
     assert predicted.exit_code == 0 and len(json.loads(predicted.stdout)) == 8
+
+
+def test_concatenated_backbones_give_both_features_side_by_side():
+    lite0, lite1 = get_backbone("efficientnet_lite0"), get_backbone("efficientnet_lite1")
+    both = get_backbone("efficientnet_lite0+efficientnet_lite1")
+    assert both.feature_dim == lite0.feature_dim + lite1.feature_dim
+    assert both.preprocess == lite1.preprocess  # the larger input size
+    assert both.weights == f"{lite0.weights} + {lite1.weights}"
+    x = torch.rand(2, 3, 240, 240)
+    with torch.no_grad():
+        joined = both.build_feature_extractor()(x)
+        parts = [lite0.build_feature_extractor()(x), lite1.build_feature_extractor()(x)]
+    assert torch.allclose(joined, torch.cat(parts, dim=1), atol=1e-5)

@@ -61,7 +61,8 @@ NAMING_HELP = (
     "Any timm or torchvision model also works as timm:NAME (e.g. timm:resnet50, timm:resnet50.a1_in1k) or "
     "torchvision:NAME (e.g. torchvision:resnet50, torchvision:resnet50.IMAGENET1K_V1), with its hub weights and "
     "their preprocessing; add @FILE for weights from a .safetensors file or a torch state dict instead "
-    "(e.g. timm:resnet18@/models/resnet18.safetensors)."
+    "(e.g. timm:resnet18@/models/resnet18.safetensors). Join names with + to concatenate their features "
+    "(e.g. efficientnet_lite0+efficientnet_lite2)."
 )
 
 
@@ -71,9 +72,14 @@ def register(backbone: Backbone) -> Backbone:
 
 
 def get_backbone(name: str) -> Backbone:
-    """A registered backbone, or a `timm:` / `torchvision:` one (see `NAMING_HELP`); a clear error otherwise."""
+    """A registered backbone, a `timm:` / `torchvision:` one, or several joined by `+` (see `NAMING_HELP`); a
+    clear error otherwise."""
     if name in _REGISTRY:
         return _REGISTRY[name]
+    if "+" in name:
+        from vistrain.backbones.concatenated import concatenated_backbone
+
+        return concatenated_backbone([get_backbone(part) for part in name.split("+")])
     if ":" in name:
         from vistrain.backbones.hub import hub_backbone
 
