@@ -122,3 +122,17 @@ def test_falls_back_to_torch_when_onnx_fails(tmp_path: Path, monkeypatch, capsys
 def test_unknown_engine_is_refused(tmp_path: Path):
     with pytest.raises(ValueError, match="onnx, torch"):
         extract_features([], LITE0, LITE0.preprocess, tmp_path, engine="tensorflow")
+
+
+def test_large_feature_matrices_are_memory_mapped(tmp_path: Path, monkeypatch):
+    for i in range(3):
+        shape_image("circle", i).save(tmp_path / f"{i}.png")
+    paths = sorted(tmp_path.glob("*.png"))
+    backbone = get_backbone("efficientnet_lite0")
+    in_memory = extract_features(paths, backbone, backbone.preprocess, tmp_path / "cache", show_progress=False)
+    assert not isinstance(in_memory.vectors, np.memmap)
+    monkeypatch.setattr(features, "MEMORY_MAPPED_BYTES", 100)
+    mapped = extract_features(paths, backbone, backbone.preprocess, tmp_path / "cache", show_progress=False)
+    assert isinstance(mapped.vectors, np.memmap) and mapped.computed == 0
+    assert np.array_equal(mapped.vectors, in_memory.vectors)
+    assert not list((tmp_path / "cache").glob("features-*.f32"))  # an anonymous file: nothing left behind

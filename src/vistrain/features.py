@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from vistrain.preprocess import Preprocess
 from vistrain.runtime import INPUT, feature_session
 from vistrain.transforms import View
 
+MEMORY_MAPPED_BYTES = 64 * 2**20  # larger feature matrices live in memory-mapped temporary files
 FEATURE_FORMAT = 1  # bump when the way features are computed changes, to invalidate old caches
 ENGINES = ("onnx", "torch")
 
@@ -69,15 +71,24 @@ class FeatureCache:
             self._db.execute("INSERT INTO identity VALUES (?)", (identity,))
         self._db.commit()
 
-    def get_many(self, digests: list[str]) -> dict[str, np.ndarray]:
-        found = {}
+    def has(self, digests: list[str]) -> set[str]:
+        """Which of `digests` are cached (their vectors are not read)."""
+        found: set[str] = set()
         for start in range(0, len(digests), 500):
             chunk = digests[start : start + 500]
-            rows = self._db.execute(
-                f"SELECT digest, vector FROM features WHERE digest IN ({','.join('?' * len(chunk))})", chunk
-            )
-            found.update((digest, np.frombuffer(vector, dtype=np.float32)) for digest, vector in rows)
+            rows = self._db.execute(f"SELECT digest FROM features WHERE digest IN ({','.join('?' * len(chunk))})",
+                                    chunk)
+            found.update(digest for (digest,) in rows)
         return found
+
+    def read_into(self, matrix: np.ndarray, digests: list[str]) -> None:
+        """Row i of `matrix` <- the cached vector of digests[i], a chunk at a time (memory: one chunk)."""
+        for start in range(0, len(digests), 500):
+            chunk = digests[start : start + 500]
+            rows = dict(self._db.execute(
+                f"SELECT digest, vector FROM features WHERE digest IN ({','.join('?' * len(set(chunk)))})",
+                sorted(set(chunk))))
+            matrix[start : start + len(chunk)] = [np.frombuffer(rows[d], dtype=np.float32) for d in chunk]
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
         rows = [(digest, np.asarray(v, dtype=np.float32).tobytes()) for digest, v in items.items()]
@@ -168,7 +179,7 @@ def extract_features(
             skipped[index] = f"cannot read: {error.strerror or error}"
     cache = FeatureCache(cache_dir, backbone, preprocess, view)
     try:
-        cached = cache.get_many(sorted(set(digests.values())))
+        cached = cache.has(sorted(set(digests.values())))
         missing = [i for i, digest in digests.items() if digest not in cached]
         started = time.perf_counter()
         if missing:
@@ -177,11 +188,11 @@ def extract_features(
                                            preprocess, view, cache, batch_size, show_progress)
             skipped.update({missing[position]: reason for position, reason in failures.items()})
         seconds = time.perf_counter() - started
-        vectors = cache.get_many(sorted(set(digests.values())))
+        kept = [i for i in range(len(paths)) if i not in skipped]
+        matrix = feature_matrix(len(kept), backbone.feature_dim, cache_dir)
+        cache.read_into(matrix, [digests[i] for i in kept])
     finally:
         cache.close()
-    kept = [i for i in range(len(paths)) if i not in skipped]
-    matrix = np.stack([vectors[digests[i]] for i in kept]) if kept else np.zeros((0, backbone.feature_dim), np.float32)
     return Features(
         vectors=matrix,
         kept=kept,
@@ -190,6 +201,15 @@ def extract_features(
         computed=len(set(missing) - set(skipped)),
         compute_seconds=seconds,
     )
+
+
+def feature_matrix(rows: int, dim: int, directory: Path) -> np.ndarray:
+    """An empty float32 matrix, memory-mapped from an anonymous temporary file in `directory` once it would
+    exceed MEMORY_MAPPED_BYTES: feature matrices of any size leave the process's own memory flat."""
+    if rows * dim * 4 <= MEMORY_MAPPED_BYTES:
+        return np.zeros((rows, dim), np.float32)
+    with tempfile.TemporaryFile(dir=directory, prefix="features-", suffix=".f32") as file:
+        return np.memmap(file, dtype=np.float32, mode="w+", shape=(rows, dim))  # the mapping outlives the file
 
 
 def _forward(backbone: Backbone, preprocess: Preprocess, cache_dir: Path,

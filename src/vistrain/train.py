@@ -135,8 +135,9 @@ def train(
     _warn_about_leaks(features.digests, samples, n_train, say)
     train_rows = [k for k, i in enumerate(features.kept) if i < n_train]
     val_rows = [k for k, i in enumerate(features.kept) if i >= n_train]
-    train_xy = _tensors(task, features.vectors[train_rows], samples, [features.kept[k] for k in train_rows])
-    val_xy = _tensors(task, features.vectors[val_rows], samples, [features.kept[k] for k in val_rows])
+    # kept is in input order, training images first: slices are views, so a memory-mapped matrix stays on disk
+    train_xy = _tensors(task, features.vectors[: len(train_rows)], samples, [features.kept[k] for k in train_rows])
+    val_xy = _tensors(task, features.vectors[len(train_rows) :], samples, [features.kept[k] for k in val_rows])
     _check_usable(task, train_xy[1], val_xy[1], dataset.classes)
     train_images = ([samples[features.kept[k]].path for k in train_rows], train_xy[1])  # for fine-tuning
     if options.augment_views:
