@@ -69,3 +69,14 @@ def test_train_warns_about_exact_duplicates_across_splits(tmp_path: Path):
     result = invoke("train", data, "--out", tmp_path / "run", "--epochs", "1")
     assert result.exit_code == 0
     assert "in both training and validation" in result.stderr and "leak.png" in result.stderr
+
+
+def test_near_pairs_are_found_across_tiles_and_never_twice():
+    from vistrain.check import Record, near_pairs
+
+    hashes = [0b0, 0xFFFF, 0b1, 0xFFFF0000, 0xFFFE, 0b11]  # near: (0,2) (0,5) (2,5) (1,4); 3 is alone
+    records = [Record(Path(f"{i}.png"), "train", "x", str(i), h, 8, 8) for i, h in enumerate(hashes)]
+    expected = sorted(near_pairs(records, threshold=2, chunk=len(hashes)))
+    assert [(i, j) for i, j, _ in expected] == [(0, 2), (0, 5), (1, 4), (2, 5)]
+    for chunk in (1, 2, 4):
+        assert sorted(near_pairs(records, threshold=2, chunk=chunk)) == expected

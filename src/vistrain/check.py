@@ -79,15 +79,17 @@ def read_record(path: Path, split: str, label: str) -> Record:
 
 
 def near_pairs(records: list[Record], threshold: int, chunk: int = 1024) -> list[tuple[int, int, int]]:
-    """(i, j, distance) for i < j whose perceptual hashes differ in at most `threshold` bits."""
+    """(i, j, distance) for i < j whose perceptual hashes differ in at most `threshold` bits, compared in
+    chunk x chunk tiles (memory: one tile, whatever the number of images)."""
     hashes = np.array([r.phash for r in records], dtype=np.uint64)
     found = []
     for start in range(0, len(hashes), chunk):
         block = hashes[start : start + chunk]
-        distances = np.bitwise_count(block[:, None] ^ hashes[None, :])
-        for i, j in zip(*np.nonzero(distances <= threshold)):
-            if start + i < j:
-                found.append((int(start + i), int(j), int(distances[i, j])))
+        for other in range(start, len(hashes), chunk):
+            distances = np.bitwise_count(block[:, None] ^ hashes[None, other : other + chunk])
+            for i, j in zip(*np.nonzero(distances <= threshold)):
+                if start + i < other + j:
+                    found.append((int(start + i), int(other + j), int(distances[i, j])))
     return found
 
 
