@@ -54,3 +54,38 @@ def test_killed_training_resumes_to_the_same_result(tmp_path: Path):
         assert got[key] == expected[key]
     assert (killed / "history.csv").read_text() == (tmp_path / "whole" / "history.csv").read_text()
     assert "is complete" in invoke("train", "--resume", killed).output
+
+
+def cached_rows(cache: Path) -> int:
+    import sqlite3
+
+    total = 0
+    for database in cache.glob("features-*.sqlite"):
+        try:
+            with sqlite3.connect(database, timeout=1) as db:
+                total += db.execute("SELECT COUNT(*) FROM features").fetchone()[0]
+        except sqlite3.OperationalError:  # the table is not there yet
+            pass
+    return total
+
+
+def test_killed_during_feature_extraction_keeps_the_features_computed(tmp_path: Path):
+    data = write_class_folders(tmp_path / "data", 48)
+    cache, killed = tmp_path / "cache", tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "vistrain", "train", str(data), "--out", str(killed),
+                                "--cache-dir", str(cache), "--epochs", "3"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while cached_rows(cache) == 0 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    kept = cached_rows(cache)
+    if not 0 < kept < 96:
+        pytest.fail(f"could not interrupt the feature extraction ({kept} of 96 features cached)")
+    assert epochs_done(killed) == 0 and not (killed / "config.json").exists()
+
+    resumed = invoke("train", "--resume", killed, "--cache-dir", cache)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"features: {96 - kept} computed" in resumed.stderr and f"{kept} from the cache" in resumed.stderr
+    assert json.loads((killed / "metrics.json").read_text())["n_images"] == 20
