@@ -13,11 +13,11 @@ import numpy as np
 
 from vistrain.analysis import Entry, Predictions, analyse
 from vistrain.data import Skipped, load_labelled
+from vistrain.labels_csv import LABEL_SEPARATOR
 from vistrain.report import write_report
 from vistrain.run_dir import read_config, read_csv, read_skipped, write_csv
 
 PREDICTIONS = "predictions.csv"
-LABEL_SEPARATOR = ";"
 
 
 @dataclass
