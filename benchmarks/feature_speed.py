@@ -2,11 +2,12 @@
 
 Measures, in one run: (a) the backbone alone, ONNX Runtime on batches of 32 images decoded and preprocessed
 beforehand; (b) `extract_features` end to end with an empty feature cache (ONNX engine, model already exported);
-(c) the same with the torch engine. Prints a Markdown table, images/s each and (b)/(a).
+(c) the same with the torch engine. (a) and (b) alternate `--repeats` times (the median counts: a shared 2-core
+machine is noisy). Prints a Markdown table, images/s each and (b)/(a).
 `--generated N [N ...]` instead times N generated JPEGs per size in a child process each, with its peak RSS,
 to show that memory is set by the batch size, not the number of images.
 
-    python benchmarks/feature_speed.py [--data PATH] [--generated 2000 20000]
+    python benchmarks/feature_speed.py [--data PATH] [--repeats 3] [--generated 2000 20000]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,7 +28,7 @@ import torch
 from PIL import Image
 
 from vistrain.backbones import get_backbone
-from vistrain.features import extract_features, runtime_threads
+from vistrain.features import extract_features, loader_threads, runtime_threads
 from vistrain.images import load_rgb
 from vistrain.runtime import INPUT, feature_session
 from vistrain.transforms import eval_transform
@@ -49,19 +51,20 @@ print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getr
 """
 
 
-def backbone_alone(paths: list[Path], cache: Path) -> tuple[float, float]:
-    """Seconds to export the model (once), and to run it on every image, decoded and preprocessed beforehand."""
-    started = time.perf_counter()
-    session = feature_session(BACKBONE, BACKBONE.preprocess, cache, threads=runtime_threads())
-    export_seconds = time.perf_counter() - started
-    transform = eval_transform(BACKBONE.preprocess)
-    batches = [torch.stack([transform(load_rgb(p)) for p in paths[i : i + BATCH]]).numpy()
-               for i in range(0, len(paths), BATCH)]
+def decoded_batches(paths: list[Path]) -> list[np.ndarray]:
+    """Every image as the exported model takes it (uint8, resized and cropped), in batches."""
+    transform = eval_transform(BACKBONE.preprocess, output="uint8")
+    return [torch.stack([transform(load_rgb(p)) for p in paths[i : i + BATCH]]).numpy()
+            for i in range(0, len(paths), BATCH)]
+
+
+def backbone_alone(session, batches: list[np.ndarray]) -> float:
+    """Seconds to run the backbone on every batch, decoded and preprocessed beforehand."""
     session.run(None, {INPUT: batches[0]})  # warm-up
     started = time.perf_counter()
     for batch in batches:
         session.run(None, {INPUT: batch})
-    return export_seconds, time.perf_counter() - started
+    return time.perf_counter() - started
 
 
 def end_to_end(paths: list[Path], cache: Path, engine: str) -> float:
@@ -72,23 +75,32 @@ def end_to_end(paths: list[Path], cache: Path, engine: str) -> float:
     return time.perf_counter() - started
 
 
-def speed(data: Path) -> None:
+def speed(data: Path, repeats: int) -> None:
     paths = sorted(data.glob("*/*/*.jpg"))
+    alone, onnx = [], []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        export_seconds, alone = backbone_alone(paths, scratch / "onnx")
-        onnx = end_to_end(paths, scratch / "onnx", "onnx")
+        started = time.perf_counter()
+        session = feature_session(BACKBONE, BACKBONE.preprocess, scratch / "exported", threads=runtime_threads())
+        export_seconds = time.perf_counter() - started
+        batches = decoded_batches(paths)
+        for repeat in range(repeats):
+            alone.append(backbone_alone(session, batches))
+            shutil.copytree(scratch / "exported", scratch / f"onnx{repeat}")  # the ONNX model only: no features yet
+            onnx.append(end_to_end(paths, scratch / f"onnx{repeat}", "onnx"))
         eager = end_to_end(paths, scratch / "torch", "torch")
     n = len(paths)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; ONNX Runtime threads: {runtime_threads()}; "
-          f"data: {data} ({n} photos); batch {BATCH}; ONNX export (once): {export_seconds:.1f} s")
+          f"decoding threads: {loader_threads()}; data: {data} ({n} photos); batch {BATCH}; "
+          f"ONNX export (once): {export_seconds:.1f} s; median of {repeats} for (a) and (b)")
     print("| measurement | seconds | images/s |")
     print("|---|---|---|")
-    for name, seconds in (("(a) backbone alone, ONNX Runtime, preprocessed tensors", alone),
-                          ("(b) extract_features, ONNX engine, empty cache", onnx),
+    for name, seconds in (("(a) backbone alone, ONNX Runtime, preprocessed tensors", statistics.median(alone)),
+                          ("(b) extract_features, ONNX engine, empty cache", statistics.median(onnx)),
                           ("(c) extract_features, torch engine, empty cache", eager)):
         print(f"| {name} | {seconds:.1f} | {n / seconds:.1f} |")
-    print(f"(b)/(a): {alone / onnx:.2f}")
+    print(f"(b)/(a): {statistics.median(alone) / statistics.median(onnx):.2f} "
+          f"(each repeat: {', '.join(f'{a / b:.2f}' for a, b in zip(alone, onnx))})")
 
 
 def generate(folder: Path, n: int) -> None:
@@ -119,13 +131,14 @@ def memory(sizes: list[int]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--repeats", type=int, default=3, help="times (a) and (b) are measured, alternating")
     parser.add_argument("--generated", type=int, nargs="+", metavar="N",
                         help="time and peak memory on N generated JPEGs instead, for each N")
     args = parser.parse_args()
     if args.generated:
         memory(args.generated)
     else:
-        speed(args.data)
+        speed(args.data, args.repeats)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import shape_image
 from vistrain import features, runtime
 from vistrain.backbones import get_backbone
 from vistrain.features import FeatureCache, extract_features
+from vistrain.images import load_rgb
+from vistrain.transforms import eval_transform
 
 LITE0 = get_backbone("efficientnet_lite0")
 
@@ -78,6 +81,18 @@ def test_onnx_and_torch_engines_give_the_same_features(tmp_path: Path):
     assert np.abs(onnx.vectors).max() > 0.1  # real features, not zeros
 
 
+def test_features_are_the_backbone_s_on_the_normalised_eval_transform(tmp_path: Path):
+    """Workers ship uint8 pixels and the extractor normalises them: the same input as `eval_transform` gives, which
+    fine-tuning trains on and earlier feature caches hold."""
+    paths = images(tmp_path / "img", 3)
+    with torch.no_grad():
+        expected = LITE0.build_feature_extractor()(
+            torch.stack([eval_transform(LITE0.preprocess)(load_rgb(p)) for p in paths])).numpy()
+    for engine in features.ENGINES:
+        got = extract_features(paths, LITE0, LITE0.preprocess, tmp_path / engine, show_progress=False, engine=engine)
+        assert np.abs(got.vectors - expected).max() < 1e-3, engine
+
+
 def test_onnx_export_is_cached(tmp_path: Path, monkeypatch):
     exports = []
     export = runtime.export_feature_extractor
@@ -88,7 +103,7 @@ def test_onnx_export_is_cached(tmp_path: Path, monkeypatch):
     session = runtime.feature_session(LITE0, LITE0.preprocess, tmp_path, threads=1)
     assert len(exports) == 1 and path.stat().st_mtime_ns == written
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
-    batch = np.zeros((3, 3, 224, 224), np.float32)
+    batch = np.zeros((3, 3, 224, 224), np.uint8)
     assert session.run(None, {runtime.INPUT: batch})[0].shape == (3, LITE0.feature_dim)
 
 

@@ -17,14 +17,14 @@ def preview_grid(images: list[Image.Image], preprocess: Preprocess, augmentation
                  seed: int = 0) -> bytes:
     """PNG: each image (as validation sees it) beside `views` augmented versions (as training sees them)."""
     torch.manual_seed(seed)
-    augment = train_transform(preprocess, augmentation, normalize=False)
-    plain = eval_transform(preprocess, normalize=False)
+    augment = train_transform(preprocess, augmentation, output="uint8")
+    plain = eval_transform(preprocess, output="uint8")
     rows = [[_viewable(plain(image))] + [_viewable(augment(image)) for _ in range(views)] for image in images]
     return plots.image_grid(rows, ["original (validation)"] + [f"augmented {i + 1}" for i in range(views)])
 
 
-def _viewable(tensor: torch.Tensor):
-    return tensor.clamp(0, 1).permute(1, 2, 0).numpy()
+def _viewable(pixels: torch.Tensor):
+    return pixels.permute(1, 2, 0).numpy()
 
 
 def sample_training_images(paths: list[Path], count: int, seed: int) -> list[Path]:

@@ -1,7 +1,7 @@
 """Export a trained run as one self-contained model file: ONNX or TorchScript.
 
 The exported model takes uint8 RGB images, N x H x W x 3 with H = W = the run's input size, already resized
-(shorter side) and centre-cropped exactly as `eval_transform` does before it converts to float; see
+(shorter side) and centre-cropped exactly as `eval_transform(preprocess, output="uint8")` does; see
 `prepare_image`. Inside the model: to float, /255, normalise with the run's mean and std, NCHW, backbone, head and
 the task's activation, giving what `Predictor.outputs` gives (class or label probabilities, or values).
 The run's classes, task, preprocessing and tuned thresholds travel with the file as metadata (`metadata`).
@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torchvision.transforms import InterpolationMode, v2
 
 from vistrain import __version__, tasks
 from vistrain.images import load_rgb
 from vistrain.predict import Predictor
 from vistrain.preprocess import Preprocess
 from vistrain.run_dir import write_atomic
+from vistrain.transforms import PixelNormalize, eval_transform
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 INPUT, OUTPUT = "images", "outputs"
@@ -35,12 +35,7 @@ def prepare_image(image: str | Path | Image.Image, preprocess: Preprocess) -> np
     """An image file (read with `load_rgb`: any format, EXIF orientation) or RGB PIL image, resized and
     centre-cropped as `eval_transform` does: the uint8 H x W x 3 array an exported model takes."""
     picture = load_rgb(image) if isinstance(image, (str, Path)) else image.convert("RGB")
-    crop = v2.Compose([
-        v2.PILToTensor(),
-        v2.Resize(preprocess.resize_size, interpolation=InterpolationMode(preprocess.interpolation), antialias=True),
-        v2.CenterCrop(preprocess.input_size),
-    ])
-    return crop(picture).permute(1, 2, 0).numpy()
+    return eval_transform(preprocess, output="uint8")(picture).permute(1, 2, 0).numpy()
 
 
 class DeployedModel(nn.Module):
@@ -48,14 +43,13 @@ class DeployedModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, head: nn.Module, preprocess: Preprocess, task: str):
         super().__init__()
+        self.normalize = PixelNormalize(preprocess)
         self.backbone = backbone.eval()
         self.head = head.eval()
         self.task = task
-        self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images.permute(0, 3, 1, 2).float() / 255 - self.mean) / self.std
+        x = self.normalize(images.permute(0, 3, 1, 2))
         return tasks.outputs(self.task, self.head(self.backbone(x)))
 
 

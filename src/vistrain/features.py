@@ -18,9 +18,11 @@ import os
 import sqlite3
 import tempfile
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -31,10 +33,11 @@ from vistrain.console import console
 from vistrain.data import Skipped
 from vistrain.images import UnreadableImage, load_rgb
 from vistrain.preprocess import Preprocess
-from vistrain.runtime import INPUT, feature_session
+from vistrain.runtime import INPUT, feature_session, pixel_feature_extractor
 from vistrain.transforms import View
 
 MEMORY_MAPPED_BYTES = 64 * 2**20  # larger feature matrices live in memory-mapped temporary files
+T, R = TypeVar("T"), TypeVar("R")
 FEATURE_FORMAT = 1  # bump when the way features are computed changes, to invalidate old caches
 ENGINES = ("onnx", "torch")
 
@@ -65,6 +68,9 @@ class FeatureCache:
         self.dim = backbone.feature_dim
         self._db = sqlite3.connect(self.path, timeout=120)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # Each commit reaches the operating system, so a killed process loses nothing; only a power cut may lose the
+        # last batches, never the database itself (SQLite's guarantee for WAL with synchronous=NORMAL).
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS features (digest TEXT PRIMARY KEY, vector BLOB NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS identity (json TEXT)")
         if not self._db.execute("SELECT 1 FROM identity").fetchone():
@@ -111,32 +117,47 @@ class Features:
     compute_seconds: float
 
 
-class _ImageFiles(torch.utils.data.Dataset):
+class _ImageFiles:
+    """Batches of image files -> (positions, uint8 pixels of the readable ones, [(position, reason)] of the rest)."""
+
     def __init__(self, paths: list[Path], digests: list[str], preprocess: Preprocess, view: View):
         self.paths = paths
         self.digests = digests
         self.transform = view.transform(preprocess)
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str]:
-        try:
-            return index, self.transform(load_rgb(self.paths[index]), self.digests[index]), ""
-        except UnreadableImage as error:
-            return index, None, str(error)
-
-
-def _collate(items: list[tuple[int, torch.Tensor | None, str]]):
-    good = [(i, x) for i, x, _ in items if x is not None]
-    bad = [(i, reason) for i, x, reason in items if x is None]
-    batch = torch.stack([x for _, x in good]) if good else None
-    return [i for i, _ in good], batch, bad
+    def load(self, positions: range) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+        good, pixels, bad = [], [], []
+        for position in positions:
+            try:
+                pixels.append(self.transform(load_rgb(self.paths[position]), self.digests[position]))
+                good.append(position)
+            except UnreadableImage as error:
+                bad.append((position, str(error)))
+        return good, torch.stack(pixels) if pixels else None, bad
 
 
-def loader_workers() -> int:
-    """Decoding workers that overlap with inference: one on small machines, more where cores allow."""
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
+def prefetched(batches: Iterable[T], load: Callable[[T], R], threads: int) -> Iterator[R]:
+    """`load(batch)` of each batch, in order, computed by `threads` threads while the caller uses earlier ones.
+
+    At most `threads` + 1 loaded batches wait at any time, so memory is set by the batch size. Threads rather than
+    processes: decoding and resizing release the GIL, and nothing has to be copied between processes.
+    """
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="vistrain-load")
+    pending: deque[Future[R]] = deque()
+    try:
+        for batch in batches:
+            pending.append(pool.submit(load, batch))
+            if len(pending) > threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def loader_threads() -> int:
+    """Threads that decode images for feature extraction while the backbone runs: one per core, up to 4."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def runtime_threads() -> int:
@@ -145,9 +166,12 @@ def runtime_threads() -> int:
     return os.cpu_count() or 1
 
 
-def default_engine() -> str:
-    """$VISTRAIN_ENGINE, else "onnx"."""
-    return os.environ.get("VISTRAIN_ENGINE", "onnx")
+def resolve_engine(engine: str | None) -> str:
+    """`engine`, else $VISTRAIN_ENGINE, else "onnx"; checked to be one of ENGINES."""
+    engine = engine or os.environ.get("VISTRAIN_ENGINE", "onnx")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown feature engine {engine!r}; engines: {', '.join(ENGINES)}")
+    return engine
 
 
 def extract_features(
@@ -164,11 +188,9 @@ def extract_features(
     ones and computing (and caching) the rest.
 
     `engine` computes them: "onnx" (ONNX Runtime, falling back to torch with a warning where it cannot run)
-    or "torch" (torch eager); the default is `default_engine()`.
+    or "torch" (torch eager); the default is `resolve_engine`'s.
     """
-    engine = engine or default_engine()
-    if engine not in ENGINES:
-        raise ValueError(f"unknown feature engine {engine!r}; engines: {', '.join(ENGINES)}")
+    engine = resolve_engine(engine)
     cache_dir = cache_dir or default_cache_dir()
     skipped: dict[int, str] = {}
     digests: dict[int, str] = {}
@@ -183,7 +205,7 @@ def extract_features(
         missing = [i for i, digest in digests.items() if digest not in cached]
         started = time.perf_counter()
         if missing:
-            forward = _forward(backbone, preprocess, cache_dir, engine)
+            forward = feature_function(backbone, preprocess, cache_dir, engine)
             failures = _compute_into_cache([paths[i] for i in missing], [digests[i] for i in missing], forward,
                                            preprocess, view, cache, batch_size, show_progress)
             skipped.update({missing[position]: reason for position, reason in failures.items()})
@@ -212,12 +234,14 @@ def feature_matrix(rows: int, dim: int, directory: Path) -> np.ndarray:
         return np.memmap(file, dtype=np.float32, mode="w+", shape=(rows, dim))  # the mapping outlives the file
 
 
-def _forward(backbone: Backbone, preprocess: Preprocess, cache_dir: Path,
-             engine: str) -> Callable[[torch.Tensor], np.ndarray]:
-    """The feature extractor on `engine`: a batch of input tensors -> a (batch, dim) float32 array."""
+def feature_function(backbone: Backbone, preprocess: Preprocess, cache_dir: Path | None = None,
+                     engine: str | None = None) -> Callable[[torch.Tensor], np.ndarray]:
+    """The feature extractor on `engine` (see `extract_features`): uint8 N x 3 x H x W pixels (a view's
+    transform) -> (N, dim) float32 features."""
+    engine = resolve_engine(engine)
     if engine == "onnx":
         try:
-            session = feature_session(backbone, preprocess, cache_dir, threads=runtime_threads())
+            session = feature_session(backbone, preprocess, cache_dir or default_cache_dir(), threads=runtime_threads())
         except BackboneUnavailable:
             raise
         except Exception as error:  # onnxruntime missing, or the export or load failed: torch computes the same
@@ -226,7 +250,7 @@ def _forward(backbone: Backbone, preprocess: Preprocess, cache_dir: Path,
                           "computing features with torch instead (slower)")
         else:
             return lambda batch: session.run(None, {INPUT: batch.numpy()})[0]
-    model = backbone.build_feature_extractor().to(memory_format=torch.channels_last)
+    model = pixel_feature_extractor(backbone, preprocess).to(memory_format=torch.channels_last)
 
     def forward(batch: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
@@ -241,13 +265,13 @@ def _compute_into_cache(
 ) -> dict[int, str]:
     """Compute the features of `paths` and cache them under `digests`; returns {position in paths: reason} for
     unreadable files."""
-    loader = torch.utils.data.DataLoader(_ImageFiles(paths, digests, preprocess, view), batch_size=batch_size,
-                                         num_workers=loader_workers(), collate_fn=_collate)
+    files = _ImageFiles(paths, digests, preprocess, view)
+    batches = [range(start, min(start + batch_size, len(paths))) for start in range(0, len(paths), batch_size)]
     failures: dict[int, str] = {}
     columns = [TextColumn("features"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, disable=not show_progress, transient=True) as progress:
         task = progress.add_task("features", total=len(paths))
-        for positions, batch, bad in loader:
+        for positions, batch, bad in prefetched(batches, files.load, loader_threads()):
             failures.update(bad)
             if batch is not None:
                 cache.put_many({digests[p]: row for p, row in zip(positions, forward(batch))})

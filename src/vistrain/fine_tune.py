@@ -21,7 +21,7 @@ from torch import nn
 from vistrain.backbones import Backbone
 from vistrain.distributed import Context
 from vistrain.engine import EpochResult, evaluate, train_one_epoch, training_loader
-from vistrain.features import file_digest, loader_workers
+from vistrain.features import file_digest
 from vistrain.images import load_rgb
 from vistrain.preprocess import Preprocess
 from vistrain.run_dir import RunError
@@ -141,7 +141,7 @@ def fine_tune(
         {"params": list(head.parameters()), "lr": head_lr},
     ])
     generator = torch.Generator().manual_seed(seed)
-    workers = loader_workers()
+    workers = max(1, min(4, (os.cpu_count() or 2) // 2))  # decoding and augmenting processes
     loader = training_loader(LabelledImages(*train, train_transform(preprocess, Augmentation())), batch_size,
                              generator, sample_weights, context, workers)
     val_loader = torch.utils.data.DataLoader(LabelledImages(*val, eval_transform(preprocess)), batch_size=batch_size,

@@ -21,8 +21,9 @@ from vistrain.preprocess import Preprocess
 
 if TYPE_CHECKING:
     import onnxruntime
+    from torch import nn
 
-EXPORT_FORMAT = 1  # bump when the export changes (opset, graph, names), to export again
+EXPORT_FORMAT = 2  # bump when the export changes (opset, graph, names), to export again
 OPSET = 17
 INPUT, OUTPUT = "images", "features"
 
@@ -38,12 +39,21 @@ def model_path(directory: Path, backbone: Backbone, preprocess: Preprocess) -> P
     return directory / f"backbone-{backbone.file_stem}-{key}.onnx"
 
 
+def pixel_feature_extractor(backbone: Backbone, preprocess: Preprocess) -> nn.Module:
+    """uint8 N x 3 x H x W pixels (see `transforms.PixelNormalize`) -> pooled feature vectors."""
+    from torch import nn  # slow to import: only when needed
+
+    from vistrain.transforms import PixelNormalize
+
+    return nn.Sequential(PixelNormalize(preprocess), backbone.build_feature_extractor()).eval()
+
+
 def export_feature_extractor(backbone: Backbone, preprocess: Preprocess, path: Path) -> None:
-    """Export the feature extractor (batches of normalised CHW images -> pooled vectors) to `path`, atomically."""
+    """Export `pixel_feature_extractor` to `path`, atomically."""
     import torch  # slow to import: only when exporting
 
-    model = backbone.build_feature_extractor()
-    example = torch.zeros(2, 3, preprocess.input_size, preprocess.input_size)
+    model = pixel_feature_extractor(backbone, preprocess)
+    example = torch.zeros(2, 3, preprocess.input_size, preprocess.input_size, dtype=torch.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)

@@ -1,9 +1,10 @@
 """`vistrain serve`: a trained run behind HTTP (FastAPI), with a small web page to try it.
 
-The model is loaded once, when the app is made. Each uploaded image is decoded with `load_rgb` and transformed
-with the run's `eval_transform` in a worker thread; a micro-batcher gathers the images of concurrent requests
-(for up to `max_wait` seconds, or `max_batch` images) and runs one forward pass of backbone and head, in a thread,
-so the event loop keeps serving. Inference is the same torch code `vistrain predict` runs (no feature cache).
+The model is loaded once, when the app is made. Each uploaded image is decoded with `load_rgb` and resized and
+cropped with the run's `eval_transform` in a worker thread; a micro-batcher gathers the images of concurrent
+requests (for up to `max_wait` seconds, or `max_batch` images) and runs one forward pass of backbone and head, in a
+thread, so the event loop keeps serving. The backbone runs as `vistrain predict` runs it (`feature_function`: ONNX
+Runtime by default), without the feature cache.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from vistrain.features import feature_function
 from vistrain.images import UnreadableImage, load_rgb
 from vistrain.predict import Predictor
 from vistrain.transforms import eval_transform
@@ -44,7 +46,7 @@ class MicroBatcher:
         self._queue: asyncio.Queue[tuple[torch.Tensor, asyncio.Future]] = asyncio.Queue()
 
     async def predict(self, images: list[torch.Tensor]) -> np.ndarray:
-        """The outputs for `images` (CHW tensors), computed in batches shared with other requests."""
+        """The outputs for `images` (uint8 CHW tensors), computed in batches shared with other requests."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in images]
         for image, future in zip(images, futures):
@@ -112,12 +114,11 @@ def create_app(run: str | Path, threshold: float | None = None, max_bytes: int =
     predictor = Predictor.from_run(run)
     if threshold is not None and predictor.task == "regression":
         raise ValueError("--threshold does not apply to a regression model")
-    transform = eval_transform(predictor.preprocess)
-    extractor = predictor.backbone.build_feature_extractor()
+    transform = eval_transform(predictor.preprocess, output="uint8")
+    features = feature_function(predictor.backbone, predictor.preprocess)
 
-    @torch.inference_mode()
     def infer(batch: torch.Tensor) -> np.ndarray:
-        return predictor.outputs(extractor(batch).numpy())
+        return predictor.outputs(features(batch))
 
     batcher = MicroBatcher(infer, max_batch, max_wait)
     info = {"task": predictor.task, "classes": predictor.classes, "backbone": predictor.config["backbone"],

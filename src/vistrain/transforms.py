@@ -1,6 +1,8 @@
-"""Train and eval transforms (as torchvision's classification presets): PIL RGB image -> normalised tensor.
+"""Train and eval transforms (as torchvision's classification presets): PIL RGB image -> tensor.
 
-Augmentation is applied to training images only, never to validation or prediction.
+A transform ends in one of two `OUTPUTS`: "normalized" (float, the backbone's input) or "uint8" (the resized
+and cropped pixels: for showing, and 4 times smaller to pass between processes; the `PixelNormalize` module at
+the start of the feature extractor scales and normalises them exactly as the "normalized" transform does). Augmentation is applied to training images only, never to validation or prediction.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from typing import Callable
 
 import torch
 from PIL import Image
+from torch import nn
 from torchvision.transforms import InterpolationMode, v2
 
 from vistrain.preprocess import Preprocess
@@ -28,26 +31,19 @@ class Augmentation:
         return asdict(self)
 
 
-def eval_transform(preprocess: Preprocess, normalize: bool = True) -> Callable[[Image.Image], torch.Tensor]:
-    """Resize the shorter side, centre crop, scale to 0-1 and normalise: PIL RGB image -> CHW float tensor.
+OUTPUTS = ("normalized", "uint8")
 
-    `normalize=False` keeps 0-1 pixels, for showing the image.
-    """
-    steps = [
-        v2.PILToTensor(),
-        v2.Resize(preprocess.resize_size, interpolation=InterpolationMode(preprocess.interpolation), antialias=True),
-        v2.CenterCrop(preprocess.input_size),
-        v2.ToDtype(torch.float32, scale=True),
-    ]
-    if normalize:
-        steps.append(v2.Normalize(mean=list(preprocess.mean), std=list(preprocess.std)))
-    return v2.Compose(steps)
+
+def eval_transform(preprocess: Preprocess, output: str = "normalized") -> Callable[[Image.Image], torch.Tensor]:
+    """Resize the shorter side and centre crop, then scale and normalise as `output` says: PIL RGB image -> CHW
+    tensor."""
+    steps = [v2.PILToTensor(), *_resize_and_crop(preprocess)]
+    return v2.Compose(steps + _finish(preprocess, output))
 
 
 def train_transform(preprocess: Preprocess, augmentation: Augmentation,
-                    normalize: bool = True) -> Callable[[Image.Image], torch.Tensor]:
-    """Augment, then resize and centre-crop like the eval transform; `normalize=False` keeps 0-1 pixels for viewing."""
-    interpolation = InterpolationMode(preprocess.interpolation)
+                    output: str = "normalized") -> Callable[[Image.Image], torch.Tensor]:
+    """Augment, then resize and centre-crop like the eval transform, and finish as `output` says."""
     steps = [
         v2.PILToTensor(),
         v2.RandomAffine(
@@ -58,13 +54,35 @@ def train_transform(preprocess: Preprocess, augmentation: Augmentation,
             fill=0,
         ),
         v2.RandomHorizontalFlip(0.5 if augmentation.flip else 0.0),
-        v2.Resize(preprocess.resize_size, interpolation=interpolation, antialias=True),
-        v2.CenterCrop(preprocess.input_size),
-        v2.ToDtype(torch.float32, scale=True),
+        *_resize_and_crop(preprocess),
     ]
-    if normalize:
-        steps.append(v2.Normalize(mean=list(preprocess.mean), std=list(preprocess.std)))
-    return v2.Compose(steps)
+    return v2.Compose(steps + _finish(preprocess, output))
+
+
+def _resize_and_crop(preprocess: Preprocess) -> list:
+    interpolation = InterpolationMode(preprocess.interpolation)
+    return [v2.Resize(preprocess.resize_size, interpolation=interpolation, antialias=True),
+            v2.CenterCrop(preprocess.input_size)]
+
+
+def _finish(preprocess: Preprocess, output: str) -> list:
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown transform output {output!r}; outputs: {', '.join(OUTPUTS)}")
+    if output == "uint8":
+        return []
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(preprocess.mean), std=list(preprocess.std))]
+
+
+class PixelNormalize(nn.Module):
+    """uint8 N x 3 x H x W pixels -> the backbone's normalised float input: /255, minus mean, over std."""
+
+    def __init__(self, preprocess: Preprocess):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels.float() / 255 - self.mean) / self.std
 
 
 @dataclass(frozen=True)
@@ -85,7 +103,7 @@ class View:
                 "augmentation": self.augmentation.to_dict() if self.augmentation else None}
 
     def transform(self, preprocess: Preprocess) -> "ViewTransform":
-        """(image, file digest) -> input tensor; the digest seeds an augmented view."""
+        """(image, file digest) -> uint8 CHW pixels (see `PixelNormalize`); the digest seeds an augmented view."""
         if self.kind not in ("eval", "flip", "augmented") or (self.kind == "augmented") != bool(self.augmentation):
             raise ValueError(f"unknown view {self}")
         return ViewTransform(self, preprocess)
@@ -97,7 +115,8 @@ class ViewTransform:
     def __init__(self, view: View, preprocess: Preprocess):
         self.view = view
         augmented = view.kind == "augmented"
-        self.steps = train_transform(preprocess, view.augmentation) if augmented else eval_transform(preprocess)
+        self.steps = (train_transform(preprocess, view.augmentation, output="uint8") if augmented
+                      else eval_transform(preprocess, output="uint8"))
 
     def __call__(self, image: Image.Image, digest: str) -> torch.Tensor:
         if self.view.kind == "augmented":
