@@ -22,7 +22,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from vistrain.runtime import INPUT, feature_session, pixel_feature_extractor
 from vistrain.transforms import View
 
 MEMORY_MAPPED_BYTES = 64 * 2**20  # larger feature matrices live in memory-mapped temporary files
+PREFETCH_BYTES = 128 * 2**20  # decoded pixels waiting for the backbone, at most
 T, R = TypeVar("T"), TypeVar("R")
 FEATURE_FORMAT = 1  # bump when the way features are computed changes, to invalidate old caches
 ENGINES = ("onnx", "torch")
@@ -136,23 +137,35 @@ class _ImageFiles:
         return good, torch.stack(pixels) if pixels else None, bad
 
 
-def prefetched(batches: Iterable[T], load: Callable[[T], R], threads: int) -> Iterator[R]:
-    """`load(batch)` of each batch, in order, computed by `threads` threads while the caller uses earlier ones.
+class Prefetched(Generic[T, R]):
+    """`load(batch)` of each batch, in order, computed by `threads` threads up to `ahead` batches before the caller
+    uses them; loading starts at once, so it overlaps whatever the caller does first (exporting the backbone).
+    Threads rather than processes: decoding and resizing release the GIL, and nothing is copied between processes.
+    A context manager: leaving it cancels what is left."""
 
-    At most `threads` + 1 loaded batches wait at any time, so memory is set by the batch size. Threads rather than
-    processes: decoding and resizing release the GIL, and nothing has to be copied between processes.
-    """
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="vistrain-load")
-    pending: deque[Future[R]] = deque()
-    try:
-        for batch in batches:
-            pending.append(pool.submit(load, batch))
-            if len(pending) > threads:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        pool.shutdown(cancel_futures=True)
+    def __init__(self, batches: Iterable[T], load: Callable[[T], R], threads: int, ahead: int):
+        self._batches = iter(batches)
+        self._load = load
+        self._ahead = max(ahead, threads + 1)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="vistrain-load")
+        self._pending: deque[Future[R]] = deque()
+        self._fill()
+
+    def _fill(self) -> None:
+        while len(self._pending) < self._ahead and (batch := next(self._batches, None)) is not None:
+            self._pending.append(self._pool.submit(self._load, batch))
+
+    def __iter__(self) -> Iterator[R]:
+        while self._pending:
+            result = self._pending.popleft().result()
+            self._fill()
+            yield result
+
+    def __enter__(self) -> "Prefetched[T, R]":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._pool.shutdown(cancel_futures=True)
 
 
 def loader_threads() -> int:
@@ -183,9 +196,11 @@ def extract_features(
     show_progress: bool = True,
     engine: str | None = None,
     view: View = View(),
+    on_compute: Callable[[], object] | None = None,
 ) -> Features:
     """Feature vectors for `paths` (of `view`: by default the images as validation sees them), reading cached
-    ones and computing (and caching) the rest.
+    ones and computing (and caching) the rest. `on_compute` is called once the backbone starts computing, if it
+    has anything to compute.
 
     `engine` computes them: "onnx" (ONNX Runtime, falling back to torch with a warning where it cannot run)
     or "torch" (torch eager); the default is `resolve_engine`'s.
@@ -205,7 +220,12 @@ def extract_features(
         missing = [i for i, digest in digests.items() if digest not in cached]
         started = time.perf_counter()
         if missing:
-            forward = feature_function(backbone, preprocess, cache_dir, engine)
+            def forward() -> Callable[[torch.Tensor], np.ndarray]:
+                function = feature_function(backbone, preprocess, cache_dir, engine)
+                if on_compute:
+                    on_compute()
+                return function
+
             failures = _compute_into_cache([paths[i] for i in missing], [digests[i] for i in missing], forward,
                                            preprocess, view, cache, batch_size, show_progress)
             skipped.update({missing[position]: reason for position, reason in failures.items()})
@@ -260,20 +280,24 @@ def feature_function(backbone: Backbone, preprocess: Preprocess, cache_dir: Path
 
 
 def _compute_into_cache(
-    paths: list[Path], digests: list[str], forward: Callable[[torch.Tensor], np.ndarray], preprocess: Preprocess,
-    view: View, cache: FeatureCache, batch_size: int, show_progress: bool,
+    paths: list[Path], digests: list[str], make_forward: Callable[[], Callable[[torch.Tensor], np.ndarray]],
+    preprocess: Preprocess, view: View, cache: FeatureCache, batch_size: int, show_progress: bool,
 ) -> dict[int, str]:
-    """Compute the features of `paths` and cache them under `digests`; returns {position in paths: reason} for
+    """Compute the features of `paths` with the function `make_forward` returns (decoding starts before it is
+    called: it may export the backbone) and cache them under `digests`; returns {position in paths: reason} for
     unreadable files."""
     files = _ImageFiles(paths, digests, preprocess, view)
     batches = [range(start, min(start + batch_size, len(paths))) for start in range(0, len(paths), batch_size)]
+    ahead = PREFETCH_BYTES // (batch_size * 3 * preprocess.input_size**2)
     failures: dict[int, str] = {}
     columns = [TextColumn("features"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=not show_progress, transient=True) as progress:
-        task = progress.add_task("features", total=len(paths))
-        for positions, batch, bad in prefetched(batches, files.load, loader_threads()):
-            failures.update(bad)
-            if batch is not None:
-                cache.put_many({digests[p]: row for p, row in zip(positions, forward(batch))})
-            progress.advance(task, len(positions) + len(bad))
+    with Prefetched(batches, files.load, loader_threads(), ahead) as loaded:
+        forward = make_forward()
+        with Progress(*columns, console=console, disable=not show_progress, transient=True) as progress:
+            task = progress.add_task("features", total=len(paths))
+            for positions, batch, bad in loaded:
+                failures.update(bad)
+                if batch is not None:
+                    cache.put_many({digests[p]: row for p, row in zip(positions, forward(batch))})
+                progress.advance(task, len(positions) + len(bad))
     return failures

@@ -1,19 +1,24 @@
 """Train and eval transforms (as torchvision's classification presets): PIL RGB image -> tensor.
 
-A transform ends in one of two `OUTPUTS`: "normalized" (float, the backbone's input) or "uint8" (the resized
-and cropped pixels: for showing, and 4 times smaller to pass between processes; the `PixelNormalize` module at
-the start of the feature extractor scales and normalises them exactly as the "normalized" transform does). Augmentation is applied to training images only, never to validation or prediction.
+Both resize the shorter side and centre crop; the train transform augments first (torchvision's RandomAffine and
+RandomHorizontalFlip). A transform ends in one of two `OUTPUTS`: "normalized" (float, the backbone's input) or
+"uint8" (the resized and cropped pixels: for showing, and 4 times smaller to pass on; the `PixelNormalize` module
+at the start of the feature extractor normalises them, as the "normalized" transform does).
+Augmentation is applied to training images only, never to validation or prediction.
+
+Resizing and cropping call torch directly, exactly as torchvision's `Resize(antialias=True)` and `CenterCrop` do
+(a test checks they agree pixel for pixel): importing torchvision imports torch._dynamo, seconds of start-up
+that every `train`, `predict` and `serve` would pay; only augmentation imports it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torchvision.transforms import InterpolationMode, v2
 
 from vistrain.preprocess import Preprocess
 
@@ -32,20 +37,66 @@ class Augmentation:
 
 
 OUTPUTS = ("normalized", "uint8")
+INTERPOLATIONS = ("bilinear", "bicubic")
 
 
-def eval_transform(preprocess: Preprocess, output: str = "normalized") -> Callable[[Image.Image], torch.Tensor]:
-    """Resize the shorter side and centre crop, then scale and normalise as `output` says: PIL RGB image -> CHW
-    tensor."""
-    steps = [v2.PILToTensor(), *_resize_and_crop(preprocess)]
-    return v2.Compose(steps + _finish(preprocess, output))
+def eval_transform(preprocess: Preprocess, output: str = "normalized") -> "ImageTransform":
+    """Resize the shorter side and centre crop, then finish as `output` says: PIL RGB image -> CHW tensor."""
+    return ImageTransform(preprocess, output)
 
 
-def train_transform(preprocess: Preprocess, augmentation: Augmentation,
-                    output: str = "normalized") -> Callable[[Image.Image], torch.Tensor]:
-    """Augment, then resize and centre-crop like the eval transform, and finish as `output` says."""
-    steps = [
-        v2.PILToTensor(),
+def train_transform(preprocess: Preprocess, augmentation: Augmentation, output: str = "normalized") -> "ImageTransform":
+    """Augment (random rotation, shift, zoom and flip), then as `eval_transform`."""
+    return ImageTransform(preprocess, output, augmentation)
+
+
+class ImageTransform:
+    """PIL RGB image -> CHW tensor: optionally augment, resize the shorter side, centre crop, finish as `output`.
+    A class rather than a closure, so that data-loader worker processes can pickle it."""
+
+    def __init__(self, preprocess: Preprocess, output: str = "normalized", augmentation: Augmentation | None = None):
+        if output not in OUTPUTS:
+            raise ValueError(f"unknown transform output {output!r}; outputs: {', '.join(OUTPUTS)}")
+        if preprocess.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"unsupported interpolation {preprocess.interpolation!r}; "
+                             f"supported: {', '.join(INTERPOLATIONS)}")
+        self.preprocess = preprocess
+        self.output = output
+        self.augment = _augmenter(augmentation) if augmentation else None
+        self.normalize = PixelNormalize(preprocess) if output == "normalized" else None
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        pixels = torch.from_numpy(np.array(image.convert("RGB")))[None].permute(0, 3, 1, 2)  # 1 x 3 x H x W
+        if self.augment:
+            pixels = self.augment(pixels)
+        pixels = center_crop(resize_shorter_side(pixels, self.preprocess.resize_size, self.preprocess.interpolation),
+                             self.preprocess.input_size)
+        return (self.normalize(pixels) if self.normalize else pixels.contiguous())[0]
+
+
+def resize_shorter_side(pixels: torch.Tensor, size: int, interpolation: str) -> torch.Tensor:
+    """uint8 N x 3 x H x W -> the shorter side `size` (the longer one in proportion, rounded down), antialiased."""
+    height, width = pixels.shape[-2:]
+    short, long = min(height, width), max(height, width)
+    new_short, new_long = size, int(size * long / short)
+    new_size = (new_long, new_short) if width <= height else (new_short, new_long)
+    if new_size == (height, width):
+        return pixels
+    return torch.nn.functional.interpolate(pixels, size=new_size, mode=interpolation, align_corners=False,
+                                           antialias=True)
+
+
+def center_crop(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """The central `size` x `size` pixels of images at least that large."""
+    height, width = pixels.shape[-2:]
+    top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+    return pixels[..., top : top + size, left : left + size]
+
+
+def _augmenter(augmentation: Augmentation):
+    from torchvision.transforms import InterpolationMode, v2  # slow to import (see above): only when augmenting
+
+    return v2.Compose([
         v2.RandomAffine(
             degrees=augmentation.rotation,
             translate=(augmentation.shift, augmentation.shift),
@@ -54,23 +105,7 @@ def train_transform(preprocess: Preprocess, augmentation: Augmentation,
             fill=0,
         ),
         v2.RandomHorizontalFlip(0.5 if augmentation.flip else 0.0),
-        *_resize_and_crop(preprocess),
-    ]
-    return v2.Compose(steps + _finish(preprocess, output))
-
-
-def _resize_and_crop(preprocess: Preprocess) -> list:
-    interpolation = InterpolationMode(preprocess.interpolation)
-    return [v2.Resize(preprocess.resize_size, interpolation=interpolation, antialias=True),
-            v2.CenterCrop(preprocess.input_size)]
-
-
-def _finish(preprocess: Preprocess, output: str) -> list:
-    if output not in OUTPUTS:
-        raise ValueError(f"unknown transform output {output!r}; outputs: {', '.join(OUTPUTS)}")
-    if output == "uint8":
-        return []
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(preprocess.mean), std=list(preprocess.std))]
+    ])
 
 
 class PixelNormalize(nn.Module):
@@ -115,8 +150,7 @@ class ViewTransform:
     def __init__(self, view: View, preprocess: Preprocess):
         self.view = view
         augmented = view.kind == "augmented"
-        self.steps = (train_transform(preprocess, view.augmentation, output="uint8") if augmented
-                      else eval_transform(preprocess, output="uint8"))
+        self.steps = ImageTransform(preprocess, "uint8", view.augmentation if augmented else None)
 
     def __call__(self, image: Image.Image, digest: str) -> torch.Tensor:
         if self.view.kind == "augmented":
