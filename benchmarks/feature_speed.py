@@ -1,9 +1,11 @@
 """Benchmark: feature extraction on ../shared/datasets/cats-vs-dogs (1,000 photos), ONNX Runtime and torch.
 
 Measures, in one run: (a) the backbone alone, ONNX Runtime on batches of 32 images decoded and preprocessed
-beforehand; (b) `extract_features` end to end with an empty feature cache (ONNX engine, model already exported);
-(c) the same with the torch engine. (a) and (b) alternate `--repeats` times (the median counts: a shared 2-core
-machine is noisy). Prints a Markdown table, images/s each and (b)/(a).
+beforehand, both ways: one batch at a time on every core, and as `extract_features` runs it (several batches at
+once, see `features.extraction_threads`); (b) `extract_features` end to end with an empty feature cache (ONNX
+engine, model already exported); (c) the same with the torch engine. (a) and (b) alternate `--repeats` times
+(the median counts: a shared 2-core machine is noisy). Prints a Markdown table, images/s each, and (b) over the
+faster (a).
 `--generated N [N ...]` instead times N generated JPEGs per size in a child process each, with its peak RSS,
 to show that memory is set by the batch size, not the number of images.
 
@@ -28,7 +30,7 @@ import torch
 from PIL import Image
 
 from vistrain.backbones import get_backbone
-from vistrain.features import extract_features, loader_threads, runtime_threads
+from vistrain.features import extract_features, extraction_threads, in_threads
 from vistrain.images import load_rgb
 from vistrain.runtime import INPUT, feature_session
 from vistrain.transforms import eval_transform
@@ -58,12 +60,12 @@ def decoded_batches(paths: list[Path]) -> list[np.ndarray]:
             for i in range(0, len(paths), BATCH)]
 
 
-def backbone_alone(session, batches: list[np.ndarray]) -> float:
-    """Seconds to run the backbone on every batch, decoded and preprocessed beforehand."""
+def backbone_alone(session, batches: list[np.ndarray], at_once: int) -> float:
+    """Seconds to run the backbone on every batch, decoded and preprocessed beforehand, `at_once` at a time."""
     session.run(None, {INPUT: batches[0]})  # warm-up
     started = time.perf_counter()
-    for batch in batches:
-        session.run(None, {INPUT: batch})
+    for _ in in_threads(batches, lambda batch: session.run(None, {INPUT: batch}), at_once):
+        pass
     return time.perf_counter() - started
 
 
@@ -77,30 +79,36 @@ def end_to_end(paths: list[Path], cache: Path, engine: str) -> float:
 
 def speed(data: Path, repeats: int) -> None:
     paths = sorted(data.glob("*/*/*.jpg"))
-    alone, onnx = [], []
+    at_once, threads_each = extraction_threads()
+    cores = os.cpu_count() or 1
+    one_batch, parallel, onnx = [], [], []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         started = time.perf_counter()
-        session = feature_session(BACKBONE, BACKBONE.preprocess, scratch / "exported", threads=runtime_threads())
+        all_cores = feature_session(BACKBONE, BACKBONE.preprocess, scratch / "exported", threads=cores)
         export_seconds = time.perf_counter() - started
+        shared = feature_session(BACKBONE, BACKBONE.preprocess, scratch / "exported", threads=threads_each)
         batches = decoded_batches(paths)
         for repeat in range(repeats):
-            alone.append(backbone_alone(session, batches))
+            one_batch.append(backbone_alone(all_cores, batches, 1))
+            parallel.append(backbone_alone(shared, batches, at_once))
             shutil.copytree(scratch / "exported", scratch / f"onnx{repeat}")  # the ONNX model only: no features yet
             onnx.append(end_to_end(paths, scratch / f"onnx{repeat}", "onnx"))
         eager = end_to_end(paths, scratch / "torch", "torch")
     n = len(paths)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; ONNX Runtime threads: {runtime_threads()}; "
-          f"decoding threads: {loader_threads()}; data: {data} ({n} photos); batch {BATCH}; "
+    print(f"machine: {platform.machine()}, {cores} cores; data: {data} ({n} photos); batch {BATCH}; "
           f"ONNX export (once): {export_seconds:.1f} s; median of {repeats} for (a) and (b)")
     print("| measurement | seconds | images/s |")
     print("|---|---|---|")
-    for name, seconds in (("(a) backbone alone, ONNX Runtime, preprocessed tensors", statistics.median(alone)),
-                          ("(b) extract_features, ONNX engine, empty cache", statistics.median(onnx)),
-                          ("(c) extract_features, torch engine, empty cache", eager)):
-        print(f"| {name} | {seconds:.1f} | {n / seconds:.1f} |")
-    print(f"(b)/(a): {statistics.median(alone) / statistics.median(onnx):.2f} "
-          f"(each repeat: {', '.join(f'{a / b:.2f}' for a, b in zip(alone, onnx))})")
+    rows = ((f"(a1) backbone alone, ONNX Runtime, one batch at a time on {cores} threads", one_batch),
+            (f"(a2) backbone alone, ONNX Runtime, {at_once} batches at once, {threads_each} thread(s) each", parallel),
+            ("(b) extract_features, ONNX engine, empty cache (decoding included)", onnx),
+            ("(c) extract_features, torch engine, empty cache", [eager]))
+    for name, seconds in rows:
+        print(f"| {name} | {statistics.median(seconds):.1f} | {n / statistics.median(seconds):.1f} |")
+    best_alone = [min(a, b) for a, b in zip(one_batch, parallel)]
+    print(f"(b) / faster (a): {statistics.median(best_alone) / statistics.median(onnx):.2f} "
+          f"(each repeat: {', '.join(f'{a / b:.2f}' for a, b in zip(best_alone, onnx))})")
 
 
 def generate(folder: Path, n: int) -> None:

@@ -154,28 +154,25 @@ def test_large_feature_matrices_are_memory_mapped(tmp_path: Path, monkeypatch):
     assert not list((tmp_path / "cache").glob("features-*.f32"))  # an anonymous file: nothing left behind
 
 
-def test_prefetched_starts_at_once_keeps_order_and_stays_within_ahead():
-    loaded: list[int] = []
+def test_in_threads_keeps_order_and_stays_close_to_the_caller():
+    started: list[int] = []
 
-    def load(batch: int) -> int:
-        loaded.append(batch)
+    def work(batch: int) -> int:
+        started.append(batch)
         return batch * 10
 
-    with features.Prefetched(range(10), load, threads=2, ahead=4) as prefetched:
-        deadline = time.monotonic() + 10
-        while len(loaded) < 4 and time.monotonic() < deadline:  # loading runs before anything is asked for
-            time.sleep(0.01)
-        time.sleep(0.2)
-        assert sorted(loaded) == [0, 1, 2, 3]  # and no further than `ahead`
-        assert list(prefetched) == [b * 10 for b in range(10)]
+    results = features.in_threads(range(10), work, threads=2)
+    assert next(results) == 0
+    time.sleep(0.2)
+    assert len(started) <= 3  # at most threads + 1 batches ahead: memory is set by the batch size
+    assert list(results) == [b * 10 for b in range(1, 10)]
 
 
-def test_prefetched_passes_on_a_loading_error():
-    def load(batch: int) -> int:
+def test_in_threads_passes_on_an_error():
+    def work(batch: int) -> int:
         if batch == 3:
             raise RuntimeError("disk on fire")
         return batch
 
-    with features.Prefetched(range(6), load, threads=2, ahead=2) as prefetched:
-        with pytest.raises(RuntimeError, match="disk on fire"):
-            list(prefetched)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        list(features.in_threads(range(6), work, threads=2))

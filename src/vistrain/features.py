@@ -17,12 +17,13 @@ import json
 import os
 import sqlite3
 import tempfile
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Generic, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -37,7 +38,6 @@ from vistrain.runtime import INPUT, feature_session, pixel_feature_extractor
 from vistrain.transforms import View
 
 MEMORY_MAPPED_BYTES = 64 * 2**20  # larger feature matrices live in memory-mapped temporary files
-PREFETCH_BYTES = 128 * 2**20  # decoded pixels waiting for the backbone, at most
 T, R = TypeVar("T"), TypeVar("R")
 FEATURE_FORMAT = 1  # bump when the way features are computed changes, to invalidate old caches
 ENGINES = ("onnx", "torch")
@@ -137,46 +137,30 @@ class _ImageFiles:
         return good, torch.stack(pixels) if pixels else None, bad
 
 
-class Prefetched(Generic[T, R]):
-    """`load(batch)` of each batch, in order, computed by `threads` threads up to `ahead` batches before the caller
-    uses them; loading starts at once, so it overlaps whatever the caller does first (exporting the backbone).
-    Threads rather than processes: decoding and resizing release the GIL, and nothing is copied between processes.
-    A context manager: leaving it cancels what is left."""
-
-    def __init__(self, batches: Iterable[T], load: Callable[[T], R], threads: int, ahead: int):
-        self._batches = iter(batches)
-        self._load = load
-        self._ahead = max(ahead, threads + 1)
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="vistrain-load")
-        self._pending: deque[Future[R]] = deque()
-        self._fill()
-
-    def _fill(self) -> None:
-        while len(self._pending) < self._ahead and (batch := next(self._batches, None)) is not None:
-            self._pending.append(self._pool.submit(self._load, batch))
-
-    def __iter__(self) -> Iterator[R]:
-        while self._pending:
-            result = self._pending.popleft().result()
-            self._fill()
-            yield result
-
-    def __enter__(self) -> "Prefetched[T, R]":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._pool.shutdown(cancel_futures=True)
+def in_threads(batches: Iterable[T], work: Callable[[T], R], threads: int) -> Iterator[R]:
+    """`work(batch)` of each batch, in order, done by `threads` threads at once, at most `threads` + 1 batches
+    ahead of the caller (so memory is set by the batch size, not the number of batches)."""
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="vistrain-features")
+    pending: deque[Future[R]] = deque()
+    try:
+        for batch in batches:
+            pending.append(pool.submit(work, batch))
+            if len(pending) > threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
-def loader_threads() -> int:
-    """Threads that decode images for feature extraction while the backbone runs: one per core, up to 4."""
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-def runtime_threads() -> int:
-    """ONNX Runtime threads: every core. Decoding needs a fraction of one, and idle ONNX Runtime threads sleep
-    rather than spin (see `runtime.feature_session`), so both share the cores without one starving the other."""
-    return os.cpu_count() or 1
+def extraction_threads() -> tuple[int, int]:
+    """(batches computed at once, ONNX Runtime threads per batch) for feature extraction: one batch per core, up
+    to 4 at once, sharing the cores. Each thread decodes its batch and runs the backbone on it: on a small CPU,
+    single-threaded ONNX Runtime on separate batches gets about a third more images/s out of the cores than
+    one batch at a time on all of them, and decoding fills the gaps (`benchmarks/feature_speed.py`)."""
+    cores = os.cpu_count() or 1
+    at_once = max(1, min(4, cores))
+    return at_once, max(1, cores // at_once)
 
 
 def resolve_engine(engine: str | None) -> str:
@@ -196,11 +180,9 @@ def extract_features(
     show_progress: bool = True,
     engine: str | None = None,
     view: View = View(),
-    on_compute: Callable[[], object] | None = None,
 ) -> Features:
     """Feature vectors for `paths` (of `view`: by default the images as validation sees them), reading cached
-    ones and computing (and caching) the rest. `on_compute` is called once the backbone starts computing, if it
-    has anything to compute.
+    ones and computing (and caching) the rest.
 
     `engine` computes them: "onnx" (ONNX Runtime, falling back to torch with a warning where it cannot run)
     or "torch" (torch eager); the default is `resolve_engine`'s.
@@ -220,14 +202,10 @@ def extract_features(
         missing = [i for i, digest in digests.items() if digest not in cached]
         started = time.perf_counter()
         if missing:
-            def forward() -> Callable[[torch.Tensor], np.ndarray]:
-                function = feature_function(backbone, preprocess, cache_dir, engine)
-                if on_compute:
-                    on_compute()
-                return function
-
+            at_once, threads_each = extraction_threads()
+            forward = feature_function(backbone, preprocess, cache_dir, engine, threads_each)
             failures = _compute_into_cache([paths[i] for i in missing], [digests[i] for i in missing], forward,
-                                           preprocess, view, cache, batch_size, show_progress)
+                                           preprocess, view, cache, batch_size, at_once, show_progress)
             skipped.update({missing[position]: reason for position, reason in failures.items()})
         seconds = time.perf_counter() - started
         kept = [i for i in range(len(paths)) if i not in skipped]
@@ -255,13 +233,15 @@ def feature_matrix(rows: int, dim: int, directory: Path) -> np.ndarray:
 
 
 def feature_function(backbone: Backbone, preprocess: Preprocess, cache_dir: Path | None = None,
-                     engine: str | None = None) -> Callable[[torch.Tensor], np.ndarray]:
+                     engine: str | None = None, threads: int | None = None) -> Callable[[torch.Tensor], np.ndarray]:
     """The feature extractor on `engine` (see `extract_features`): uint8 N x 3 x H x W pixels (a view's
-    transform) -> (N, dim) float32 features."""
+    transform) -> (N, dim) float32 features. `threads`: ONNX Runtime threads per call (default: every core).
+    Several threads may call it at once: ONNX Runtime runs the calls in parallel, torch one after another."""
     engine = resolve_engine(engine)
     if engine == "onnx":
         try:
-            session = feature_session(backbone, preprocess, cache_dir or default_cache_dir(), threads=runtime_threads())
+            session = feature_session(backbone, preprocess, cache_dir or default_cache_dir(),
+                                      threads=threads or os.cpu_count() or 1)
         except BackboneUnavailable:
             raise
         except Exception as error:  # onnxruntime missing, or the export or load failed: torch computes the same
@@ -271,33 +251,35 @@ def feature_function(backbone: Backbone, preprocess: Preprocess, cache_dir: Path
         else:
             return lambda batch: session.run(None, {INPUT: batch.numpy()})[0]
     model = pixel_feature_extractor(backbone, preprocess).to(memory_format=torch.channels_last)
+    one_at_a_time = threading.Lock()  # torch already spreads one batch over every core
 
     def forward(batch: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
+        with one_at_a_time, torch.inference_mode():
             return model(batch.contiguous(memory_format=torch.channels_last)).numpy()
 
     return forward
 
 
 def _compute_into_cache(
-    paths: list[Path], digests: list[str], make_forward: Callable[[], Callable[[torch.Tensor], np.ndarray]],
-    preprocess: Preprocess, view: View, cache: FeatureCache, batch_size: int, show_progress: bool,
+    paths: list[Path], digests: list[str], forward: Callable[[torch.Tensor], np.ndarray], preprocess: Preprocess,
+    view: View, cache: FeatureCache, batch_size: int, at_once: int, show_progress: bool,
 ) -> dict[int, str]:
-    """Compute the features of `paths` with the function `make_forward` returns (decoding starts before it is
-    called: it may export the backbone) and cache them under `digests`; returns {position in paths: reason} for
-    unreadable files."""
+    """Compute the features of `paths`, `at_once` batches at a time, and cache them under `digests` (each batch
+    committed as it comes); returns {position in paths: reason} for unreadable files."""
     files = _ImageFiles(paths, digests, preprocess, view)
+
+    def compute(positions: range) -> tuple[list[int], np.ndarray | None, list[tuple[int, str]]]:
+        good, pixels, bad = files.load(positions)
+        return good, forward(pixels) if pixels is not None else None, bad
+
     batches = [range(start, min(start + batch_size, len(paths))) for start in range(0, len(paths), batch_size)]
-    ahead = PREFETCH_BYTES // (batch_size * 3 * preprocess.input_size**2)
     failures: dict[int, str] = {}
     columns = [TextColumn("features"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Prefetched(batches, files.load, loader_threads(), ahead) as loaded:
-        forward = make_forward()
-        with Progress(*columns, console=console, disable=not show_progress, transient=True) as progress:
-            task = progress.add_task("features", total=len(paths))
-            for positions, batch, bad in loaded:
-                failures.update(bad)
-                if batch is not None:
-                    cache.put_many({digests[p]: row for p, row in zip(positions, forward(batch))})
-                progress.advance(task, len(positions) + len(bad))
+    with Progress(*columns, console=console, disable=not show_progress, transient=True) as progress:
+        task = progress.add_task("features", total=len(paths))
+        for positions, vectors, bad in in_threads(batches, compute, at_once):
+            failures.update(bad)
+            if vectors is not None:
+                cache.put_many({digests[p]: row for p, row in zip(positions, vectors)})
+            progress.advance(task, len(positions) + len(bad))
     return failures

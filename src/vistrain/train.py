@@ -8,7 +8,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
-from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
@@ -26,7 +25,8 @@ from vistrain.engine import EpochResult, fit
 from vistrain.features import extract_features, file_digest
 from vistrain.fine_tune import BACKBONE_WEIGHTS, fine_tune
 from vistrain.heads import build_head
-from vistrain.preload import AFTER_FEATURES, preload
+from vistrain.inspect_run import PREDICTIONS, inspect, write_predictions
+from vistrain.metrics import HEADLINE, task_metrics, tune_thresholds
 from vistrain.run_dir import CONFIG, WEIGHTS, RunError, new_run_dir, write_csv, write_json, write_skipped
 from vistrain.transforms import Augmentation, View
 
@@ -122,12 +122,10 @@ def train(
 
     samples = dataset.train + dataset.val
     paths = [s.path for s in samples]
-    import_meanwhile = partial(preload, AFTER_FEATURES)  # while the backbone runs, import what comes after it
     share = extract_features(paths[context.rank::context.world_size], backbone, backbone.preprocess, cache_dir,
-                             show_progress=verbose, on_compute=import_meanwhile) if context.active else None
+                             show_progress=verbose) if context.active else None
     distributed.barrier(context)  # every process's share is in the cache
-    features = extract_features(paths, backbone, backbone.preprocess, cache_dir, show_progress=verbose,
-                                on_compute=import_meanwhile)
+    features = extract_features(paths, backbone, backbone.preprocess, cache_dir, show_progress=verbose)
     computed = share or features
     rate = computed.computed / computed.compute_seconds if computed.computed else None
     say(f"features: {computed.computed} computed" + (f" ({rate:.1f} img/s)" if rate else "")
@@ -195,9 +193,6 @@ def train(
         head.eval()
         with torch.no_grad():
             val_outputs = tasks.outputs(task, head(val_xy[0])).numpy()
-    from vistrain.inspect_run import PREDICTIONS, inspect, write_predictions  # imported late: see preload.py
-    from vistrain.metrics import HEADLINE, task_metrics, tune_thresholds
-
     val_targets = val_xy[1].numpy()
     thresholds = tune_thresholds(val_targets, val_outputs) if task == "multilabel" else None
     metrics = task_metrics(task, val_targets, val_outputs, dataset.classes, thresholds)
