@@ -49,7 +49,7 @@ backbone = get_backbone("efficientnet_lite0")
 started = time.perf_counter()
 extract_features(paths, backbone, backbone.preprocess, Path(sys.argv[2]), show_progress=False)
 seconds = time.perf_counter() - started
-print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
@@ -122,8 +122,8 @@ def generate(folder: Path, n: int) -> None:
 
 
 def memory(sizes: list[int]) -> None:
-    print("| images | seconds | images/s | peak RSS, main process (MiB) | peak RSS, largest worker (MiB) |")
-    print("|---|---|---|---|---|")
+    print("| images | seconds | images/s | peak RSS (MiB) |")
+    print("|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         feature_session(BACKBONE, BACKBONE.preprocess, scratch / "exported", threads=1)
@@ -132,8 +132,8 @@ def memory(sizes: list[int]) -> None:
             shutil.copytree(scratch / "exported", scratch / f"cache{n}")  # the ONNX model only: no features yet
             output = subprocess.run([sys.executable, "-c", MEASURE_CHILD, scratch / f"images{n}", scratch / f"cache{n}"],
                                     check=True, capture_output=True, text=True).stdout
-            seconds, main_kib, worker_kib = (float(x) for x in output.split())
-            print(f"| {n} | {seconds:.1f} | {n / seconds:.1f} | {main_kib / 1024:.0f} | {worker_kib / 1024:.0f} |")
+            seconds, peak_kib = (float(x) for x in output.split())
+            print(f"| {n} | {seconds:.1f} | {n / seconds:.1f} | {peak_kib / 1024:.0f} |")
 
 
 def main() -> None:
