@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -128,13 +129,27 @@ class _ImageFiles:
 
     def load(self, positions: range) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
         good, pixels, bad = [], [], []
-        for position in positions:
-            try:
-                pixels.append(self.transform(load_rgb(self.paths[position]), self.digests[position]))
-                good.append(position)
-            except UnreadableImage as error:
-                bad.append((position, str(error)))
+        with _one_torch_thread():
+            for position in positions:
+                try:
+                    pixels.append(self.transform(load_rgb(self.paths[position]), self.digests[position]))
+                    good.append(position)
+                except UnreadableImage as error:
+                    bad.append((position, str(error)))
         return good, torch.stack(pixels) if pixels else None, bad
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Torch ops in this block (resizing) run on the calling thread alone: extraction already runs one thread per
+    core, and torch's idle OpenMP threads would otherwise spin on cores the backbone needs. The setting is the
+    calling thread's own (OpenMP's), so other threads keep theirs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def in_threads(batches: Iterable[T], work: Callable[[T], R], threads: int) -> Iterator[R]:
