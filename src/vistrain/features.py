@@ -39,9 +39,9 @@ from vistrain.runtime import INPUT, feature_session, pixel_feature_extractor
 from vistrain.transforms import View
 
 MEMORY_MAPPED_BYTES = 64 * 2**20  # larger feature matrices live in memory-mapped temporary files
-T, R = TypeVar("T"), TypeVar("R")
 FEATURE_FORMAT = 1  # bump when the way features are computed changes, to invalidate old caches
 ENGINES = ("onnx", "torch")
+T, R = TypeVar("T"), TypeVar("R")
 
 
 def default_cache_dir() -> Path:

@@ -78,6 +78,6 @@ def feature_session(backbone: Backbone, preprocess: Preprocess, directory: Path,
         export_feature_extractor(backbone, preprocess, path)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
-    # Idle threads sleep instead of spinning, leaving the cores to the image-decoding workers.
+    # Idle threads sleep instead of spinning, leaving the cores to the threads that decode images.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

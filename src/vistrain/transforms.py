@@ -145,7 +145,7 @@ class View:
 
 
 class ViewTransform:
-    """A `View`'s transform (a class rather than a closure, so that data-loader workers can pickle it)."""
+    """A `View`'s transform: uint8 pixels of the plain, mirrored or seeded augmented image."""
 
     def __init__(self, view: View, preprocess: Preprocess):
         self.view = view
