@@ -23,7 +23,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ca
 PREDICT_SPEED = """
 import sys, time
 from pathlib import Path
-from vistrain.predict import Predictor, expand_paths
+from vistrain.model.predictor import Predictor, expand_paths
 predictor = Predictor.from_run(sys.argv[1])
 paths = expand_paths([sys.argv[2]])
 started = time.perf_counter()

@@ -30,10 +30,10 @@ import torch
 from PIL import Image
 
 from vistrain.backbones import get_backbone
-from vistrain.features import extract_features, extraction_threads, in_threads
-from vistrain.images import load_rgb
-from vistrain.runtime import INPUT, feature_session
-from vistrain.transforms import eval_transform
+from vistrain.features.extract import extract_features, extraction_threads, in_threads
+from vistrain.data.images import load_rgb
+from vistrain.features.runtime import INPUT, feature_session
+from vistrain.features.transforms import eval_transform
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cats-vs-dogs"
 BACKBONE = get_backbone("efficientnet_lite0")
@@ -43,7 +43,7 @@ MEASURE_CHILD = """
 import resource, sys, time
 from pathlib import Path
 from vistrain.backbones import get_backbone
-from vistrain.features import extract_features
+from vistrain.features.extract import extract_features
 paths = sorted(Path(sys.argv[1]).glob("*.jpg"))
 backbone = get_backbone("efficientnet_lite0")
 started = time.perf_counter()

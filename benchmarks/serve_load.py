@@ -110,7 +110,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         run = args.run
         if run is None:
-            from vistrain.train import TrainOptions, train
+            from vistrain.api import train
+            from vistrain.training.options import TrainOptions
 
             run = Path(scratch) / "run"
             started = time.perf_counter()

@@ -39,7 +39,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         cache = ["--cache-dir", str(scratch / "cache")]
-        from vistrain.demo import elpv_csv
+        from vistrain.data.demo import elpv_csv
 
         sources = {"elpv (binary)": ["--labels", str(elpv_csv(scratch, "binary"))]}
         if CATS_VS_DOGS.is_dir():

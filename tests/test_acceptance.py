@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_DATA
-from vistrain.train import train
+from vistrain.api import train
 
 CATS_VS_DOGS = SHARED_DATA / "cats-vs-dogs"
 
@@ -52,7 +52,7 @@ def test_split_the_kaggle_flat_folder_then_train(tmp_path: Path):
 @pytest.mark.slow
 @pytest.mark.skipif(not CATS_VS_DOGS.is_dir(), reason=f"{CATS_VS_DOGS} is not on this machine")
 def test_check_lists_the_near_duplicates_in_cats_vs_dogs():
-    from vistrain.check import check_dataset
+    from vistrain.data.check import check_dataset
 
     result = check_dataset(CATS_VS_DOGS)
     assert not result.unreadable
@@ -64,8 +64,8 @@ def test_check_lists_the_near_duplicates_in_cats_vs_dogs():
 def test_elpv_drives_all_four_tasks(tmp_path: Path):
     """The PyPI elpv solar cells, one shared seeded split: every task trains and reaches what was measured
     (benchmarks/elpv_tasks.py), less a margin."""
-    from vistrain.demo import elpv_csv
-    from vistrain.train import TrainOptions
+    from vistrain.data.demo import elpv_csv
+    from vistrain.training.options import TrainOptions
 
     def metrics(task: str) -> dict:
         return train(elpv_csv(tmp_path, task), tmp_path / task, TrainOptions(task=task), cache_dir=tmp_path / "cache",

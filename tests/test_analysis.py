@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vistrain.analysis import Predictions, coverage, label_errors, ranked_lists, reliability
+from vistrain.analysis.ranking import coverage, label_errors, ranked_lists, reliability
+from vistrain.model.predictions import Predictions
 
 
 def predictions(rows: list[tuple[str, int, float]]) -> Predictions:

@@ -21,7 +21,7 @@ from torchvision import models
 
 from conftest import invoke
 from vistrain.backbones import BackboneUnavailable, get_backbone
-from vistrain.transforms import eval_transform
+from vistrain.features.transforms import eval_transform
 
 CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 ESPRESSO = 967

@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import ImageEnhance
 
 from conftest import invoke, shape_image
-from vistrain.check import check_dataset
+from vistrain.data.check import check_dataset
 
 
 def planted(tmp_path: Path) -> Path:
@@ -72,7 +72,7 @@ def test_train_warns_about_exact_duplicates_across_splits(tmp_path: Path):
 
 
 def test_near_pairs_are_found_across_tiles_and_never_twice():
-    from vistrain.check import Record, near_pairs
+    from vistrain.data.check import Record, near_pairs
 
     hashes = [0b0, 0xFFFF, 0b1, 0xFFFF0000, 0xFFFE, 0b11]  # near: (0,2) (0,5) (2,5) (1,4); 3 is alone
     records = [Record(Path(f"{i}.png"), "train", "x", str(i), h, 8, 8) for i, h in enumerate(hashes)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from conftest import write_class_folders
 
 
 def test_two_trainings_share_one_cache_at_once(tmp_path: Path):
-    data = write_class_folders(tmp_path / "data", 24)
+    data = write_class_folders(tmp_path / "data", 60)
     cache = tmp_path / "cache"
     command = [sys.executable, "-m", "vistrain", "train", str(data), "--epochs", "5", "--cache-dir", str(cache)]
     processes = [subprocess.Popen([*command, "--out", str(tmp_path / f"run{i}")], stdout=subprocess.PIPE,
@@ -21,7 +22,10 @@ def test_two_trainings_share_one_cache_at_once(tmp_path: Path):
     assert [p.returncode for p in processes] == [0, 0], outputs
     metrics = [json.loads((tmp_path / f"run{i}" / "metrics.json").read_text()) for i in range(2)]
     assert metrics[0]["accuracy"] == metrics[1]["accuracy"] and metrics[0]["val_loss"] == metrics[1]["val_loss"]
+    # Both computed features: each looked in the cache before the other had filled it, so they really overlapped.
+    computed = [int(re.search(r"features: (\d+) computed", err).group(1)) for _, err in outputs]
+    assert all(n > 0 for n in computed), computed
     databases = list(cache.glob("features-*.sqlite"))
     assert len(databases) == 1
     with sqlite3.connect(databases[0]) as db:
-        assert db.execute("SELECT COUNT(*) FROM features").fetchone()[0] == 48  # every image once
+        assert db.execute("SELECT COUNT(*) FROM features").fetchone()[0] == 120  # every image once

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vistrain.data import DataError, load_dataset, load_labelled
+from vistrain.data.datasets import load_dataset, load_labelled
+from vistrain.data.samples import DataError
 
 
 def touch(path: Path) -> Path:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vistrain.data import load_dataset
-from vistrain.demo import elpv_csv, elpv_labels
-from vistrain.images import load_rgb
+from vistrain.data.datasets import load_dataset
+from vistrain.data.demo import elpv_csv, elpv_labels
+from vistrain.data.images import load_rgb
 
 
 def test_elpv_csv_per_task_with_one_shared_split(tmp_path: Path):

@@ -24,9 +24,9 @@ import torch
 from PIL import Image
 
 from conftest import SHARED_DATA, invoke, shape_image
-from vistrain.export import prepare_image
-from vistrain.predict import Predictor
-from vistrain.serve import MicroBatcher, create_app
+from vistrain.deploy.export import prepare_image
+from vistrain.model.predictor import Predictor
+from vistrain.deploy.serve import MicroBatcher, create_app
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "onnx_predict.py"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

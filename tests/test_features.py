@@ -13,11 +13,13 @@ import pytest
 import torch
 
 from conftest import shape_image
-from vistrain import features, runtime
+from vistrain.features import extract as features
+from vistrain.features import runtime
 from vistrain.backbones import get_backbone
-from vistrain.features import FeatureCache, extract_features
-from vistrain.images import load_rgb
-from vistrain.transforms import eval_transform
+from vistrain.features.cache import FeatureCache
+from vistrain.features.extract import extract_features
+from vistrain.data.images import load_rgb
+from vistrain.features.transforms import eval_transform
 
 LITE0 = get_backbone("efficientnet_lite0")
 

@@ -13,17 +13,21 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import invoke
-from vistrain import fine_tune as fine_tune_module
-from vistrain import tasks
+from vistrain.training import fine_tune as fine_tune_module
+from vistrain.model import tasks
 from vistrain.backbones import get_backbone
-from vistrain.export import deployed_model, prepare_image
-from vistrain.features import FeatureCache, file_digest
-from vistrain.fine_tune import BACKBONE_WEIGHTS, FineTuned, fine_tune, unfreeze_last_blocks
-from vistrain.heads import build_head
-from vistrain.images import load_rgb
-from vistrain.predict import Predictor
-from vistrain.train import CHECKPOINT, TrainOptions, resume, train
-from vistrain.transforms import eval_transform
+from vistrain.deploy.export import deployed_model, prepare_image
+from vistrain.core.files import sha256_file as file_digest
+from vistrain.features.cache import FeatureCache
+from vistrain.model.run_dir import BACKBONE_WEIGHTS, CHECKPOINT
+from vistrain.training.engine import BestSoFar
+from vistrain.training.fine_tune import FineTuned, fine_tune, unfreeze_last_blocks
+from vistrain.model.heads import build_head
+from vistrain.data.images import load_rgb
+from vistrain.model.predictor import Predictor
+from vistrain.training.options import TrainOptions
+from vistrain.training.train import resume, train
+from vistrain.features.transforms import eval_transform
 
 BACKBONE = get_backbone("efficientnet_lite0")
 TUNE_ARGS = ["--epochs", "3", "--fine-tune", "1", "--fine-tune-epochs", "2", "--batch-size", "16", "--seed", "1"]
@@ -34,14 +38,16 @@ def images(root: Path, per_class: int) -> tuple[list[Path], torch.Tensor]:
     return paths, torch.tensor([int("square" in p.name) for p in paths])
 
 
-def tune(train_root: Path, val_root: Path, **settings):
-    """fine_tune on a few shapes: a fresh pretrained extractor and a seeded linear head; returns (extractor, result)."""
+def tune(train_root: Path, val_root: Path, best: BestSoFar | None = None, **settings):
+    """fine_tune on a few shapes: a fresh pretrained extractor and a seeded linear head; returns (extractor, head,
+    result, best)."""
     torch.manual_seed(0)
     extractor, head = BACKBONE.build_feature_extractor(), build_head("linear", BACKBONE.feature_dim, 1)
+    best = best or BestSoFar()
     options = dict(blocks=1, epochs=1, batch_size=4, head_lr=1e-3, backbone_lr=1e-3, patience=3, seed=0) | settings
     result = fine_tune(extractor, head, images(train_root, 2), images(val_root, 1), "binary", BACKBONE.preprocess,
-                       **options)
-    return extractor, head, result
+                       best=best, **options)
+    return extractor, head, result, best
 
 
 def test_unfreezing_sets_requires_grad_on_the_last_blocks_and_conv_head_only():
@@ -66,7 +72,7 @@ def test_training_mode_keeps_frozen_batchnorm_in_eval_mode():
 
 def test_fine_tuning_changes_the_unfrozen_weights_only(shapes_split: Path):
     before = BACKBONE.build_feature_extractor().state_dict()
-    extractor, _, result = tune(shapes_split / "train", shapes_split / "val")
+    extractor, _, result, _ = tune(shapes_split / "train", shapes_split / "val")
     after = extractor.state_dict()
     unfrozen = ("blocks.6.", "conv_head.", "bn2.")
     changed = {key for key in before if not torch.equal(before[key], after[key])}
@@ -84,12 +90,50 @@ def test_early_stopping_stops_and_restores_the_best_epoch(shapes_split: Path, mo
         return next(val_losses), 1.0, torch.full((len(loader.dataset), 2), 0.5)
 
     monkeypatch.setattr(fine_tune_module, "evaluate_images", scripted)
-    extractor, head, result = tune(shapes_split / "train", shapes_split / "val", epochs=6, patience=2)
+    extractor, head, result, best = tune(shapes_split / "train", shapes_split / "val", epochs=6, patience=2)
     assert [r.val_loss for r in result.history] == [0.5, 0.3, 0.4, 0.6]  # two epochs without a lower loss: stop
-    assert result.best_epoch == 2
+    assert (best.stage, best.epoch, best.loss) == ("fine-tune", 2, 0.3) and result.improved
     final = FineTuned(extractor, head).state_dict()
     assert all(torch.equal(final[k], states[1][k]) for k in final)
     assert not all(torch.equal(final[k], states[3][k]) for k in final)
+
+
+def test_a_fine_tuning_that_never_beats_the_frozen_head_changes_nothing(shapes_split: Path, monkeypatch):
+    val_losses = iter([0.31, 0.35])
+
+    def scripted(model, loader, task, weights=None, device=None):
+        return next(val_losses), 1.0, torch.full((len(loader.dataset), 2), 0.5)
+
+    monkeypatch.setattr(fine_tune_module, "evaluate_images", scripted)
+    extractor, head = BACKBONE.build_feature_extractor(), build_head("linear", BACKBONE.feature_dim, 1)
+    start_head = {k: v.clone() for k, v in head.state_dict().items()}
+    best = BestSoFar(0.3, "frozen", 4, start_head, torch.zeros(2, 2))
+    result = fine_tune(extractor, head, images(shapes_split / "train", 2), images(shapes_split / "val", 1), "binary",
+                       BACKBONE.preprocess, blocks=1, epochs=2, batch_size=4, head_lr=1e-2, backbone_lr=1e-2,
+                       patience=3, seed=0, best=best)
+    assert len(result.history) == 2 and not result.improved
+    assert (best.stage, best.epoch, best.loss) == ("frozen", 4, 0.3)  # still the frozen head's epoch
+    pretrained = BACKBONE.build_feature_extractor().state_dict()
+    assert all(torch.equal(value, pretrained[key]) for key, value in extractor.state_dict().items())
+    assert all(torch.equal(value, start_head[key]) for key, value in head.state_dict().items())
+
+
+def test_train_discards_a_fine_tuning_that_does_not_beat_the_frozen_head(shapes_split: Path, tmp_path, monkeypatch):
+    def worse(model, loader, task, weights=None, device=None):
+        return 99.0, 0.0, torch.full((len(loader.dataset), 2), 0.5)
+
+    monkeypatch.setattr(fine_tune_module, "evaluate_images", worse)
+    result = invoke("train", shapes_split, "--out", tmp_path / "run", *TUNE_ARGS)
+    assert result.exit_code == 0, result.output
+    assert "did not beat the frozen head" in result.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert not (tmp_path / "run" / BACKBONE_WEIGHTS).exists() and "sha256" not in config["fine_tune"]
+    assert config["fine_tune"]["improved"] is False and metrics["best_epoch"] <= 3  # a frozen epoch
+    history = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
+    assert [r["stage"] for r in history] == ["frozen"] * 3 + ["fine-tune"] * 2  # both stages still shown
+    predictor = Predictor.from_run(tmp_path / "run")
+    assert predictor.backbone.weights == BACKBONE.weights  # the pretrained backbone
 
 
 @pytest.fixture(scope="module")
@@ -132,21 +176,21 @@ def test_the_run_records_and_predicts_with_its_fine_tuned_backbone(tuned_run: Pa
 
 
 def test_interrupted_fine_tuning_resumes_to_the_same_result(tuned_run: Path, shapes_split: Path, tmp_path, monkeypatch):
-    import vistrain.train as train_module
+    from vistrain.training.checkpoint import Checkpoint
 
-    original = train_module.save_checkpoint
+    original = Checkpoint.save_stage
 
-    def interrupt_after_first_fine_tune_epoch(run: Path, state: dict) -> None:
-        original(run, state)
-        if len(state.get("fine_tune", {}).get("history", [])) == 1:
+    def interrupt_after_first_fine_tune_epoch(self, name: str, state: dict) -> None:
+        original(self, name, state)
+        if name == "fine-tune" and len(state["history"]) == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "save_checkpoint", interrupt_after_first_fine_tune_epoch)
+    monkeypatch.setattr(Checkpoint, "save_stage", interrupt_after_first_fine_tune_epoch)
     options = TrainOptions(epochs=3, fine_tune=1, fine_tune_epochs=2, batch_size=16, seed=1)
     with pytest.raises(KeyboardInterrupt):
         train(shapes_split, tmp_path / "run", options, verbose=False)
     assert (tmp_path / "run" / CHECKPOINT).is_file() and not (tmp_path / "run" / "config.json").exists()
-    monkeypatch.setattr(train_module, "save_checkpoint", original)
+    monkeypatch.setattr(Checkpoint, "save_stage", original)
     resume(tmp_path / "run", verbose=False)
     assert (tmp_path / "run" / "history.csv").read_text() == (tuned_run / "history.csv").read_text()
     assert file_digest(tmp_path / "run" / BACKBONE_WEIGHTS) == file_digest(tuned_run / BACKBONE_WEIGHTS)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vistrain.images import UnreadableImage, load_rgb
+from vistrain.data.images import UnreadableImage, load_rgb
 
 
 def gradient(width: int = 40, height: int = 30) -> np.ndarray:

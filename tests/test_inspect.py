@@ -15,7 +15,7 @@ from PIL import Image
 
 from conftest import invoke, shape_image
 from vistrain.backbones import get_backbone
-from vistrain.transforms import Augmentation, eval_transform, train_transform
+from vistrain.features.transforms import Augmentation, eval_transform, train_transform
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -23,6 +23,14 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def rows(path: Path) -> list[dict]:
     with open(path, newline="") as file:
         return list(csv.DictReader(file))
+
+
+@pytest.fixture(scope="module")
+def run(run: Path, tmp_path_factory) -> Path:
+    """A copy of the shared run: `inspect` rewrites its report and CSV files, which other modules assert on."""
+    copy = tmp_path_factory.mktemp("inspected") / "shapes"
+    shutil.copytree(run, copy)
+    return copy
 
 
 def test_inspect_reuses_saved_predictions_and_writes_ranked_csvs(run: Path):
@@ -57,7 +65,7 @@ def test_inspect_on_other_images_predicts_them(run: Path, shapes_split: Path):
     assert result.exit_code == 0 and "reused" not in result.stderr
     files = {Path(r["file"]).parent.parent.name for r in rows(run / "inspect_label_errors.csv")}
     assert files == {"train"}
-    invoke("inspect", run)  # restore the report on the validation images for the other tests
+    invoke("inspect", run)  # back to the report on the validation images for the next tests
 
 
 def test_report_is_self_contained_and_matches_metrics(run: Path):
@@ -100,13 +108,29 @@ def test_report_opens_in_a_real_browser_without_errors(run: Path, tmp_path: Path
     assert len(np.unique(shot.reshape(-1, 3), axis=0)) > 500  # photos on screen, not only text and lines
 
 
-def test_augment_preview_shows_each_image_beside_different_augmented_views(shapes_split: Path, tmp_path: Path):
+def test_augment_preview_shows_each_image_beside_different_augmented_views(shapes_split: Path, tmp_path: Path,
+                                                                          monkeypatch):
+    from vistrain.analysis import plots
+    from vistrain.data.images import load_rgb
+
+    drawn = []
+    original = plots.image_grid
+    monkeypatch.setattr(plots, "image_grid", lambda rows, titles: drawn.append(rows) or original(rows, titles))
     out = tmp_path / "grid.png"
     result = invoke("augment-preview", shapes_split, "--out", out, "--images", "2", "--views", "3")
     assert result.exit_code == 0
     grid = Image.open(out)
     assert grid.width > grid.height  # 4 columns, 2 rows
     assert "'rotation': 20.0" in result.stderr
+    (rows,) = drawn
+    assert [len(row) for row in rows] == [4, 4]
+    plain = eval_transform(get_backbone("efficientnet_lite0").preprocess, output="uint8")
+    training_images = [load_rgb(p) for p in sorted((shapes_split / "train").rglob("*.png"))]
+    for original_view, *augmented in rows:
+        # the first column is a training image as validation sees it, the others differ from it and from each other
+        assert any(np.array_equal(original_view, plain(image).permute(1, 2, 0).numpy()) for image in training_images)
+        assert all(not np.array_equal(view, original_view) for view in augmented)
+        assert not np.array_equal(augmented[0], augmented[1])
 
 
 def test_augmentation_changes_training_images_only():

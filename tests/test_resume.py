@@ -12,15 +12,16 @@ import pytest
 import torch
 
 from conftest import invoke, write_class_folders
-from vistrain.train import CHECKPOINT
+from vistrain.model.run_dir import CHECKPOINT
 
 ARGS = ["--epochs", "80", "--batch-size", "4", "--seed", "2"]
 
 
 def epochs_done(run: Path) -> int:
     try:
-        return len(torch.load(run / CHECKPOINT, weights_only=True).get("training", {}).get("history", []))
-    except (FileNotFoundError, RuntimeError, EOFError):
+        state = torch.load(run / CHECKPOINT, weights_only=True)
+        return len(state["stages"].get("frozen", {}).get("history", []))
+    except (FileNotFoundError, RuntimeError, EOFError, KeyError):
         return 0
 
 

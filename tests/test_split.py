@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import invoke, shape_image
-from vistrain.data import load_dataset
-from vistrain.organise import label_class_tree, label_flat_folder
+from vistrain.data.datasets import load_dataset
+from vistrain.data.folders import label_class_tree, label_flat_folder
 
 
 def write(path: Path, seed: int = 0) -> Path:
@@ -79,18 +79,38 @@ def test_custom_pattern_needs_a_label_group(flat: Path, tmp_path: Path):
     assert set(labelled.files) == {"cat", "dog"}
 
 
-def test_nested_tree_uses_leaf_folders_and_names_clashes_by_path(tmp_path: Path):
+def test_nested_tree_uses_the_label_depth_and_names_clashes_by_path(tmp_path: Path):
     root = tmp_path / "animals"
     for i in range(3):
         write(root / "domestic" / "cat" / f"{i}.png", i)
         write(root / "domestic" / "dog" / f"{i}.png", 10 + i)
         write(root / "wild" / "cat" / f"{i}.png", 20 + i)
         write(root / "wild" / "wolf" / f"{i}.png", 30 + i)
-    assert sorted(label_class_tree(root).files) == ["dog", "domestic/cat", "wild/cat", "wolf"]
-    assert sorted(label_class_tree(root, label_depth=1).files) == ["domestic", "wild"]
-    result = invoke("split", root, tmp_path / "out", "--val-fraction", "0.34")
+    assert sorted(label_class_tree(root).files) == ["domestic", "wild"]  # the top-level folders, as `train`
+    assert sorted(label_class_tree(root, label_depth=2).files) == ["dog", "domestic-cat", "wild-cat", "wolf"]
+    result = invoke("split", root, tmp_path / "out", "--val-fraction", "0.34", "--label-depth", "2")
     assert result.exit_code == 0
     assert {c for _, c in counts(tmp_path / "out")} == {"dog", "domestic-cat", "wild-cat", "wolf"}
+    trained_classes = load_dataset(root, label_depth=2).classes
+    assert trained_classes == sorted({c for _, c in counts(tmp_path / "out")})  # split and train name them alike
+
+
+def test_split_then_train_agree_on_tiny_classes(tmp_path: Path):
+    """One split policy: a class of 2 images gives 1 to validation in `split` as in `train`, the same images for
+    the same seed, so `split` then `train` never stops with different classes."""
+    root = tmp_path / "data"
+    for i in range(2):
+        write(root / "rare" / f"r{i}.png", i)
+    for i in range(9):
+        write(root / "common" / f"c{i}.png", 10 + i)
+    result = invoke("split", root, tmp_path / "out", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    assert counts(tmp_path / "out") == {("train", "rare"): 1, ("val", "rare"): 1, ("train", "common"): 7,
+                                        ("val", "common"): 2}
+    after_split = load_dataset(tmp_path / "out")  # the train/val layout: no further split
+    assert after_split.classes == ["common", "rare"]
+    direct = load_dataset(root, seed=3)  # train's own split of the same folders
+    assert sorted(s.path.name for s in direct.val) == sorted(s.path.name for s in after_split.val)
 
 
 def test_csv_list_with_bad_rows_reported_by_line(tmp_path: Path):

@@ -3,6 +3,7 @@ reported by line), multi-label and regression through train, evaluate, predict a
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 from pathlib import Path
@@ -13,9 +14,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from conftest import invoke
-from vistrain import tasks
-from vistrain.data import DataError, load_dataset
-from vistrain.labels_csv import infer_kind, read_label_csv
+from vistrain.model import tasks
+from vistrain.data.datasets import load_dataset
+from vistrain.data.samples import DataError
+from vistrain.data.labels_csv import infer_kind, read_label_csv
 
 
 def drawing(shape: str, light: bool, radius: int, seed: int, size: int = 96) -> Image.Image:
@@ -163,12 +165,19 @@ def test_imbalance_warning_and_balanced_options(tmp_path: Path):
     write_class_folders(tmp_path / "data", 3, classes=("square",), offset=50)
     plain = invoke("train", tmp_path / "data", "--out", tmp_path / "plain", "--epochs", "3")
     assert plain.exit_code == 0 and "circle holds 89% of the training images" in plain.stderr
+
+    def minority_probability(run: Path) -> float:  # the mean probability of "square" over the validation images
+        with open(run / "predictions.csv", newline="") as file:
+            return float(np.mean([float(row["prob_square"]) for row in csv.DictReader(file)]))
+
     for option in ("--class-weight", "--sampler"):
         result = invoke("train", tmp_path / "data", "--out", tmp_path / option.strip("-"), "--epochs", "3",
                         option, "balanced")
         assert result.exit_code == 0, result.output
         config = json.loads((tmp_path / option.strip("-") / "config.json").read_text())
         assert config["training"][option.strip("-").replace("-", "_")] == "balanced"
+        # weighting the rare class (or drawing it as often as the other) pushes the model towards it
+        assert minority_probability(tmp_path / option.strip("-")) > minority_probability(tmp_path / "plain") + 0.02
 
 
 def test_regression_split_keeps_every_value_range_in_validation(tmp_path: Path):

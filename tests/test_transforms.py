@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
-from vistrain.preprocess import Preprocess
-from vistrain.transforms import eval_transform
+from vistrain.backbones.preprocess import Preprocess
+from vistrain.features.transforms import eval_transform
 
 
 @pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
@@ -41,7 +41,7 @@ def test_unknown_outputs_and_interpolations_are_refused():
 
 def test_eval_transform_does_not_import_torchvision():
     code = ("import sys; from PIL import Image; from vistrain.backbones import get_backbone; "
-            "from vistrain.transforms import eval_transform; "
+            "from vistrain.features.transforms import eval_transform; "
             "eval_transform(get_backbone('efficientnet_lite0').preprocess)(Image.new('RGB', (300, 200))); "
             "print('torchvision' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"

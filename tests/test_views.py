@@ -11,7 +11,7 @@ from PIL import ImageOps
 
 from conftest import TRAIN_ARGS, invoke, shape_image
 from vistrain.backbones import get_backbone
-from vistrain.transforms import Augmentation, View
+from vistrain.features.transforms import Augmentation, View
 
 
 def test_an_augmented_view_is_the_same_for_the_same_file_and_index():

@@ -12,7 +12,7 @@ import importlib.metadata
 from typing import TYPE_CHECKING
 
 from vistrain.backbones.registry import Backbone, BackboneUnavailable, register
-from vistrain.preprocess import Preprocess
+from vistrain.backbones.preprocess import Preprocess
 
 if TYPE_CHECKING:
     import torch

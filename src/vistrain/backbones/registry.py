@@ -1,4 +1,9 @@
-"""The backbone registry: name -> builder, preprocessing and provenance."""
+"""The backbone registry: name -> builder, preprocessing and provenance (a leaf: plugins register themselves).
+
+Three ways a name resolves: a registered backbone (`register`, as `efficientnet_lite` does for the shipped
+weights), a family prefix such as `timm:` (`register_family`), or several names joined by `+` (`register_joiner`).
+The package's `__init__` imports the plugins, as timm's does.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from vistrain.preprocess import Preprocess
+from vistrain.backbones.preprocess import Preprocess
 
 if TYPE_CHECKING:
     from torch import nn
@@ -71,26 +76,33 @@ def register(backbone: Backbone) -> Backbone:
     return backbone
 
 
+_FAMILIES: dict[str, Callable[[str], Backbone]] = {}  # "timm" -> resolves "timm:NAME"
+_JOINERS: list[Callable[[list[Backbone]], Backbone]] = []  # resolves "a+b" from the parts
+
+
+def register_family(prefix: str, resolve: Callable[[str], Backbone]) -> None:
+    """Names `prefix:ANYTHING` are resolved by `resolve(name)`."""
+    _FAMILIES[prefix] = resolve
+
+
+def register_joiner(join: Callable[[list[Backbone]], Backbone]) -> None:
+    """Names `a+b+...` are resolved by `join([backbone a, backbone b, ...])`."""
+    _JOINERS[:] = [join]
+
+
 def get_backbone(name: str) -> Backbone:
-    """A registered backbone, a `timm:` / `torchvision:` one, or several joined by `+` (see `NAMING_HELP`); a
-    clear error otherwise."""
+    """A registered backbone, a family's (`timm:` / `torchvision:`), or several joined by `+` (see
+    `NAMING_HELP`); a clear error otherwise."""
     if name in _REGISTRY:
         return _REGISTRY[name]
-    if "+" in name:
-        from vistrain.backbones.concatenated import concatenated_backbone
-
-        return concatenated_backbone([get_backbone(part) for part in name.split("+")])
-    if ":" in name:
-        from vistrain.backbones.hub import hub_backbone
-
-        return hub_backbone(name)
+    if "+" in name and _JOINERS:
+        return _JOINERS[0]([get_backbone(part) for part in name.split("+")])
+    prefix, colon, _ = name.partition(":")
+    if colon and prefix in _FAMILIES:
+        return _FAMILIES[prefix](name)
     known = ", ".join(sorted(_REGISTRY))
     raise BackboneUnavailable(f"unknown backbone {name!r}; known backbones: {known}. {NAMING_HELP}")
 
 
 def list_backbones() -> list[Backbone]:
     return [_REGISTRY[name] for name in sorted(_REGISTRY)]
-
-
-# Import the modules that register backbones (after the registry exists).
-from vistrain.backbones import efficientnet_lite  # noqa: E402,F401

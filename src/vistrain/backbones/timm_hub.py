@@ -6,10 +6,10 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vistrain.backbones.hub import ensure_downloadable, torch_hub_cached, unavailable_message
+from vistrain.backbones.downloads import ensure_downloadable, torch_hub_cached, unavailable_message
 from vistrain.backbones.registry import Backbone, BackboneUnavailable
 from vistrain.backbones.weights_file import classifier_outputs, file_identity, load_exactly, load_state_dict_file
-from vistrain.preprocess import Preprocess
+from vistrain.backbones.preprocess import Preprocess
 
 if TYPE_CHECKING:
     from timm.models import PretrainedCfg

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 from torchvision import models
 
-from vistrain.backbones.hub import ensure_downloadable, torch_hub_cached, unavailable_message
+from vistrain.backbones.downloads import ensure_downloadable, torch_hub_cached, unavailable_message
 from vistrain.backbones.registry import Backbone, BackboneUnavailable
 from vistrain.backbones.weights_file import classifier_outputs, file_identity, load_exactly, load_state_dict_file
-from vistrain.preprocess import Preprocess
+from vistrain.backbones.preprocess import Preprocess
 
 
 class TorchvisionClassifier(nn.Module):

@@ -6,11 +6,11 @@ FILE is a .safetensors file, or a torch state dict (`torch.save(model.state_dict
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vistrain.backbones.registry import BackboneUnavailable
+from vistrain.core.files import sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -19,11 +19,7 @@ if TYPE_CHECKING:
 
 def file_identity(path: Path) -> str:
     """`sha256:<digest>`: part of the feature-cache key, so features are computed again when the file changes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()}"
+    return f"sha256:{sha256_file(path)}"
 
 
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,87 @@
+"""`vistrain inspect`: what the model is sure of, unsure of and wrong about, as CSV files and the HTML report.
+
+Per class (single-label), per label (multi-label: each label as a yes/no problem at its threshold), or the
+largest errors (regression), from the validation predictions `train` saved or from new predictions on other data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vistrain.analysis.ranking import Entry, analyse
+from vistrain.analysis.report import write_report
+from vistrain.core.files import read_csv, write_csv
+from vistrain.data.datasets import load_labelled
+from vistrain.data.samples import Skipped
+from vistrain.model.predictions import Predictions, read_predictions
+from vistrain.model.run_dir import HISTORY, PREDICTIONS, read_config, read_skipped
+
+
+@dataclass
+class Inspection:
+    lists: dict[str, dict[str, dict[str, list[Entry]]]]  # section (all classes, or a label) -> list -> class -> entries
+    label_errors: list[Entry]  # single-label: lowest probability of the given class; regression: largest errors
+    report: Path
+    reused_predictions: bool
+
+
+def saved_predictions(run: Path, config: dict) -> Predictions:
+    """The validation predictions that `train` wrote to RUN/predictions.csv."""
+    return read_predictions(run / PREDICTIONS, config["classes"], config["task"], config.get("thresholds"))
+
+
+def predictions_for(run: Path, data: Path | None, cache_dir: Path | None = None, show_progress: bool = True,
+                    image_root: Path | None = None) -> tuple[Predictions, list[Skipped], bool]:
+    """Predictions on DATA (a folder or a label CSV; default: the run's validation images), reusing the saved
+    ones when they cover exactly the same labelled files. Returns (predictions, skipped, whether reused)."""
+    config = read_config(run)
+    saved = saved_predictions(run, config)
+    if data is None:
+        return saved, read_skipped(run), True
+    samples, skipped = load_labelled(data, config["classes"], config["task"], image_root)
+    wanted = {s.path.resolve(): s.target for s in samples}
+    if {f.resolve(): _key(t) for f, t in zip(saved.files, saved.targets)} == {f: _key(t) for f, t in wanted.items()}:
+        return saved, skipped, True
+    from vistrain.model.predictor import Predictor  # torch and the backbone only when predictions must be made
+
+    result = Predictor.from_run(run).predict([s.path for s in samples], cache_dir, show_progress)
+    targets = np.array([wanted[p.resolve()] for p in result.paths])
+    predictions = Predictions(result.paths, targets, result.outputs, config["classes"], config["task"],
+                              config.get("thresholds"))
+    return predictions, skipped + result.skipped, False
+
+
+def _key(target) -> tuple | int:
+    return tuple(round(float(v), 5) for v in target) if np.ndim(target) else int(target)
+
+
+def inspect(run: Path, data: Path | None = None, top: int = 10, cache_dir: Path | None = None,
+            show_progress: bool = True, image_root: Path | None = None) -> Inspection:
+    """Rank the images, write RUN/inspect_*.csv and RUN/report.html."""
+    config = read_config(run)
+    predictions, skipped, reused = predictions_for(run, data, cache_dir, show_progress, image_root)
+    sections, errors = analyse(predictions, top)
+    header = ["class", "rank", "file", "true", "predicted", "probability", "probability_of_label"]
+    by_list: dict[str, list] = {}
+    for lists in sections.values():  # multilabel: one section per label, its classes "<label>" and "not <label>"
+        for list_name, by_class in lists.items():
+            by_list.setdefault(list_name, []).extend(
+                [cls, rank, *_cells(e)] for cls, entries in by_class.items() for rank, e in enumerate(entries, 1))
+    for list_name, rows in by_list.items():
+        write_csv(run / f"inspect_{list_name}.csv", header, rows)
+    if config["task"] == "regression":
+        write_csv(run / "inspect_largest_errors.csv", ["rank", "file", "true", "predicted", "error"],
+                  [[rank, str(e.file), e.true, e.predicted, f"{e.error:.6g}"] for rank, e in enumerate(errors, 1)])
+    elif errors:
+        write_csv(run / "inspect_label_errors.csv", header,
+                  [[e.true, rank, *_cells(e)] for rank, e in enumerate(errors, 1)])
+    source = "the run's validation images" if data is None else str(data)
+    report = write_report(run, config, predictions, read_csv(run / HISTORY), skipped, source, top)
+    return Inspection(sections, errors, report, reused)
+
+
+def _cells(e: Entry) -> list:
+    return [str(e.file), e.true, e.predicted, f"{e.probability:.6f}", f"{e.label_probability:.6f}"]

@@ -1,0 +1,77 @@
+"""The HTML report: one self-contained file (thumbnails and plots embedded), rendered with Jinja2."""
+
+from __future__ import annotations
+
+import base64
+import io
+from datetime import datetime
+from pathlib import Path
+
+from vistrain.analysis import plots
+from vistrain.analysis.ranking import LIST_TITLES, Entry, analyse, coverage, reliability
+from vistrain.core.files import write_atomic
+from vistrain.core.html import render
+from vistrain.data.images import UnreadableImage, load_rgb
+from vistrain.data.samples import Skipped
+from vistrain.model.metrics import task_metrics
+from vistrain.model.predictions import Predictions
+from vistrain.model.run_dir import REPORT
+THUMBNAIL_SIZE = 144
+COVERAGE_TABLE_THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99)
+DESCRIPTIONS = {
+    "most_confident": "Predicted as the class with the highest probability: what the model finds typical.",
+    "least_confident": "Predicted as the class, closest to the decision boundary: hard or ambiguous images.",
+    "confidently_wrong": "Predicted as the class with high probability while the label says otherwise: "
+                         "wrong labels, or what the model has not understood.",
+}
+
+def thumbnail(path: Path) -> str:
+    """Base64 JPEG thumbnail, or '' when the file cannot be read any more."""
+    try:
+        image = load_rgb(path)
+    except (UnreadableImage, OSError):
+        return ""
+    image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _b64(png: bytes) -> str:
+    return base64.b64encode(png).decode()
+
+
+def render_report(run: Path, config: dict, predictions: Predictions, history: list[dict], skipped: list[Skipped],
+                  source: str, top: int = 10) -> str:
+    """The report as an HTML string."""
+    p = predictions
+    sections, errors = analyse(p, top)
+    metrics = task_metrics(p.task, p.targets, p.outputs, p.classes, p.thresholds)
+    single_label = p.task in ("binary", "multiclass")
+    calibration = reliability(p) if single_label else None
+    abstain = coverage(p) if single_label else None
+    shown: list[Entry] = [e for lists in sections.values() for by_class in lists.values()
+                          for entries in by_class.values() for e in entries] + errors
+    thumbs = {str(e.file): thumbnail(e.file) for e in shown}
+    figures = {"curves": _b64(plots.training_curves(history)) if history else ""}
+    if single_label:
+        figures.update(confusion=_b64(plots.confusion_heatmap(metrics["confusion_matrix"], p.classes)),
+                       reliability=_b64(plots.reliability_diagram(calibration)),
+                       coverage=_b64(plots.coverage_curve(abstain)))
+    if p.task == "regression":
+        figures["scatter"] = _b64(plots.predicted_vs_true(p.targets, p.outputs, p.classes))
+    return render("report.html.j2",
+        run_name=run.name, config=config, task=p.task, source=source,
+        created=datetime.now().strftime("%Y-%m-%d %H:%M"), metrics=metrics, plots=figures, sections=sections,
+        errors=errors, titles=LIST_TITLES, descriptions=DESCRIPTIONS, top=top, thumbs=thumbs,
+        reliability=calibration, coverage=abstain,
+        coverage_rows=[r for r in abstain["rows"] if r["threshold"] in COVERAGE_TABLE_THRESHOLDS] if abstain else [],
+        skipped=[{"file": str(s.path), "reason": s.reason} for s in skipped],
+    )
+
+
+def write_report(run: Path, *args, **kwargs) -> Path:
+    """Render the report (see `render_report`) to RUN/report.html."""
+    path = run / REPORT
+    write_atomic(path, render_report(run, *args, **kwargs).encode())
+    return path

@@ -1,0 +1,70 @@
+"""The Python API: the whole job in a few calls, each returning what the command line prints.
+
+    import vistrain
+    result = vistrain.train("data/", epochs=5)            # TrainResult: run_dir, metrics, history, skipped
+    vistrain.evaluate(result.run_dir, "more-data/").metrics
+    vistrain.predict(result.run_dir, ["photo.jpg"]).outputs
+    vistrain.inspect(result.run_dir).report                # report.html
+    vistrain.export(result.run_dir, "onnx")                # model.onnx
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vistrain.analysis.evaluate import Evaluation
+from vistrain.analysis.evaluate import evaluate as evaluate_run
+from vistrain.analysis.inspect import Inspection
+from vistrain.analysis.inspect import inspect as inspect_run
+from vistrain.core.console import console
+from vistrain.deploy.export import export as export_run
+from vistrain.model.predictor import ImagePredictions, Predictor, expand_paths
+from vistrain.training import train as training
+from vistrain.training.options import TrainOptions
+from vistrain.training.train import TrainResult
+
+
+def train(data: str | Path, out: str | Path | None = None, options: TrainOptions | None = None, *,
+          cache_dir: Path | None = None, overwrite: bool = False, image_root: Path | None = None,
+          verbose: bool = True, **settings) -> TrainResult:
+    """Train on DATA (a folder, or a label CSV with paths relative to `image_root`) and write the run directory
+    with its report. Settings are `TrainOptions` fields, given as `options` or as keywords (`epochs=5`)."""
+    options = options or TrainOptions(**settings)
+    return _with_report(training.train(data, out, options, cache_dir, overwrite, verbose, image_root), verbose)
+
+
+def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True) -> TrainResult:
+    """Continue an interrupted `train` from RUN's checkpoint (see `vistrain.training.train.resume`)."""
+    return _with_report(training.resume(run, cache_dir, verbose), verbose)
+
+
+def _with_report(result: TrainResult, verbose: bool) -> TrainResult:
+    if result.is_main:
+        report = inspect_run(result.run_dir, show_progress=False).report
+        if verbose:
+            console.print(f"report: {report}")
+    return result
+
+
+def evaluate(run: str | Path, data: str | Path, image_root: Path | None = None, cache_dir: Path | None = None,
+             tta: bool = False, show_progress: bool = True) -> Evaluation:
+    """The model in RUN scored on labelled images (see `vistrain.analysis.evaluate.evaluate`)."""
+    return evaluate_run(run, data, image_root, cache_dir, tta, show_progress)
+
+
+def predict(run: str | Path, paths: list[str | Path], cache_dir: Path | None = None, tta: bool = False,
+            show_progress: bool = True) -> ImagePredictions:
+    """Outputs of the model in RUN for image files, or every file in folders; unreadable files come back as
+    skipped, with the reason."""
+    return Predictor.from_run(run).predict(expand_paths(paths), cache_dir, show_progress, tta)
+
+
+def inspect(run: str | Path, data: str | Path | None = None, top: int = 10, cache_dir: Path | None = None,
+            image_root: Path | None = None, show_progress: bool = True) -> Inspection:
+    """The ranked lists and RUN/report.html, on the run's validation images or on DATA."""
+    return inspect_run(Path(run), Path(data) if data else None, top, cache_dir, show_progress, image_root)
+
+
+def export(run: str | Path, output_format: str = "onnx", out: str | Path | None = None) -> Path:
+    """RUN's whole model as one ONNX or TorchScript file; returns its path."""
+    return export_run(run, output_format, out)

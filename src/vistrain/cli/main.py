@@ -1,0 +1,119 @@
+"""The `vistrain` command group and what its commands share: option sets, DATA or --labels, clear errors.
+
+Commands parse and print; the work is done by the library (`vistrain.api` and the stages). Defaults come from the
+library (`TrainOptions`), never repeated here.
+"""
+
+from __future__ import annotations
+
+from functools import wraps
+from pathlib import Path
+
+import click
+
+from vistrain.backbones.registry import BackboneUnavailable
+from vistrain.data.samples import TASKS, DataError
+from vistrain.model import HEADS
+from vistrain.model.run_dir import RunError
+from vistrain.training.options import DEFAULTS
+
+USER_ERRORS = (DataError, RunError, BackboneUnavailable, ValueError)
+
+
+def friendly_errors(command):
+    """Show expected mistakes (bad folders, bad options, damaged runs) as one clear line instead of a traceback."""
+
+    @wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as error:
+            raise click.ClickException(str(error)) from None
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="vistrain")
+def main() -> None:
+    """Train, evaluate and use image classifiers by transfer learning, on a CPU."""
+
+
+CACHE_DIR = click.option("--cache-dir", type=click.Path(path_type=Path),
+                         help="Feature cache [default: $VISTRAIN_CACHE or ~/.cache/vistrain].")
+
+
+def training_options(command):
+    """Options shared by `train` and `demo`; defaults from `TrainOptions`."""
+    options = [
+        click.option("--out", type=click.Path(path_type=Path), help="Run directory [default: runs/<timestamp>]."),
+        click.option("--overwrite", is_flag=True,
+                     help="Allow an --out directory that already holds a run (its run files are removed first)."),
+        click.option("--backbone", default=DEFAULTS.backbone,
+                     help="A name from `vistrain backbones`, or timm:NAME / torchvision:NAME, optionally @FILE "
+                          "(a weights file). Frozen, unless --fine-tune."),
+        click.option("--epochs", default=DEFAULTS.epochs, type=click.IntRange(1)),
+        click.option("--batch-size", default=DEFAULTS.batch_size, type=click.IntRange(1)),
+        click.option("--lr", "learning_rate", default=DEFAULTS.learning_rate, type=click.FloatRange(0, min_open=True),
+                     help="Adam learning rate."),
+        click.option("--head", default=DEFAULTS.head, type=click.Choice(HEADS),
+                     help="mlp: dense -> ReLU -> dropout -> output; linear: dropout -> output."),
+        click.option("--hidden", default=DEFAULTS.hidden, type=click.IntRange(1),
+                     help="Units of the mlp head's dense layer."),
+        click.option("--dropout", default=DEFAULTS.dropout, type=click.FloatRange(0, 1, max_open=True)),
+        click.option("--task", default=DEFAULTS.task, type=click.Choice(("auto", *TASKS)),
+                     help="auto: binary for 2 classes, multiclass for more; from a CSV, multilabel when labels "
+                          "are listed as a;b, regression for numbers (more than 2 distinct values)."),
+        click.option("--class-weight", type=click.Choice(("balanced",)),
+                     help="Weigh the loss against class imbalance (n / (classes x count) per class)."),
+        click.option("--sampler", type=click.Choice(("balanced",)),
+                     help="Draw training batches so that every class comes up equally often."),
+        click.option("--augment-views", default=DEFAULTS.augment_views, type=click.IntRange(0),
+                     help="Also train on K augmented versions of each training image (rotation ±20°, shift and zoom "
+                          "±10%, flip), their features cached too; costs K extra feature passes the first time."),
+        click.option("--val-fraction", default=DEFAULTS.val_fraction,
+                     type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                     help="Share of each class held out for validation when DATA has no val/ folder."),
+        click.option("--fine-tune", default=DEFAULTS.fine_tune, type=click.IntRange(0), metavar="N",
+                     help="After the head has trained on frozen features, unfreeze the backbone's last N blocks "
+                          "(EfficientNet: stages of model.blocks, plus the conv_head and bn2 after them) and train "
+                          "them with the head on the images, augmented (rotation, shift, zoom, flip); frozen "
+                          "BatchNorm layers keep their statistics. Kept only if an epoch beats the frozen head's "
+                          "validation loss. Slow on a CPU: every epoch runs the backbone on every image again "
+                          "(measured on 2 shared cores, --fine-tune 2: about 7 training images/s). Uses a CUDA GPU "
+                          "when there is one. 0: the backbone stays frozen."),
+        click.option("--fine-tune-epochs", default=DEFAULTS.fine_tune_epochs, type=click.IntRange(1),
+                     help="Most epochs of fine-tuning (see --patience)."),
+        click.option("--fine-tune-lr", type=click.FloatRange(0, min_open=True),
+                     help="The backbone's Adam learning rate while fine-tuning (the head keeps --lr) "
+                          "[default: --lr / 10]."),
+        click.option("--patience", default=DEFAULTS.patience, type=click.IntRange(1),
+                     help="Stop fine-tuning after this many epochs without a lower validation loss; the backbone "
+                          "and head keep the weights of the epoch with the lowest."),
+        click.option("--seed", default=DEFAULTS.seed, type=int),
+        click.option("--label-depth", default=DEFAULTS.label_depth, type=click.IntRange(1),
+                     help="Nested trees: the folder level that names the class (1: the top-level folders, files in "
+                          "their sub-folders included)."),
+        CACHE_DIR,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def label_options(command):
+    """DATA or --labels, for `train`, `evaluate` and `inspect`."""
+    command = click.option("--image-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                           help="Folder the --labels paths are relative to [default: the CSV's folder].")(command)
+    return click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                        help="CSV of path,label rows (path,\"a;b\" for multi-label; path,value[,value...] for "
+                             "regression; optional header and split column), instead of DATA.")(command)
+
+
+def data_source(data: Path | None, labels: Path | None, required: bool = True) -> Path | None:
+    """DATA or --labels, not both."""
+    if data is not None and labels is not None:
+        raise click.UsageError("give DATA or --labels, not both (--image-root sets where --labels paths start)")
+    if required and data is None and labels is None:
+        raise click.UsageError("give DATA (a folder of class folders) or --labels FILE.csv")
+    return data if data is not None else labels

@@ -1,0 +1,135 @@
+"""Using a trained run: `evaluate`, `predict`, `inspect`, `export`, `serve`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from vistrain.cli.main import CACHE_DIR, data_source, friendly_errors, label_options, main
+from vistrain.cli.show import print_entries, print_metrics, print_predictions, report_skipped
+from vistrain.core.console import console
+
+RUN = click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+TTA = click.option("--tta", is_flag=True, help="Test-time augmentation: average each image's and its mirror's outputs.")
+THRESHOLD = click.option("--threshold", type=click.FloatRange(0, 1),
+                         help="Mark predictions whose probability is below this as uncertain; multi-label models: one "
+                              "threshold for every label instead of the ones tuned on validation.")
+
+
+@main.command()
+@RUN
+@click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@label_options
+@click.option("--format", "output_format", default="table", type=click.Choice(("table", "json")))
+@TTA
+@CACHE_DIR
+@friendly_errors
+def evaluate(run: Path, data: Path | None, labels: Path | None, image_root: Path | None, output_format: str,
+             tta: bool, cache_dir: Path | None) -> None:
+    """Score the model in RUN on labelled images: DATA (its val/ folder if it has one, else all) or --labels."""
+    from vistrain import api
+
+    result = api.evaluate(run, data_source(data, labels), image_root, cache_dir, tta, output_format == "table")
+    if output_format == "json":
+        skipped = [{"file": str(s.path), "reason": s.reason} for s in result.skipped]
+        click.echo(json.dumps({**result.metrics, "skipped": skipped}, indent=2))
+    else:
+        print_metrics(result.metrics)
+        report_skipped(result.skipped)
+
+
+@main.command()
+@RUN
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", default=3, type=click.IntRange(1), help="Classes shown per image.")
+@THRESHOLD
+@click.option("--format", "output_format", default="table", type=click.Choice(("table", "csv", "json")))
+@TTA
+@CACHE_DIR
+@friendly_errors
+def predict(run: Path, paths: tuple[Path, ...], top_k: int, threshold: float | None, output_format: str,
+            tta: bool, cache_dir: Path | None) -> None:
+    """Predict image files, or every file in folders, with the model in RUN: the class, the labels over their
+    thresholds (multi-label) or the values (regression)."""
+    from vistrain.model.predictor import Predictor, expand_paths
+
+    predictor = Predictor.from_run(run)
+    predictor.check_threshold(threshold)
+    files = expand_paths(list(paths))
+    result = predictor.predict(files, cache_dir, show_progress=output_format == "table", tta=tta)
+    k = min(top_k, len(predictor.classes))
+    rows = [{"file": str(path), **row, "error": ""}
+            for path, row in zip(result.paths, predictor.describe(result.outputs, threshold, k))]
+    rows += [{"file": str(s.path), "class": "", "probability": None, "uncertain": False, "top": [],
+              "error": s.reason} for s in result.skipped]
+    order_of = {str(p): i for i, p in enumerate(files)}
+    rows.sort(key=lambda row: order_of[row["file"]])
+    print_predictions(rows, output_format, k)
+
+
+@main.command("inspect")
+@RUN
+@click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@label_options
+@click.option("--top", default=10, type=click.IntRange(1), help="Images per list.")
+@CACHE_DIR
+@friendly_errors
+def inspect_command(run: Path, data: Path | None, labels: Path | None, image_root: Path | None, top: int,
+                    cache_dir: Path | None) -> None:
+    """Per class: the most confident, least confident and confidently wrong images, and possible label errors;
+    per label for multi-label models; the largest errors for regression.
+
+    DATA (or --labels) defaults to the run's validation images (their saved predictions are reused). Writes
+    RUN/inspect_*.csv and the HTML report RUN/report.html.
+    """
+    from vistrain import api
+    from vistrain.analysis.ranking import LIST_TITLES
+
+    result = api.inspect(run, data_source(data, labels, required=False), top, cache_dir, image_root)
+    for lists in result.lists.values():
+        for list_name, by_class in lists.items():
+            for class_name, entries in by_class.items():
+                print_entries(f"{LIST_TITLES[list_name]}: predicted {class_name}", entries, top)
+    if result.label_errors:
+        regression = result.label_errors[0].error is not None
+        print_entries(LIST_TITLES["largest_errors" if regression else "label_errors"], result.label_errors, top)
+    console.print(("reused the saved predictions; " if result.reused_predictions else "")
+                  + f"CSV files in {run}/inspect_*.csv; report: {result.report}")
+
+
+@main.command()
+@RUN
+@click.option("--format", "output_format", default="onnx", type=click.Choice(("onnx", "torchscript")))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="File to write [default: RUN/model.onnx or RUN/model.pt].")
+@friendly_errors
+def export(run: Path, output_format: str, out: Path | None) -> None:
+    """Write the model in RUN as one file: uint8 RGB images (N x size x size x 3, resized and centre-cropped) in,
+    class probabilities (or values) out, with classes, task and preprocessing as metadata."""
+    from vistrain import api
+
+    path = api.export(run, output_format, out)
+    console.print(f"{output_format} model -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+@main.command()
+@RUN
+@click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=8000, type=click.IntRange(0, 65535))
+@THRESHOLD
+@click.option("--max-bytes", default=20_000_000, type=click.IntRange(1), help="Largest image file accepted.")
+@click.option("--max-batch", default=16, type=click.IntRange(1), help="Most images in one forward pass.")
+@click.option("--max-wait-ms", default=5.0, type=click.FloatRange(0),
+              help="How long the first image of a batch waits for others.")
+@friendly_errors
+def serve(run: Path, host: str, port: int, threshold: float | None, max_bytes: int, max_batch: int,
+          max_wait_ms: float) -> None:
+    """Serve the model in RUN over HTTP: POST /predict (multipart field `files`), GET /health, and a web page at /."""
+    import uvicorn
+
+    from vistrain.deploy.serve import create_app
+
+    app = create_app(run, threshold, max_bytes, max_batch, max_wait_ms / 1000)
+    uvicorn.run(app, host=host, port=port)

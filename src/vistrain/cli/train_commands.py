@@ -1,0 +1,66 @@
+"""`vistrain train` and `vistrain demo`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vistrain.cli.main import data_source, friendly_errors, label_options, main, training_options
+from vistrain.cli.show import print_metrics, report_skipped
+from vistrain.core.console import console
+
+
+def _train(data: Path, out, overwrite, cache_dir, image_root=None, **settings) -> None:
+    from vistrain import api
+    from vistrain.training.options import TrainOptions
+
+    show_result(api.train(data, out, TrainOptions(**settings), cache_dir=cache_dir, overwrite=overwrite,
+                          image_root=image_root))
+
+
+def show_result(result) -> None:
+    """A finished training's metrics, then the files it skipped (under torchrun: by rank 0 only)."""
+    if result.is_main:
+        print_metrics(result.metrics)
+        report_skipped(result.skipped)
+
+
+@main.command()
+@click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@label_options
+@click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Continue the interrupted run in this directory (its own data and options; others are ignored).")
+@training_options
+@friendly_errors
+def train(data: Path | None, labels: Path | None, resume: Path | None, **settings) -> None:
+    """Train a model on the labelled images in DATA, or on the list given by --labels.
+
+    DATA holds train/<class>/ and val/<class>/ (or validation/) folders, or just <class>/ folders, split into
+    training and validation by --val-fraction. Class ids follow the sorted folder names. Multi-label and
+    regression targets come from a --labels CSV (regression also from folders named by numbers).
+    """
+    if resume is not None:
+        from vistrain import api
+
+        show_result(api.resume(resume, settings["cache_dir"]))
+        return
+    _train(data_source(data, labels), **settings)
+
+
+@main.command()
+@training_options
+@friendly_errors
+def demo(**settings) -> None:
+    """Train on the built-in demo: 2,624 solar-cell photos (PyPI elpv-dataset).
+
+    --task binary (the default for auto): defective or functional; multiclass: the experts' four defect
+    probability levels; multilabel: the cell type (mono/poly) plus defective; regression: the defect probability.
+    """
+    from vistrain.data.demo import elpv_csv
+    from vistrain.features.cache import default_cache_dir
+
+    settings["task"] = "binary" if settings["task"] == "auto" else settings["task"]
+    labels = elpv_csv((settings["cache_dir"] or default_cache_dir()) / "datasets", settings["task"])
+    console.print(f"demo data: {labels}")
+    _train(labels, **settings)

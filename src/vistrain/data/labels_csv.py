@@ -1,0 +1,133 @@
+"""Labels from a CSV list, for every task.
+
+    path,label                 one class per image (binary, multi-class)
+    path,labels                "cat;dog": any number of labels per image (multi-label)
+    path,value[,value...]      numbers (regression, one or more targets)
+
+A header row is optional; it is recognised by its first cell (path, file, filename, image). A column named
+`split` (train / val) fixes the split instead of --val-fraction. Paths are relative to the image root (by default
+the CSV's folder). Rows that cannot be used (no such file, empty label, a target that is not a number) are
+reported with their line numbers and left out, never guessed.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from vistrain.data.samples import DataError, Skipped
+
+PATH_HEADERS = ("path", "file", "filename", "file_name", "image", "image_path")
+SPLIT_HEADER = "split"
+SPLIT_VALUES = {"train": "train", "val": "val", "validation": "val"}
+LABEL_SEPARATOR = ";"
+KINDS = ("classes", "multilabel", "regression")
+
+
+@dataclass(frozen=True)
+class CsvRow:
+    line: int
+    path: Path
+    cells: tuple[str, ...]  # the target cells, stripped
+    split: str | None  # "train", "val" or None when the CSV has no split column
+
+
+@dataclass
+class CsvList:
+    """The usable rows of a label CSV, its target column names and the rows left out."""
+
+    source: Path
+    columns: list[str]
+    rows: list[CsvRow]
+    skipped: list[Skipped]
+
+
+def read_label_csv(csv_path: Path, image_root: Path | None = None) -> CsvList:
+    """Read the rows whose file exists and that have a target; everything else is reported in `skipped`."""
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path} is not a file")
+    root = image_root or csv_path.parent
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+        lines = [(n, row) for n, row in enumerate(csv.reader(handle), 1) if any(c.strip() for c in row)]
+    if not lines:
+        raise DataError(f"{csv_path} is empty")
+    header = [c.strip().lower() for c in lines[0][1]]
+    has_header = header[0] in PATH_HEADERS
+    if has_header:
+        names, lines = header[1:], lines[1:]
+    else:
+        width = len(lines[0][1]) - 1
+        names = ["label"] if width <= 1 else [f"target_{i}" for i in range(1, width + 1)]
+    split_at = names.index(SPLIT_HEADER) if SPLIT_HEADER in names else None
+    columns = [name for i, name in enumerate(names) if i != split_at]
+    if not columns:
+        raise DataError(f"{csv_path}: needs a path column and at least one label or target column")
+    rows, skipped = [], []
+    for line, row in lines:
+        where = f"{csv_path.name} line {line}"
+        cells = [c.strip() for c in row[1:]] + [""] * (len(names) + 1 - len(row))
+        split = cells.pop(split_at).lower() if split_at is not None else None
+        if not row[0].strip():
+            skipped.append(Skipped(Path(f"{csv_path}:{line}"), f"{where}: no path"))
+        elif len(row) - 1 > len(names):
+            skipped.append(Skipped(Path(row[0].strip()), f"{where}: {len(row)} cells, the header has {len(names) + 1}"))
+        elif not all(cells):
+            skipped.append(Skipped(root / row[0].strip(), f"{where}: empty label"))
+        elif split is not None and split not in SPLIT_VALUES:
+            skipped.append(Skipped(root / row[0].strip(), f"{where}: split {split!r} is not train or val"))
+        elif not (root / row[0].strip()).is_file():
+            skipped.append(Skipped(root / row[0].strip(), f"{where}: no such file"))
+        else:
+            rows.append(CsvRow(line, root / row[0].strip(), tuple(cells), SPLIT_VALUES.get(split)))
+    return CsvList(csv_path, columns, rows, skipped)
+
+
+def is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def infer_kind(table: CsvList) -> tuple[str, str]:
+    """(kind, why): multi-label when a cell lists labels with ';', regression when every target is a number
+    and there are several columns or more than two distinct values, else one class per image."""
+    cells = [cell for row in table.rows for cell in row.cells]
+    if any(LABEL_SEPARATOR in cell for cell in cells):
+        return "multilabel", f"labels separated by '{LABEL_SEPARATOR}'"
+    if cells and all(is_number(cell) for cell in cells):
+        distinct = len(set(cells))
+        if len(table.columns) > 1 or distinct > 2:
+            return "regression", f"numeric targets ({distinct} distinct values)"
+    return "classes", "one label per image"
+
+
+def parse_targets(table: CsvList, kind: str) -> tuple[list[CsvRow], list[tuple], list[Skipped]]:
+    """The rows usable for `kind`, with their parsed targets: a class name, a tuple of label names or a tuple
+    of numbers; rows that do not fit are reported with their line numbers."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown label kind {kind!r}")
+    if kind != "regression" and len(table.columns) != 1:
+        raise DataError(f"{table.source}: {len(table.columns)} target columns ({', '.join(table.columns)}); "
+                        "classification needs exactly one label column")
+    kept, targets, skipped = [], [], []
+    for row in table.rows:
+        where = f"{table.source.name} line {row.line}"
+        if kind == "regression":
+            bad = [cell for cell in row.cells if not is_number(cell)]
+            if bad:
+                skipped.append(Skipped(row.path, f"{where}: {bad[0]!r} is not a number"))
+                continue
+            target = tuple(float(cell) for cell in row.cells)
+        elif kind == "multilabel":
+            target = tuple(sorted({label.strip() for label in row.cells[0].split(LABEL_SEPARATOR)} - {""}))
+            if not target:
+                skipped.append(Skipped(row.path, f"{where}: empty label"))
+                continue
+        else:
+            target = row.cells[0]
+        kept.append(row)
+        targets.append(target)
+    return kept, targets, skipped

@@ -1,0 +1,112 @@
+"""Export a trained run as one self-contained model file: ONNX or TorchScript.
+
+The exported model takes uint8 RGB images, N x H x W x 3 with H = W = the run's input size, already resized
+(shorter side) and centre-cropped exactly as `eval_transform(preprocess, output="uint8")` does; see
+`prepare_image`. Inside the model: to float, /255, normalise with the run's mean and std, NCHW, backbone, head and
+the task's activation, giving what `Predictor.outputs` gives (class or label probabilities, or values).
+The run's classes, task, preprocessing and tuned thresholds travel with the file as metadata (`metadata`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from vistrain.backbones.preprocess import Preprocess
+from vistrain.core.files import write_atomic
+from vistrain.data.images import load_rgb
+from vistrain.features.runtime import INPUT, onnx_bytes
+from vistrain.features.transforms import PixelNormalize, eval_transform
+from vistrain.model import tasks
+from vistrain.model.predictor import Predictor
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+OUTPUT = "outputs"
+
+
+def prepare_image(image: str | Path | Image.Image, preprocess: Preprocess) -> np.ndarray:
+    """An image file (read with `load_rgb`: any format, EXIF orientation) or RGB PIL image, resized and
+    centre-cropped as `eval_transform` does: the uint8 H x W x 3 array an exported model takes."""
+    picture = load_rgb(image) if isinstance(image, (str, Path)) else image.convert("RGB")
+    return eval_transform(preprocess, output="uint8")(picture).permute(1, 2, 0).numpy()
+
+
+class DeployedModel(nn.Module):
+    """uint8 NHWC images -> the task's outputs: scaling, normalisation, backbone, head and activation."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, preprocess: Preprocess, task: str):
+        super().__init__()
+        self.normalize = PixelNormalize(preprocess)
+        self.backbone = backbone.eval()
+        self.head = head.eval()
+        self.task = task
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(images.permute(0, 3, 1, 2))
+        return tasks.outputs(self.task, self.head(self.backbone(x)))
+
+
+def deployed_model(predictor: Predictor) -> DeployedModel:
+    """The whole model of a loaded run, for export."""
+    return DeployedModel(predictor.backbone.build_feature_extractor(), predictor.head, predictor.preprocess,
+                         predictor.task)
+
+
+def metadata(predictor: Predictor) -> dict[str, str]:
+    """What a user of the exported file needs, as strings (JSON for lists and objects)."""
+    config = predictor.config
+    values = {
+        "classes": json.dumps(predictor.classes),
+        "task": predictor.task,
+        "preprocess": json.dumps(predictor.preprocess.to_dict()),
+        "input": f"{INPUT}: uint8 RGB, N x {predictor.preprocess.input_size} x {predictor.preprocess.input_size} x 3, "
+                 "resized (shorter side) and centre-cropped",
+        "backbone": json.dumps(config["backbone"]),
+        "vistrain_version": version("vistrain"),
+    }
+    if predictor.task == "multilabel":
+        values["thresholds"] = json.dumps(predictor.thresholds)
+    return values
+
+
+def export(run: str | Path, output_format: str, out: str | Path | None = None) -> Path:
+    """Write RUN's model as `output_format` ('onnx' or 'torchscript'); returns the file written
+    [default: RUN/model.onnx or RUN/model.pt]."""
+    if output_format not in FORMATS:
+        raise ValueError(f"unknown format {output_format!r}; choose one of {', '.join(FORMATS)}")
+    predictor = Predictor.from_run(run)
+    path = Path(out) if out else Path(run) / f"model{FORMATS[output_format]}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = deployed_model(predictor)
+    size = predictor.preprocess.input_size
+    example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
+    with torch.no_grad():
+        data = (_onnx_bytes if output_format == "onnx" else _torchscript_bytes)(model, example, metadata(predictor))
+    write_atomic(path, data)
+    return path
+
+
+def _onnx_bytes(model: nn.Module, example: torch.Tensor, values: dict[str, str]) -> bytes:
+    import onnx
+
+    proto = onnx.load_from_string(onnx_bytes(model, example, OUTPUT))
+    for key, value in values.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name = "vistrain"
+    return proto.SerializeToString()
+
+
+def _torchscript_bytes(model: nn.Module, example: torch.Tensor, values: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # TorchScript is deprecated upstream, yet still what many C++/mobile runtimes load
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.trace(model, (example,)), buffer, _extra_files=values)
+    return buffer.getvalue()

@@ -1,0 +1,83 @@
+"""The feature cache: one SQLite file per (backbone, weights, preprocessing, view), feature vectors keyed by the
+SHA-256 of an image file's bytes.
+
+Renaming or moving a file keeps its features; editing it computes them again. Each batch is committed as soon as
+it is computed, so an interrupted run keeps everything done so far, and SQLite's locking makes the cache safe for
+several runs at once. Both engines (ONNX Runtime and torch) share a cache: their features agree to about 1e-5,
+far below what changes a trained head, so the engine is not part of the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from vistrain.backbones import Backbone
+from vistrain.backbones.preprocess import Preprocess
+from vistrain.core.files import sha256_text
+from vistrain.features.transforms import View
+
+FEATURE_FORMAT = 1  # bump when the way features are computed changes, to invalidate old caches
+
+
+def default_cache_dir() -> Path:
+    """$VISTRAIN_CACHE, else $XDG_CACHE_HOME/vistrain, else ~/.cache/vistrain."""
+    if "VISTRAIN_CACHE" in os.environ:
+        return Path(os.environ["VISTRAIN_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vistrain"
+
+
+class FeatureCache:
+    """Feature vectors of one backbone, preprocessing and view, keyed by image-content digest."""
+
+    def __init__(self, directory: Path, backbone: Backbone, preprocess: Preprocess, view: View = View()):
+        key_parts = {"backbone": backbone.name, "weights": backbone.weights, "preprocess": preprocess.to_dict(),
+                     "format": FEATURE_FORMAT}
+        if view.identity():
+            key_parts["view"] = view.identity()
+        identity = json.dumps(key_parts, sort_keys=True)
+        key = sha256_text(identity)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"features-{backbone.file_stem}-{key}.sqlite"
+        self.dim = backbone.feature_dim
+        self._db = sqlite3.connect(self.path, timeout=120)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # Each commit reaches the operating system, so a killed process loses nothing; only a power cut may lose the
+        # last batches, never the database itself (SQLite's guarantee for WAL with synchronous=NORMAL).
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS features (digest TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS identity (json TEXT)")
+        if not self._db.execute("SELECT 1 FROM identity").fetchone():
+            self._db.execute("INSERT INTO identity VALUES (?)", (identity,))
+        self._db.commit()
+
+    def has(self, digests: list[str]) -> set[str]:
+        """Which of `digests` are cached (their vectors are not read)."""
+        found: set[str] = set()
+        for start in range(0, len(digests), 500):
+            chunk = digests[start : start + 500]
+            rows = self._db.execute(f"SELECT digest FROM features WHERE digest IN ({','.join('?' * len(chunk))})",
+                                    chunk)
+            found.update(digest for (digest,) in rows)
+        return found
+
+    def read_into(self, matrix: np.ndarray, digests: list[str]) -> None:
+        """Row i of `matrix` <- the cached vector of digests[i], a chunk at a time (memory: one chunk)."""
+        for start in range(0, len(digests), 500):
+            chunk = digests[start : start + 500]
+            rows = dict(self._db.execute(
+                f"SELECT digest, vector FROM features WHERE digest IN ({','.join('?' * len(set(chunk)))})",
+                sorted(set(chunk))))
+            matrix[start : start + len(chunk)] = [np.frombuffer(rows[d], dtype=np.float32) for d in chunk]
+
+    def put_many(self, items: dict[str, np.ndarray]) -> None:
+        rows = [(digest, np.asarray(v, dtype=np.float32).tobytes()) for digest, v in items.items()]
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?)", rows)
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,230 @@
+"""Backbone features of image files: read from the cache (`cache.py`), the missing ones computed in parallel batches
+and cached as they come.
+
+Features are computed by ONNX Runtime (the default engine, see `runtime.py`) or by torch eager; both share one
+cache.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, TypeVar
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from vistrain.backbones import Backbone, BackboneUnavailable
+from vistrain.backbones.preprocess import Preprocess
+from vistrain.core.console import console
+from vistrain.core.files import sha256_file
+from vistrain.data.images import UnreadableImage, load_rgb
+from vistrain.data.samples import Skipped
+from vistrain.features.cache import FeatureCache, default_cache_dir
+from vistrain.features.runtime import INPUT, feature_session, pixel_feature_extractor
+from vistrain.features.transforms import View
+
+MEMORY_MAPPED_BYTES = 64 * 2**20  # larger feature matrices live in memory-mapped temporary files
+ENGINES = ("onnx", "torch")
+T, R = TypeVar("T"), TypeVar("R")
+
+
+@dataclass
+class Features:
+    """Feature vectors of the readable files, in input order, with the input indices they belong to."""
+
+    vectors: np.ndarray  # (n_kept, dim) float32
+    kept: list[int]
+    digests: dict[int, str]  # input index -> SHA-256 of the file's bytes
+    skipped: list[Skipped]
+    computed: int  # how many were computed now rather than read from the cache
+    compute_seconds: float
+
+
+class _ImageFiles:
+    """Batches of image files -> (positions, uint8 pixels of the readable ones, [(position, reason)] of the rest)."""
+
+    def __init__(self, paths: list[Path], digests: list[str], preprocess: Preprocess, view: View):
+        self.paths = paths
+        self.digests = digests
+        self.transform = view.transform(preprocess)
+
+    def load(self, positions: range) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+        good, pixels, bad = [], [], []
+        with _one_torch_thread():
+            for position in positions:
+                try:
+                    pixels.append(self.transform(load_rgb(self.paths[position]), self.digests[position]))
+                    good.append(position)
+                except UnreadableImage as error:
+                    bad.append((position, str(error)))
+        return good, torch.stack(pixels) if pixels else None, bad
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Torch ops in this block (resizing) run on the calling thread alone: extraction already runs one thread per
+    core, and torch's idle OpenMP threads would otherwise spin on cores the backbone needs. The setting is the
+    calling thread's own (OpenMP's), so other threads keep theirs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def in_threads(batches: Iterable[T], work: Callable[[T], R], threads: int) -> Iterator[R]:
+    """`work(batch)` of each batch, in order, done by `threads` threads at once, at most `threads` + 1 batches
+    ahead of the caller (so memory is set by the batch size, not the number of batches)."""
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="vistrain-features")
+    pending: deque[Future[R]] = deque()
+    try:
+        for batch in batches:
+            pending.append(pool.submit(work, batch))
+            if len(pending) > threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def extraction_threads() -> tuple[int, int]:
+    """(batches computed at once, ONNX Runtime threads per batch) for feature extraction: one batch per core, up
+    to 4 at once, sharing the cores. Each thread decodes its batch and runs the backbone on it: on a small CPU,
+    single-threaded ONNX Runtime on separate batches gets about a third more images/s out of the cores than
+    one batch at a time on all of them, and decoding fills the gaps (`benchmarks/feature_speed.py`)."""
+    cores = os.cpu_count() or 1
+    at_once = max(1, min(4, cores))
+    return at_once, max(1, cores // at_once)
+
+
+def resolve_engine(engine: str | None) -> str:
+    """`engine`, else $VISTRAIN_ENGINE, else "onnx"; checked to be one of ENGINES."""
+    engine = engine or os.environ.get("VISTRAIN_ENGINE", "onnx")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown feature engine {engine!r}; engines: {', '.join(ENGINES)}")
+    return engine
+
+
+def extract_features(
+    paths: list[Path],
+    backbone: Backbone,
+    preprocess: Preprocess,
+    cache_dir: Path | None = None,
+    batch_size: int = 32,
+    show_progress: bool = True,
+    engine: str | None = None,
+    view: View = View(),
+) -> Features:
+    """Feature vectors for `paths` (of `view`: by default the images as validation sees them), reading cached
+    ones and computing (and caching) the rest.
+
+    `engine` computes them: "onnx" (ONNX Runtime, falling back to torch with a warning where it cannot run)
+    or "torch" (torch eager); the default is `resolve_engine`'s.
+    """
+    engine = resolve_engine(engine)
+    cache_dir = cache_dir or default_cache_dir()
+    skipped: dict[int, str] = {}
+    digests: dict[int, str] = {}
+    for index, path in enumerate(paths):
+        try:
+            digests[index] = sha256_file(path)
+        except OSError as error:
+            skipped[index] = f"cannot read: {error.strerror or error}"
+    cache = FeatureCache(cache_dir, backbone, preprocess, view)
+    try:
+        cached = cache.has(sorted(set(digests.values())))
+        missing = [i for i, digest in digests.items() if digest not in cached]
+        started = time.perf_counter()
+        if missing:
+            at_once, threads_each = extraction_threads()
+            forward = feature_function(backbone, preprocess, cache_dir, engine, threads_each)
+            failures = _compute_into_cache([paths[i] for i in missing], [digests[i] for i in missing], forward,
+                                           preprocess, view, cache, batch_size, at_once, show_progress)
+            skipped.update({missing[position]: reason for position, reason in failures.items()})
+        seconds = time.perf_counter() - started
+        kept = [i for i in range(len(paths)) if i not in skipped]
+        matrix = feature_matrix(len(kept), backbone.feature_dim, cache_dir)
+        cache.read_into(matrix, [digests[i] for i in kept])
+    finally:
+        cache.close()
+    return Features(
+        vectors=matrix,
+        kept=kept,
+        digests=digests,
+        skipped=[Skipped(paths[i], reason) for i, reason in sorted(skipped.items())],
+        computed=len(set(missing) - set(skipped)),
+        compute_seconds=seconds,
+    )
+
+
+def feature_matrix(rows: int, dim: int, directory: Path) -> np.ndarray:
+    """An empty float32 matrix, memory-mapped from an anonymous temporary file in `directory` once it would
+    exceed MEMORY_MAPPED_BYTES: feature matrices of any size leave the process's own memory flat."""
+    if rows * dim * 4 <= MEMORY_MAPPED_BYTES:
+        return np.zeros((rows, dim), np.float32)
+    with tempfile.TemporaryFile(dir=directory, prefix="features-", suffix=".f32") as file:
+        return np.memmap(file, dtype=np.float32, mode="w+", shape=(rows, dim))  # the mapping outlives the file
+
+
+def feature_function(backbone: Backbone, preprocess: Preprocess, cache_dir: Path | None = None,
+                     engine: str | None = None, threads: int | None = None) -> Callable[[torch.Tensor], np.ndarray]:
+    """The feature extractor on `engine` (see `extract_features`): uint8 N x 3 x H x W pixels (a view's
+    transform) -> (N, dim) float32 features. `threads`: ONNX Runtime threads per call (default: every core).
+    Several threads may call it at once: ONNX Runtime runs the calls in parallel, torch one after another."""
+    engine = resolve_engine(engine)
+    if engine == "onnx":
+        try:
+            session = feature_session(backbone, preprocess, cache_dir or default_cache_dir(),
+                                      threads=threads or os.cpu_count() or 1)
+        except BackboneUnavailable:
+            raise
+        except Exception as error:  # onnxruntime missing, or the export or load failed: torch computes the same
+            console.print(f"[yellow]warning:[/] ONNX Runtime cannot run the backbone "
+                          f"({type(error).__name__}: {error}); "
+                          "computing features with torch instead (slower)")
+        else:
+            return lambda batch: session.run(None, {INPUT: batch.numpy()})[0]
+    model = pixel_feature_extractor(backbone, preprocess).to(memory_format=torch.channels_last)
+    one_at_a_time = threading.Lock()  # torch already spreads one batch over every core
+
+    def forward(batch: torch.Tensor) -> np.ndarray:
+        with one_at_a_time, torch.inference_mode():
+            return model(batch.contiguous(memory_format=torch.channels_last)).numpy()
+
+    return forward
+
+
+def _compute_into_cache(
+    paths: list[Path], digests: list[str], forward: Callable[[torch.Tensor], np.ndarray], preprocess: Preprocess,
+    view: View, cache: FeatureCache, batch_size: int, at_once: int, show_progress: bool,
+) -> dict[int, str]:
+    """Compute the features of `paths`, `at_once` batches at a time, and cache them under `digests` (each batch
+    committed as it comes); returns {position in paths: reason} for unreadable files."""
+    files = _ImageFiles(paths, digests, preprocess, view)
+
+    def compute(positions: range) -> tuple[list[int], np.ndarray | None, list[tuple[int, str]]]:
+        good, pixels, bad = files.load(positions)
+        return good, forward(pixels) if pixels is not None else None, bad
+
+    batches = [range(start, min(start + batch_size, len(paths))) for start in range(0, len(paths), batch_size)]
+    failures: dict[int, str] = {}
+    columns = [TextColumn("features"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=not show_progress, transient=True) as progress:
+        task = progress.add_task("features", total=len(paths))
+        for positions, vectors, bad in in_threads(batches, compute, at_once):
+            failures.update(bad)
+            if vectors is not None:
+                cache.put_many({digests[p]: row for p, row in zip(positions, vectors)})
+            progress.advance(task, len(positions) + len(bad))
+    return failures

@@ -1,0 +1,84 @@
+"""Backbone feature extractors on ONNX Runtime: exported to ONNX once, cached on disk, run as inference sessions.
+
+On a CPU, ONNX Runtime runs EfficientNet-Lite0 several times as fast as torch eager, with the same features
+(to about 1e-5). The export takes seconds and is kept in the cache directory, one file per backbone, weights,
+preprocessing and export format. It is written to a temporary file and renamed into place, so runs at the same
+time or interrupted ones never leave a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vistrain.backbones import Backbone
+from vistrain.backbones.preprocess import Preprocess
+from vistrain.core.files import sha256_text, write_atomic
+
+if TYPE_CHECKING:
+    import onnxruntime
+    import torch
+    from torch import nn
+
+EXPORT_FORMAT = 2  # bump when the export changes (opset, graph, names), to export again
+OPSET = 17
+INPUT, OUTPUT = "images", "features"
+
+
+def model_path(directory: Path, backbone: Backbone, preprocess: Preprocess) -> Path:
+    """Where the ONNX export of `backbone`'s feature extractor for `preprocess` is cached."""
+    identity = json.dumps(
+        {"backbone": backbone.name, "weights": backbone.weights, "preprocess": preprocess.to_dict(),
+         "format": EXPORT_FORMAT},
+        sort_keys=True,
+    )
+    return directory / f"backbone-{backbone.file_stem}-{sha256_text(identity)}.onnx"
+
+
+def pixel_feature_extractor(backbone: Backbone, preprocess: Preprocess) -> nn.Module:
+    """uint8 N x 3 x H x W pixels (see `transforms.PixelNormalize`) -> pooled feature vectors."""
+    from torch import nn  # slow to import: only when needed
+
+    from vistrain.features.transforms import PixelNormalize
+
+    return nn.Sequential(PixelNormalize(preprocess), backbone.build_feature_extractor()).eval()
+
+
+def onnx_bytes(model: nn.Module, example: torch.Tensor, output: str) -> bytes:
+    """`model` (input `images` like `example`, any batch size) exported to ONNX at OPSET, as bytes."""
+    import torch  # slow to import: only when exporting
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # The torch.export-based exporter needs onnxscript; the TorchScript one exports timm CNNs exactly.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=OPSET, input_names=[INPUT],
+                          output_names=[output], dynamic_axes={INPUT: {0: "batch"}, output: {0: "batch"}})
+    return buffer.getvalue()
+
+
+def export_feature_extractor(backbone: Backbone, preprocess: Preprocess, path: Path) -> None:
+    """Export `pixel_feature_extractor` to `path`, atomically."""
+    import torch
+
+    example = torch.zeros(2, 3, preprocess.input_size, preprocess.input_size, dtype=torch.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, onnx_bytes(pixel_feature_extractor(backbone, preprocess), example, OUTPUT))
+
+
+def feature_session(backbone: Backbone, preprocess: Preprocess, directory: Path,
+                    threads: int) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session of `backbone`'s feature extractor, exported into `directory` on first use."""
+    import onnxruntime  # optional at run time: callers fall back to torch when it is missing
+
+    path = model_path(directory, backbone, preprocess)
+    if not path.exists():
+        export_feature_extractor(backbone, preprocess, path)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    # Idle threads sleep instead of spinning, leaving the cores to the threads that decode images.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -1,0 +1,161 @@
+"""Train and eval transforms (as torchvision's classification presets): PIL RGB image -> tensor.
+
+Both resize the shorter side and centre crop; the train transform augments first (torchvision's RandomAffine and
+RandomHorizontalFlip). A transform ends in one of two `OUTPUTS`: "normalized" (float, the backbone's input) or
+"uint8" (the resized and cropped pixels: for showing, and 4 times smaller to pass on; the `PixelNormalize` module
+at the start of the feature extractor normalises them, as the "normalized" transform does).
+Augmentation is applied to training images only, never to validation or prediction.
+
+Resizing and cropping call torch directly, exactly as torchvision's `Resize(antialias=True)` and `CenterCrop` do
+(a test checks they agree pixel for pixel): importing torchvision imports torch._dynamo, seconds of start-up
+that every `train`, `predict` and `serve` would pay; only augmentation imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from vistrain.backbones.preprocess import Preprocess
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random changes made to each training image, as in the course: rotation ±20°, shift, zoom, flip."""
+
+    rotation: float = 20.0  # degrees, either way
+    shift: float = 0.1  # share of width/height, either way
+    zoom: float = 0.1  # scale between 1 - zoom and 1 + zoom
+    flip: bool = True  # horizontal
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+OUTPUTS = ("normalized", "uint8")
+INTERPOLATIONS = ("bilinear", "bicubic")
+
+
+def eval_transform(preprocess: Preprocess, output: str = "normalized") -> "ImageTransform":
+    """Resize the shorter side and centre crop, then finish as `output` says: PIL RGB image -> CHW tensor."""
+    return ImageTransform(preprocess, output)
+
+
+def train_transform(preprocess: Preprocess, augmentation: Augmentation, output: str = "normalized") -> "ImageTransform":
+    """Augment (random rotation, shift, zoom and flip), then as `eval_transform`."""
+    return ImageTransform(preprocess, output, augmentation)
+
+
+class ImageTransform:
+    """PIL RGB image -> CHW tensor: optionally augment, resize the shorter side, centre crop, finish as `output`.
+    A class rather than a closure, so that data-loader worker processes can pickle it."""
+
+    def __init__(self, preprocess: Preprocess, output: str = "normalized", augmentation: Augmentation | None = None):
+        if output not in OUTPUTS:
+            raise ValueError(f"unknown transform output {output!r}; outputs: {', '.join(OUTPUTS)}")
+        if preprocess.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"unsupported interpolation {preprocess.interpolation!r}; "
+                             f"supported: {', '.join(INTERPOLATIONS)}")
+        self.preprocess = preprocess
+        self.output = output
+        self.augment = _augmenter(augmentation) if augmentation else None
+        self.normalize = PixelNormalize(preprocess) if output == "normalized" else None
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        pixels = torch.from_numpy(np.array(image.convert("RGB")))[None].permute(0, 3, 1, 2)  # 1 x 3 x H x W
+        if self.augment:
+            pixels = self.augment(pixels)
+        pixels = center_crop(resize_shorter_side(pixels, self.preprocess.resize_size, self.preprocess.interpolation),
+                             self.preprocess.input_size)
+        return (self.normalize(pixels) if self.normalize else pixels.contiguous())[0]
+
+
+def resize_shorter_side(pixels: torch.Tensor, size: int, interpolation: str) -> torch.Tensor:
+    """uint8 N x 3 x H x W -> the shorter side `size` (the longer one in proportion, rounded down), antialiased."""
+    height, width = pixels.shape[-2:]
+    short, long = min(height, width), max(height, width)
+    new_short, new_long = size, int(size * long / short)
+    new_size = (new_long, new_short) if width <= height else (new_short, new_long)
+    if new_size == (height, width):
+        return pixels
+    return torch.nn.functional.interpolate(pixels, size=new_size, mode=interpolation, align_corners=False,
+                                           antialias=True)
+
+
+def center_crop(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """The central `size` x `size` pixels of images at least that large."""
+    height, width = pixels.shape[-2:]
+    top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+    return pixels[..., top : top + size, left : left + size]
+
+
+def _augmenter(augmentation: Augmentation):
+    from torchvision.transforms import InterpolationMode, v2  # slow to import (see above): only when augmenting
+
+    return v2.Compose([
+        v2.RandomAffine(
+            degrees=augmentation.rotation,
+            translate=(augmentation.shift, augmentation.shift),
+            scale=(1 - augmentation.zoom, 1 + augmentation.zoom),
+            interpolation=InterpolationMode.BILINEAR,
+            fill=0,
+        ),
+        v2.RandomHorizontalFlip(0.5 if augmentation.flip else 0.0),
+    ])
+
+
+class PixelNormalize(nn.Module):
+    """uint8 N x 3 x H x W pixels -> the backbone's normalised float input: /255, minus mean, over std."""
+
+    def __init__(self, preprocess: Preprocess):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels.float() / 255 - self.mean) / self.std
+
+
+@dataclass(frozen=True)
+class View:
+    """Which version of each image features are computed from: as validation sees it (`eval`), mirrored
+    (`flip`, for test-time augmentation), or its `index`-th augmented version (`augmented`, for
+    `train --augment-views`; the same file and index always give the same augmentation, so it can be cached)."""
+
+    kind: str = "eval"
+    index: int = 0
+    augmentation: Augmentation | None = None
+
+    def identity(self) -> dict | None:
+        """What distinguishes this view in a feature-cache key; None for `eval`, the key of earlier versions."""
+        if self.kind == "eval":
+            return None
+        return {"kind": self.kind, "index": self.index,
+                "augmentation": self.augmentation.to_dict() if self.augmentation else None}
+
+    def transform(self, preprocess: Preprocess) -> "ViewTransform":
+        """(image, file digest) -> uint8 CHW pixels (see `PixelNormalize`); the digest seeds an augmented view."""
+        if self.kind not in ("eval", "flip", "augmented") or (self.kind == "augmented") != bool(self.augmentation):
+            raise ValueError(f"unknown view {self}")
+        return ViewTransform(self, preprocess)
+
+
+class ViewTransform:
+    """A `View`'s transform: uint8 pixels of the plain, mirrored or seeded augmented image."""
+
+    def __init__(self, view: View, preprocess: Preprocess):
+        self.view = view
+        augmented = view.kind == "augmented"
+        self.steps = ImageTransform(preprocess, "uint8", view.augmentation if augmented else None)
+
+    def __call__(self, image: Image.Image, digest: str) -> torch.Tensor:
+        if self.view.kind == "augmented":
+            with torch.random.fork_rng():
+                torch.manual_seed(int(digest[:15], 16) + 1_000_003 * self.view.index)
+                return self.steps(image)
+        x = self.steps(image)
+        return x.flip(-1) if self.view.kind == "flip" else x

@@ -1,0 +1,173 @@
+"""The epoch loop, for every stage: one epoch, one evaluation, and `fit`, which keeps the best weights so far.
+
+`BestSoFar` (like timm's CheckpointSaver) knows the lowest validation loss across stages: the head on frozen
+features first, then fine-tuning the backbone's last blocks. A fine-tuning that never beats the frozen head
+leaves the frozen head as the best, and the run keeps it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import astuple, dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from vistrain.model import tasks
+from vistrain.training.distributed import Context
+
+
+@dataclass
+class EpochResult:
+    """One epoch's losses and scores; the score is the task's (see `tasks.SCORE_NAMES`)."""
+
+    epoch: int
+    train_loss: float
+    train_score: float
+    val_loss: float
+    val_score: float
+
+    def as_row(self, score_name: str) -> dict[str, float]:
+        """For history.csv: the score columns carry the score's name (train_accuracy, val_mae...)."""
+        return {"epoch": self.epoch, "train_loss": self.train_loss, f"train_{score_name}": self.train_score,
+                "val_loss": self.val_loss, f"val_{score_name}": self.val_score}
+
+
+@dataclass
+class BestSoFar:
+    """The epoch with the lowest validation loss over every stage: its stage, epoch (within the stage), weights
+    (a state dict of the model trained in that stage) and validation outputs."""
+
+    loss: float = math.inf
+    stage: str = ""
+    epoch: int = 0
+    weights: dict | None = None
+    outputs: torch.Tensor | None = None
+
+    def update(self, loss: float, stage: str, epoch: int, model: nn.Module, outputs: torch.Tensor) -> bool:
+        """Keep this epoch if its loss is the lowest so far; returns whether it was."""
+        if loss >= self.loss:
+            return False
+        self.loss, self.stage, self.epoch = loss, stage, epoch
+        self.weights, self.outputs = copy.deepcopy(model.state_dict()), outputs
+        return True
+
+    def state_dict(self) -> dict:
+        return {"loss": self.loss, "stage": self.stage, "epoch": self.epoch, "weights": self.weights,
+                "outputs": self.outputs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loss, self.stage, self.epoch = state["loss"], state["stage"], state["epoch"]
+        self.weights, self.outputs = state["weights"], state["outputs"]
+
+
+def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, task: str,
+                    optimizer: torch.optim.Optimizer, weights: torch.Tensor | None = None,
+                    device: torch.device = torch.device("cpu")) -> tuple[float, float]:
+    """One pass over the training batches (features for a head, or images for a whole model), moved to `device`
+    (where the model and `weights` are); returns (mean loss, score)."""
+    model.train()
+    total_loss, total_score, seen = 0.0, 0.0, 0
+    for inputs, targets in loader:
+        inputs, targets = inputs.to(device), targets.to(device)
+        logits = model(inputs)
+        batch_loss = tasks.loss(task, logits, targets, weights)
+        optimizer.zero_grad()
+        batch_loss.backward()
+        optimizer.step()
+        total_loss += batch_loss.item() * len(targets)
+        total_score += tasks.score(task, tasks.outputs(task, logits.detach()), targets) * len(targets)
+        seen += len(targets)
+    return total_loss / seen, total_score / seen
+
+
+@torch.no_grad()
+def evaluate(logits: torch.Tensor, targets: torch.Tensor, task: str,
+             weights: torch.Tensor | None = None) -> tuple[float, float, torch.Tensor]:
+    """(mean loss, score, outputs) of a model's logits for the validation targets."""
+    predicted = tasks.outputs(task, logits)
+    return tasks.loss(task, logits, targets, weights).item(), tasks.score(task, predicted, targets), predicted
+
+
+def training_loader(dataset: torch.utils.data.Dataset, batch_size: int, generator: torch.Generator,
+                    sample_weights: torch.Tensor | None = None, context: Context = Context(),
+                    num_workers: int = 0) -> torch.utils.data.DataLoader:
+    """Training batches: shuffled by `generator`, or drawn with replacement in proportion to `sample_weights`;
+    under torchrun each process's share of every batch (`fit` calls `loader.sampler.set_epoch` each epoch)."""
+    if context.active:
+        if sample_weights is not None:
+            raise ValueError("--sampler balanced is not available with torchrun; use --class-weight balanced")
+        sampler = torch.utils.data.DistributedSampler(dataset, context.world_size, context.rank,
+                                                      seed=generator.initial_seed())
+        batch_size = max(1, batch_size // context.world_size)  # the same batch across all processes
+    elif sample_weights is not None:
+        sampler = torch.utils.data.WeightedRandomSampler(
+            sample_weights.double(), num_samples=len(sample_weights), replacement=True, generator=generator)
+    else:
+        sampler = torch.utils.data.RandomSampler(dataset, generator=generator)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=generator,
+                                       num_workers=num_workers)
+
+
+@dataclass
+class Stage:
+    """One stage of training: what trains (`model`, run as `trainer`: itself or its DistributedDataParallel
+    wrapper), on what, and for how long."""
+
+    name: str  # "frozen" (the head on cached features) or "fine-tune"
+    model: nn.Module
+    trainer: nn.Module
+    loader: torch.utils.data.DataLoader
+    validate: Callable[[], tuple[float, float, torch.Tensor]]  # (loss, score, outputs) of `model` now
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    epochs: int
+    patience: int | None = None  # stop after this many epochs without a new best; None: run every epoch
+    train_seconds: float = 0.0  # spent in training passes by `fit`, this session
+    images_trained: int = 0
+
+    @property
+    def images_per_second(self) -> float | None:
+        return self.images_trained / self.train_seconds if self.images_trained else None
+
+
+def fit(stage: Stage, task: str, best: BestSoFar, weights: torch.Tensor | None = None,
+        device: torch.device = torch.device("cpu"), context: Context = Context(),
+        on_epoch: Callable[[EpochResult], None] = lambda result: None, resume_from: dict | None = None,
+        on_checkpoint: Callable[[dict], None] = lambda state: None) -> list[EpochResult]:
+    """Train `stage` epoch by epoch, updating `best`, and return the stage's history. After each epoch
+    `on_checkpoint` gets the whole state (tensors, numbers and lists only); passing it back as `resume_from`
+    continues exactly where it stopped. Under torchrun (`context.active`) each process takes its share of every
+    batch and DistributedDataParallel averages the gradients."""
+    history: list[EpochResult] = []
+    stale = 0
+    if resume_from:
+        stage.model.load_state_dict(resume_from["model"])
+        stage.optimizer.load_state_dict(resume_from["optimizer"])
+        stage.generator.set_state(resume_from["generator"])
+        torch.set_rng_state(resume_from["torch_rng"])
+        history = [EpochResult(*row) for row in resume_from["history"]]
+        stale = resume_from["stale"]
+        best.load_state_dict(resume_from["best"])
+    for epoch in range(len(history) + 1, stage.epochs + 1):
+        if stage.patience is not None and stale >= stage.patience:
+            break
+        if context.active:
+            stage.loader.sampler.set_epoch(epoch)
+        started = time.perf_counter()
+        train_loss, train_score = train_one_epoch(stage.trainer, stage.loader, task, stage.optimizer, weights, device)
+        stage.train_seconds += time.perf_counter() - started
+        stage.images_trained += len(stage.loader.sampler)
+        val_loss, val_score, outputs = stage.validate()
+        history.append(EpochResult(epoch, train_loss, train_score, val_loss, val_score))
+        on_epoch(history[-1])
+        stale = 0 if best.update(val_loss, stage.name, epoch, stage.model, outputs) else stale + 1
+        on_checkpoint({
+            "model": stage.model.state_dict(), "optimizer": stage.optimizer.state_dict(),
+            "generator": stage.generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "history": [list(astuple(r)) for r in history], "stale": stale, "best": best.state_dict(),
+        })
+    return history

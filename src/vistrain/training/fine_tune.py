@@ -1,0 +1,156 @@
+"""Fine-tuning, the course's freeze-then-unfreeze: once the head has trained on frozen features, unfreeze the
+backbone's last blocks and train them with the head, end to end on the images, augmented on the fly.
+
+Slow on a CPU (every epoch runs the whole backbone forward and its unfrozen part backward on every training
+image); a CUDA GPU is used when there is one.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from vistrain.backbones.preprocess import Preprocess
+from vistrain.data.images import load_rgb
+from vistrain.features.transforms import Augmentation, eval_transform, train_transform
+from vistrain.training.distributed import Context
+from vistrain.training.engine import BestSoFar, EpochResult, Stage, evaluate, fit, training_loader
+
+STAGE = "fine-tune"
+AFTER_BLOCKS = ("conv_head", "bn2")  # timm EfficientNet: the 1x1 convolution and BatchNorm after the last block
+
+
+def unfreeze_last_blocks(model: nn.Module, n: int) -> list[str]:
+    """Freeze the whole backbone `model` except its last `n` stages of `model.blocks` (timm EfficientNet) and
+    the conv_head and bn2 after them; returns the names of the unfrozen modules."""
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, nn.Sequential):
+        raise ValueError(f"--fine-tune needs a backbone whose stages are model.blocks; {type(model).__name__} has none")
+    if not 1 <= n <= len(blocks):
+        raise ValueError(f"--fine-tune {n}: the backbone has {len(blocks)} blocks; choose 1 to {len(blocks)}")
+    model.requires_grad_(False)
+    names = [f"blocks.{i}" for i in range(len(blocks) - n, len(blocks))]
+    names += [a for a in AFTER_BLOCKS if hasattr(model, a)]
+    for name in names:
+        model.get_submodule(name).requires_grad_(True)
+    return names
+
+
+class FineTuned(nn.Module):
+    """Backbone then head: images -> logits. In training mode the BatchNorm layers of the frozen parts stay in
+    eval mode, so their running statistics are the pretrained ones."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))
+
+    def train(self, mode: bool = True) -> "FineTuned":
+        super().train(mode)
+        for module in self.backbone.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in module.parameters()):
+                module.eval()
+        return self
+
+
+class LabelledImages(torch.utils.data.Dataset):
+    """(transformed image, target) pairs."""
+
+    def __init__(self, paths: list[Path], targets: torch.Tensor, transform: Callable):
+        self.paths, self.targets, self.transform = paths, targets, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(load_rgb(self.paths[index])), self.targets[index]
+
+
+@torch.no_grad()
+def evaluate_images(model: nn.Module, loader: torch.utils.data.DataLoader, task: str,
+                    weights: torch.Tensor | None = None,
+                    device: torch.device = torch.device("cpu")) -> tuple[float, float, torch.Tensor]:
+    """(mean loss, score, outputs) of a whole model on a loader of (image, target) batches."""
+    model.eval()
+    logits, targets = zip(*[(model(images.to(device)).cpu(), batch_targets) for images, batch_targets in loader])
+    return evaluate(torch.cat(logits), torch.cat(targets), task, weights)
+
+
+@dataclass
+class FineTuneResult:
+    history: list[EpochResult]  # epochs numbered from 1 within fine-tuning
+    unfrozen: list[str]
+    images_per_second: float | None  # training passes (loading, augmentation, forward, backward), this session
+    improved: bool  # whether a fine-tune epoch beat the best before it; if not, backbone and head are unchanged
+
+
+def device_for(context: Context) -> torch.device:
+    """The CUDA GPU when there is one (under torchrun, the process's own), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if context.active else 0)
+    return torch.device("cpu")
+
+
+def fine_tune(
+    backbone: nn.Module,
+    head: nn.Module,
+    train: tuple[list[Path], torch.Tensor],
+    val: tuple[list[Path], torch.Tensor],
+    task: str,
+    preprocess: Preprocess,
+    blocks: int,
+    epochs: int,
+    batch_size: int,
+    head_lr: float,
+    backbone_lr: float,
+    patience: int,
+    seed: int,
+    best: BestSoFar | None = None,
+    weights: torch.Tensor | None = None,
+    sample_weights: torch.Tensor | None = None,
+    on_epoch: Callable[[EpochResult], None] = lambda result: None,
+    resume_from: dict | None = None,
+    on_checkpoint: Callable[[dict], None] = lambda state: None,
+    context: Context = Context(),
+) -> FineTuneResult:
+    """Train the last `blocks` blocks of `backbone` (a feature extractor; see `unfreeze_last_blocks`) and `head`
+    together with Adam (learning rates `backbone_lr` and `head_lr`) on (image paths, targets): training images
+    augmented (`train_transform`), validation images not (`eval_transform`). Stops after `patience` epochs
+    without a lower validation loss than `best` (the frozen head's, when it follows `fit` of the head), and ends
+    with the weights of the best fine-tune epoch, or, when none beat `best`, with the weights it started from.
+    Checkpoints, resumes and runs under torchrun like `engine.fit`."""
+    best = best or BestSoFar()
+    device = device_for(context)
+    model = FineTuned(backbone, head).to(device)
+    unfrozen = unfreeze_last_blocks(backbone, blocks)
+    optimizer = torch.optim.Adam([
+        {"params": [p for p in backbone.parameters() if p.requires_grad], "lr": backbone_lr},
+        {"params": list(head.parameters()), "lr": head_lr},
+    ])
+    generator = torch.Generator().manual_seed(seed)
+    workers = max(1, min(4, (os.cpu_count() or 2) // 2))  # decoding and augmenting processes
+    loader = training_loader(LabelledImages(*train, train_transform(preprocess, Augmentation())), batch_size,
+                             generator, sample_weights, context, workers)
+    val_loader = torch.utils.data.DataLoader(LabelledImages(*val, eval_transform(preprocess)), batch_size=batch_size,
+                                             num_workers=workers)
+    trainer = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
+        if context.active else model
+    stage = Stage(STAGE, model, trainer, loader, lambda: evaluate_images(model, val_loader, task, weights, device),
+                  optimizer, generator, epochs, patience)
+    starting_point = copy.deepcopy(model.state_dict())
+    history = fit(stage, task, best, weights.to(device) if weights is not None else None, device, context,
+                  on_epoch, resume_from, on_checkpoint)
+    improved = best.stage == STAGE
+    model.load_state_dict(best.weights if improved else starting_point)
+    model.cpu().eval()
+    return FineTuneResult(history, unfrozen, stage.images_per_second, improved)

@@ -1,0 +1,247 @@
+"""The training job, in named stages: start the run -> load the data -> features -> the head -> fine-tuning
+(optional) -> score -> write the run directory (its schema: `vistrain.model.run_dir`)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from vistrain.backbones import Backbone, get_backbone
+from vistrain.core.console import console
+from vistrain.data.datasets import load_dataset
+from vistrain.data.samples import Dataset, Skipped
+from vistrain.features.transforms import Augmentation
+from vistrain.model import run_dir, tasks
+from vistrain.model.heads import build_head
+from vistrain.model.metrics import HEADLINE, task_metrics, tune_thresholds
+from vistrain.model.predictions import Predictions
+from vistrain.model.run_dir import RunError
+from vistrain.training import distributed
+from vistrain.training.checkpoint import Checkpoint, load_checkpoint
+from vistrain.training.distributed import Context
+from vistrain.training.engine import BestSoFar, EpochResult, Stage, evaluate, fit, training_loader
+from vistrain.training.features_stage import FeatureSet, compute_features, warn_about_imbalance
+from vistrain.training.fine_tune import STAGE as FINE_TUNE, fine_tune
+from vistrain.training.options import TrainOptions
+
+FROZEN = "frozen"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict
+    history: list[EpochResult]
+    skipped: list[Skipped]
+    is_main: bool = True  # False in the other processes under torchrun, which write nothing
+
+
+@dataclass
+class Run:
+    """A run being trained: where it goes, its checkpoint, the torchrun context and how it speaks."""
+
+    path: Path
+    checkpoint: Checkpoint
+    context: Context
+    say: Callable[..., None]
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class Trained:
+    """What the training stages produced: the head (and the backbone, when fine-tuning beat the frozen head)."""
+
+    head: torch.nn.Module
+    history: list[EpochResult]
+    stages: list[str]  # each epoch's stage
+    best: BestSoFar
+    backbone: torch.nn.Module | None = None  # fine-tuned, and better than the frozen head
+    fine_tune: dict = field(default_factory=dict)  # what config.json records of fine-tuning
+
+
+def train(data: str | Path, out: str | Path | None = None, options: TrainOptions | None = None,
+          cache_dir: Path | None = None, overwrite: bool = False, verbose: bool = True,
+          image_root: Path | None = None, checkpoint: Checkpoint | None = None) -> TrainResult:
+    """Train a head on frozen backbone features of the images in `data` (a folder, or a label CSV whose paths
+    are relative to `image_root`), then, with `options.fine_tune`, the backbone's last blocks with it, and write
+    a run directory. Until it is complete, the run directory holds a checkpoint (see `resume`)."""
+    options = options or TrainOptions()
+    dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth, options.task, image_root)
+    backbone = get_backbone(options.backbone)
+    run = start_run(data, out, options, overwrite, image_root, checkpoint, verbose)
+    describe_data(dataset, run.say)
+    features = compute_features(dataset, backbone, cache_dir, options.augment_views, run.context, run.say, verbose)
+    trained = train_head(features, dataset, backbone, options, run)
+    if options.fine_tune:
+        trained = fine_tune_stage(trained, features, dataset, backbone, options, run)
+    metrics, predictions = score(trained, features, dataset, run)
+    if run.context.is_main:
+        write_run(run, data, dataset, backbone, options, trained, features, metrics, predictions)
+    return TrainResult(run.path, metrics, trained.history, dataset.skipped + features.skipped, run.context.is_main)
+
+
+def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True) -> TrainResult:
+    """Continue a `train` that was interrupted (Ctrl-C, kill -9, power cut) from RUN's last checkpoint: the
+    features come from the cache, the head from the last finished epoch; the result is the same as an
+    uninterrupted run's."""
+    run = Path(run)
+    if (run / run_dir.CONFIG).is_file():
+        raise RunError(f"{run} is complete; there is nothing to resume")
+    checkpoint = load_checkpoint(run)
+    job = checkpoint.state["job"]
+    epochs_done = sum(len(state["history"]) for state in checkpoint.state["stages"].values())
+    if verbose:
+        console.print(f"resuming {run} after epoch {epochs_done}")
+    return train(job["data"], run, TrainOptions(**job["options"]), cache_dir, verbose=verbose,
+                 image_root=Path(job["image_root"]) if job["image_root"] else None, checkpoint=checkpoint)
+
+
+def start_run(data: str | Path, out: str | Path | None, options: TrainOptions, overwrite: bool,
+              image_root: Path | None, checkpoint: Checkpoint | None, verbose: bool) -> Run:
+    """Join torchrun's processes, if any; create the run directory (rank 0 picks it, the others learn where) and
+    its checkpoint, or continue `checkpoint`."""
+    context = distributed.setup()
+    say = console.print if verbose and context.is_main else (lambda *args, **kwargs: None)
+    if checkpoint is not None:
+        checkpoint.writes = context.is_main
+        return Run(checkpoint.path.parent, checkpoint, context, say)
+    path = distributed.share(context, run_dir.new_run_dir(out, overwrite) if context.is_main else None)
+    job = {"data": str(Path(data).resolve()), "image_root": str(image_root.resolve()) if image_root else None,
+           "options": asdict(options)}
+    checkpoint = Checkpoint(path, job, writes=context.is_main)
+    checkpoint.save()
+    return Run(path, checkpoint, context, say)
+
+
+def describe_data(dataset: Dataset, say: Callable[..., None]) -> None:
+    say(f"data: {dataset.layout}")
+    say(f"task: {dataset.task} ({dataset.task_reason})")
+    say(("classes: " if dataset.task in tasks.SINGLE_LABEL else "outputs: ")
+        + ", ".join(f"{i} = {name}" for i, name in enumerate(dataset.classes)))
+    say(f"images: {len(dataset.train)} for training, {len(dataset.val)} for validation")
+    warn_about_imbalance(dataset, say)
+
+
+def _loss_weights(task: str, targets: torch.Tensor, n_outputs: int,
+                  options: TrainOptions) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(per-class loss weights for --class-weight, per-image draw weights for --sampler), or None each."""
+    weights = tasks.balanced_weights(task, targets, n_outputs) if options.class_weight == "balanced" else None
+    samples = tasks.balanced_sample_weights(task, targets) if options.sampler == "balanced" else None
+    return weights, samples
+
+
+def _epoch_printer(say: Callable[..., None], label: str, epochs: int, task: str) -> Callable[[EpochResult], None]:
+    name = tasks.SCORE_NAMES[task]
+    return lambda r: say(f"{label} {r.epoch:>3}/{epochs}  loss {r.train_loss:.4f}  {name} {r.train_score:.4f}  "
+                         f"val_loss {r.val_loss:.4f}  val_{name} {r.val_score:.4f}")
+
+
+def train_head(features: FeatureSet, dataset: Dataset, backbone: Backbone, options: TrainOptions,
+               run: Run) -> Trained:
+    """The head on the cached features, keeping the epoch with the lowest validation loss."""
+    task, (train_x, train_y), (val_x, val_y) = dataset.task, features.train, features.val
+    torch.manual_seed(options.seed)  # initial weights and dropout masks
+    head = build_head(options.head, backbone.feature_dim, tasks.output_units(task, len(dataset.classes)),
+                      options.hidden, options.dropout, rescale=task == "regression")
+    if task == "regression":
+        head[-1].fit(train_y)
+    weights, sample_weights = _loss_weights(task, train_y, len(dataset.classes), options)
+    generator = torch.Generator().manual_seed(options.seed)
+    loader = training_loader(torch.utils.data.TensorDataset(train_x, train_y), options.batch_size, generator,
+                             sample_weights, run.context)
+
+    @torch.no_grad()
+    def validate() -> tuple[float, float, torch.Tensor]:
+        head.eval()
+        return evaluate(head(val_x), val_y, task, weights)
+
+    trainer = torch.nn.parallel.DistributedDataParallel(head) if run.context.active else head
+    stage = Stage(FROZEN, head, trainer, loader, validate, torch.optim.Adam(head.parameters(), lr=options.learning_rate),
+                  generator, options.epochs)
+    best = BestSoFar()
+    history = fit(stage, task, best, weights, context=run.context,
+                  on_epoch=_epoch_printer(run.say, "epoch", options.epochs, task),
+                  resume_from=run.checkpoint.stage(FROZEN),
+                  on_checkpoint=lambda state: run.checkpoint.save_stage(FROZEN, state))
+    head.load_state_dict(best.weights)
+    return Trained(head, history, [FROZEN] * len(history), best)
+
+
+def fine_tune_stage(trained: Trained, features: FeatureSet, dataset: Dataset, backbone: Backbone,
+                    options: TrainOptions, run: Run) -> Trained:
+    """Unfreeze the backbone's last blocks and train them with the head on the images; kept only if an epoch beats
+    the frozen head's validation loss."""
+    task = dataset.task
+    extractor = backbone.build_feature_extractor()
+    run.say(f"fine-tuning the last {options.fine_tune} blocks (learning rate {options.backbone_lr:g}; "
+            f"head {options.learning_rate:g}) on the images, augmented")
+    weights, sample_weights = _loss_weights(task, features.train_images[1], len(dataset.classes), options)
+    tuned = fine_tune(
+        extractor, trained.head, features.train_images, (features.val_paths, features.val[1]), task,
+        backbone.preprocess, options.fine_tune, options.fine_tune_epochs, options.batch_size, options.learning_rate,
+        options.backbone_lr, options.patience, options.seed, trained.best, weights, sample_weights,
+        on_epoch=_epoch_printer(run.say, "fine-tune", options.fine_tune_epochs, task),
+        resume_from=run.checkpoint.stage(FINE_TUNE),
+        on_checkpoint=lambda state: run.checkpoint.save_stage(FINE_TUNE, state), context=run.context,
+    )
+    if tuned.images_per_second:
+        run.say(f"fine-tuning: {tuned.images_per_second:.1f} training images/s")
+    if not tuned.improved:
+        run.say(f"[yellow]fine-tuning did not beat the frozen head's validation loss ({trained.best.loss:.4f}); "
+                "keeping the frozen head and the pretrained backbone[/]")
+    settings = {"blocks": options.fine_tune, "unfrozen": tuned.unfrozen, "backbone_lr": options.backbone_lr,
+                "head_lr": options.learning_rate, "epochs": options.fine_tune_epochs,
+                "epochs_run": len(tuned.history), "patience": options.patience,
+                "augmentation": Augmentation().to_dict(), "improved": tuned.improved}
+    offset = len(trained.history)
+    return replace(trained, history=trained.history + [replace(r, epoch=offset + r.epoch) for r in tuned.history],
+                   stages=trained.stages + [FINE_TUNE] * len(tuned.history),
+                   backbone=extractor if tuned.improved else None,
+                   fine_tune={**settings, "images_per_second": tuned.images_per_second})
+
+
+def best_epoch(trained: Trained) -> int:
+    """The best epoch, numbered across stages as in history.csv."""
+    return trained.best.epoch + (trained.stages.count(FROZEN) if trained.best.stage == FINE_TUNE else 0)
+
+
+def score(trained: Trained, features: FeatureSet, dataset: Dataset, run: Run) -> tuple[dict, Predictions]:
+    """The best epoch's validation metrics (multi-label: with each label's threshold tuned on them) and
+    predictions."""
+    task = dataset.task
+    val_targets, val_outputs = features.val[1].numpy(), trained.best.outputs.numpy()
+    thresholds = tune_thresholds(val_targets, val_outputs) if task == "multilabel" else None
+    metrics = task_metrics(task, val_targets, val_outputs, dataset.classes, thresholds)
+    metrics.update(
+        task=task, best_epoch=best_epoch(trained), val_loss=trained.best.loss, n_train=len(features.train_images[0]),
+        n_skipped=len(dataset.skipped) + len(features.skipped),
+        timing={"wall_seconds": round(time.perf_counter() - run.started, 2), "features_computed": features.computed,
+                "features_per_second": features.images_per_second, "processes": run.context.world_size,
+                **({"fine_tune_images_per_second": trained.fine_tune["images_per_second"]}
+                   if trained.fine_tune else {})},
+    )
+    return metrics, Predictions(features.val_paths, val_targets, val_outputs, dataset.classes, task, thresholds)
+
+
+def write_run(run: Run, data: str | Path, dataset: Dataset, backbone: Backbone, options: TrainOptions,
+              trained: Trained, features: FeatureSet, metrics: dict, predictions: Predictions) -> None:
+    """Write the run directory (config.json last: a run with a config is complete) and drop the checkpoint."""
+    fine_tune = {key: value for key, value in trained.fine_tune.items() if key != "images_per_second"}
+    if trained.backbone is not None:
+        fine_tune.update(run_dir.save_backbone(run.path, trained.backbone))
+    run_dir.write_trained_run(
+        run.path, head=trained.head, metrics=metrics, history=trained.history, stages=trained.stages,
+        score_name=tasks.SCORE_NAMES[dataset.task], predictions=predictions, skipped=dataset.skipped + features.skipped,
+        config=run_dir.run_config(
+            backbone=backbone, classes=dataset.classes, task=dataset.task, thresholds=predictions.thresholds,
+            options=asdict(options), best_epoch=best_epoch(trained), fine_tune=fine_tune or None,
+            data={"source": str(Path(data).resolve()), "layout": dataset.layout,
+                  "n_train": len(features.train_images[0]), "n_val": len(features.val_paths)}))
+    run.checkpoint.remove()
+    headline = metrics[HEADLINE[dataset.task]]
+    run.say(f"best epoch {metrics['best_epoch']}: validation {HEADLINE[dataset.task].replace('_', ' ')} "
+            f"{headline:.4f} on {len(features.val_paths)} images; run saved in {run.path}")

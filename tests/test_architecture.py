@@ -1,0 +1,61 @@
+"""The layout is the pipeline: each stage imports only the stages below it, and no module grows past a screenful
+of screens (see ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import vistrain
+
+PACKAGE = Path(vistrain.__file__).parent
+STAGES = ["core", "data", "backbones", "features", "model", "training", "analysis", "deploy", "api", "cli"]
+
+
+def stage_of(module: str) -> str | None:
+    """The stage of a dotted vistrain module name (`vistrain.features.extract` -> features)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "vistrain" and parts[1] in STAGES else None
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every vistrain import in a file, including those inside functions."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found += [(node.lineno, node.module)] + [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+    return [(line, module) for line, module in found if module.startswith("vistrain")]
+
+
+def modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE or p.stem == "api")
+
+
+def test_every_module_lives_in_a_stage():
+    assert sorted({p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in modules()}) == sorted(STAGES)
+
+
+def test_lower_stages_never_import_higher_ones():
+    wrong = []
+    for path in modules():
+        own = STAGES.index(path.relative_to(PACKAGE).parts[0].removesuffix(".py"))
+        for line, module in imports(path):
+            stage = stage_of(module)
+            if stage is not None and STAGES.index(stage) > own:
+                wrong.append(f"{path.relative_to(PACKAGE)}:{line} imports {module}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_module_is_over_400_lines():
+    long = {str(p.relative_to(PACKAGE)): n for p in modules() if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
+
+
+def test_the_command_line_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from vistrain.cli import main; assert 'torch' not in sys.modules, 'torch imported'"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
