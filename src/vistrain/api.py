@@ -26,11 +26,13 @@ from vistrain.training.train import TrainResult
 
 def train(data: str | Path, out: str | Path | None = None, options: TrainOptions | None = None, *,
           cache_dir: Path | None = None, overwrite: bool = False, image_root: Path | None = None,
-          verbose: bool = True, **settings) -> TrainResult:
+          decisions: Path | None = None, verbose: bool = True, **settings) -> TrainResult:
     """Train on DATA (a folder, or a label CSV with paths relative to `image_root`) and write the run directory
-    with its report. Settings are `TrainOptions` fields, given as `options` or as keywords (`epochs=5`)."""
+    with its report. Settings are `TrainOptions` fields, given as `options` or as keywords (`epochs=5`); review
+    `decisions` (a file) default to the one beside the data, if any."""
     options = options or TrainOptions(**settings)
-    return _with_report(training.train(data, out, options, cache_dir, overwrite, verbose, image_root), verbose)
+    return _with_report(training.train(data, out, options, cache_dir, overwrite, verbose, image_root,
+                                       decisions=decisions), verbose)
 
 
 def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True) -> TrainResult:
@@ -47,9 +49,9 @@ def _with_report(result: TrainResult, verbose: bool) -> TrainResult:
 
 
 def evaluate(run: str | Path, data: str | Path, image_root: Path | None = None, cache_dir: Path | None = None,
-             tta: bool = False, show_progress: bool = True) -> Evaluation:
+             tta: bool = False, show_progress: bool = True, decisions: Path | None = None) -> Evaluation:
     """The model in RUN scored on labelled images (see `vistrain.analysis.evaluate.evaluate`)."""
-    return evaluate_run(run, data, image_root, cache_dir, tta, show_progress)
+    return evaluate_run(run, data, image_root, cache_dir, tta, show_progress, decisions)
 
 
 def predict(run: str | Path, paths: list[str | Path], cache_dir: Path | None = None, tta: bool = False,

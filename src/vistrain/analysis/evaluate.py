@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from vistrain.data.datasets import load_labelled
+from vistrain.data.decisions import Decisions
 from vistrain.data.samples import DataError, Skipped
 from vistrain.model.metrics import task_metrics
 from vistrain.model.predictions import Predictions
@@ -22,11 +23,13 @@ class Evaluation:
 
 
 def evaluate(run: str | Path, data: str | Path, image_root: Path | None = None, cache_dir: Path | None = None,
-             tta: bool = False, show_progress: bool = True) -> Evaluation:
+             tta: bool = False, show_progress: bool = True, decisions: Path | None = None) -> Evaluation:
     """The model in RUN scored on DATA (a folder: its val/ folder if it has one, else all of it; or a label CSV:
-    its val rows if it has a split column, else all rows). `tta`: average each image's and its mirror's outputs."""
+    its val rows if it has a split column, else all rows). `tta`: average each image's and its mirror's outputs.
+    Review `decisions` (a file; default: the one beside DATA, if any) are honoured."""
     predictor = Predictor.from_run(run)
-    samples, skipped = load_labelled(data, predictor.classes, predictor.task, image_root)
+    samples, skipped = load_labelled(data, predictor.classes, predictor.task, image_root,
+                                     Decisions.load(decisions) if decisions else None)
     target_of = {s.path: s.target for s in samples}
     result = predictor.predict([s.path for s in samples], cache_dir, show_progress=show_progress, tta=tta)
     if not result.paths:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from vistrain.cli.main import friendly_errors, main
+from vistrain.cli.main import DECISIONS, friendly_errors, main
 from vistrain.cli.show import report_skipped
 from vistrain.core.console import console, results
 from vistrain.data.folders import DEFAULT_PATTERN
@@ -35,16 +35,20 @@ from vistrain.training.options import DEFAULTS
 @click.option("--symlink", "mode", flag_value="symlink", help="Same as --link symlink.")
 @click.option("--force", is_flag=True, help="Write into a DEST that is not empty.")
 @click.option("--seed", default=DEFAULTS.seed, type=int)
+@DECISIONS
 @friendly_errors
 def split(source: Path, dest: Path, val_fraction: float, test_fraction: float, per_class: int | None, pattern: str,
-          label_depth: int, image_root: Path | None, mode: str, force: bool, seed: int) -> None:
+          label_depth: int, image_root: Path | None, mode: str, force: bool, seed: int,
+          decisions: Path | None) -> None:
     """Organise SOURCE (a flat folder of files named like cat.1.jpg, a tree of class folders, or a CSV of
     path,label rows) into DEST/train/<class>/ and DEST/val/<class>/, stratified by class and seeded, as `train`
-    splits a folder of class folders."""
+    splits a folder of class folders. Review decisions are honoured: excluded images are left out, relabelled ones
+    go to their new class (the cleaned dataset as a new tree); SOURCE is never changed."""
+    from vistrain.data.decisions import Decisions
     from vistrain.data.organise import split_dataset
 
     result = split_dataset(source, dest, val_fraction, test_fraction, seed, per_class, pattern, label_depth,
-                           image_root, mode, force)
+                           image_root, mode, force, Decisions.load(decisions) if decisions else None)
     console.print(f"{result.source} -> {dest} ({mode})")
     table = Table()
     table.add_column("class")
@@ -64,17 +68,20 @@ def split(source: Path, dest: Path, val_fraction: float, test_fraction: float, p
 @click.option("--min-size", default=32, type=click.IntRange(1), help="Flag images smaller than this on a side.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="vistrain-check",
               help="Folder for the CSV files.")
+@DECISIONS
 @friendly_errors
-def check(data: Path, threshold: int, min_size: int, out: Path) -> None:
+def check(data: Path, threshold: int, min_size: int, out: Path, decisions: Path | None) -> None:
     """Check DATA before training: counts, unreadable files, sizes, duplicates, train/val leakage, label conflicts."""
     from rich.progress import Progress
 
     from vistrain.data.check import CHECK_FILES, check_dataset, imbalance, size_summary, write_check_files
+    from vistrain.data.decisions import Decisions
 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("checking", total=None)
         result = check_dataset(data, threshold, on_file=lambda done, total: progress.update(task, completed=done,
-                                                                                            total=total))
+                                                                                            total=total),
+                               decisions=Decisions.load(decisions) if decisions else None)
     table = Table(title="images per class")
     table.add_column("class")
     for split in result.counts:
@@ -87,7 +94,8 @@ def check(data: Path, threshold: int, min_size: int, out: Path) -> None:
     if result.records:
         results.print(f"sizes (min / median / max): width {sizes['width']}, height {sizes['height']}; "
                       f"{len(sizes['tiny'])} smaller than {min_size} px on a side")
-    results.print(f"unreadable files: {len(result.unreadable)}")
+    results.print(f"unreadable files: {len(result.unreadable)}"
+                  + (f"; excluded in review: {len(result.excluded)}" if result.excluded else ""))
     for kind in ("exact", "near"):
         pairs = [p for p in result.pairs if p.kind == kind]
         results.print(f"{kind} duplicates: {len(pairs)} pair(s), {sum(p.a.split != p.b.split for p in pairs)} across "

@@ -101,6 +101,11 @@ def training_options(command):
     return command
 
 
+DECISIONS = click.option("--decisions", type=click.Path(dir_okay=False, path_type=Path),
+                         help="Review decisions to honour [default: vistrain-decisions.csv in the data folder, or in "
+                              "the CSV's folder, if there is one].")
+
+
 def label_options(command):
     """DATA or --labels, for `train`, `evaluate` and `inspect`."""
     command = click.option("--image-root", type=click.Path(exists=True, file_okay=False, path_type=Path),

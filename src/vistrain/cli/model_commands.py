@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from vistrain.cli.main import CACHE_DIR, data_source, friendly_errors, label_options, main
+from vistrain.cli.main import CACHE_DIR, DECISIONS, data_source, friendly_errors, label_options, main
 from vistrain.cli.show import print_entries, print_metrics, print_predictions, report_skipped
 from vistrain.core.console import console
 
@@ -24,14 +24,16 @@ THRESHOLD = click.option("--threshold", type=click.FloatRange(0, 1),
 @label_options
 @click.option("--format", "output_format", default="table", type=click.Choice(("table", "json")))
 @TTA
+@DECISIONS
 @CACHE_DIR
 @friendly_errors
 def evaluate(run: Path, data: Path | None, labels: Path | None, image_root: Path | None, output_format: str,
-             tta: bool, cache_dir: Path | None) -> None:
+             tta: bool, decisions: Path | None, cache_dir: Path | None) -> None:
     """Score the model in RUN on labelled images: DATA (its val/ folder if it has one, else all) or --labels."""
     from vistrain import api
 
-    result = api.evaluate(run, data_source(data, labels), image_root, cache_dir, tta, output_format == "table")
+    result = api.evaluate(run, data_source(data, labels), image_root, cache_dir, tta, output_format == "table",
+                          decisions)
     if output_format == "json":
         skipped = [{"file": str(s.path), "reason": s.reason} for s in result.skipped]
         click.echo(json.dumps({**result.metrics, "skipped": skipped}, indent=2))

@@ -6,17 +6,17 @@ from pathlib import Path
 
 import click
 
-from vistrain.cli.main import data_source, friendly_errors, label_options, main, training_options
+from vistrain.cli.main import DECISIONS, data_source, friendly_errors, label_options, main, training_options
 from vistrain.cli.show import print_metrics, report_skipped
 from vistrain.core.console import console
 
 
-def _train(data: Path, out, overwrite, cache_dir, image_root=None, **settings) -> None:
+def _train(data: Path, out, overwrite, cache_dir, image_root=None, decisions=None, **settings) -> None:
     from vistrain import api
     from vistrain.training.options import TrainOptions
 
     show_result(api.train(data, out, TrainOptions(**settings), cache_dir=cache_dir, overwrite=overwrite,
-                          image_root=image_root))
+                          image_root=image_root, decisions=decisions))
 
 
 def show_result(result) -> None:
@@ -31,6 +31,7 @@ def show_result(result) -> None:
 @label_options
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Continue the interrupted run in this directory (its own data and options; others are ignored).")
+@DECISIONS
 @training_options
 @friendly_errors
 def train(data: Path | None, labels: Path | None, resume: Path | None, **settings) -> None:

@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from vistrain.data.decisions import Decisions, apply_to_files
 from vistrain.data.files import is_hidden
 from vistrain.data.folders import DEFAULT_PATTERN, Labelled, label_flat_folder, read_class_folders
 from vistrain.data.labels_csv import parse_targets, read_label_csv
@@ -106,10 +107,13 @@ class SplitResult:
 
 def split_dataset(source: Path, destination: Path, val_fraction: float = 0.2, test_fraction: float = 0.0,
                   seed: int = 0, per_class: int | None = None, pattern: str = DEFAULT_PATTERN, label_depth: int = 1,
-                  image_root: Path | None = None, mode: str = "hardlink", force: bool = False) -> SplitResult:
-    """`vistrain split`: label SOURCE (`label_source`), split it (`split_files`) and write DEST (`write_splits`)."""
+                  image_root: Path | None = None, mode: str = "hardlink", force: bool = False,
+                  decisions: Decisions | None = None) -> SplitResult:
+    """`vistrain split`: label SOURCE (`label_source`), honour the review decisions (`decisions`, else the file
+    beside SOURCE: the cleaned dataset as a new tree), split it (`split_files`) and write DEST (`write_splits`)."""
     labelled = label_source(source, pattern, label_depth, image_root)
-    if len(labelled.files) < 2:
-        raise DataError(f"{source}: found {len(labelled.files)} class(es) ({labelled.source}); need at least two")
-    splits = split_files(labelled.files, val_fraction, test_fraction, seed, per_class)
-    return SplitResult(labelled.source, write_splits(splits, destination, mode, force), labelled.skipped)
+    files, excluded = apply_to_files(labelled.files, decisions if decisions is not None else Decisions.beside(source))
+    if len(files) < 2:
+        raise DataError(f"{source}: found {len(files)} class(es) ({labelled.source}); need at least two")
+    splits = split_files(files, val_fraction, test_fraction, seed, per_class)
+    return SplitResult(labelled.source, write_splits(splits, destination, mode, force), labelled.skipped + excluded)

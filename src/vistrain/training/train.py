@@ -13,6 +13,7 @@ import torch
 from vistrain.backbones import Backbone, get_backbone
 from vistrain.core.console import console
 from vistrain.data.datasets import load_dataset
+from vistrain.data.decisions import Decisions
 from vistrain.data.samples import Dataset, Skipped
 from vistrain.features.transforms import Augmentation
 from vistrain.model import run_dir, tasks
@@ -65,14 +66,17 @@ class Trained:
 
 def train(data: str | Path, out: str | Path | None = None, options: TrainOptions | None = None,
           cache_dir: Path | None = None, overwrite: bool = False, verbose: bool = True,
-          image_root: Path | None = None, checkpoint: Checkpoint | None = None) -> TrainResult:
+          image_root: Path | None = None, checkpoint: Checkpoint | None = None,
+          decisions: Path | None = None) -> TrainResult:
     """Train a head on frozen backbone features of the images in `data` (a folder, or a label CSV whose paths
     are relative to `image_root`), then, with `options.fine_tune`, the backbone's last blocks with it, and write
-    a run directory. Until it is complete, the run directory holds a checkpoint (see `resume`)."""
+    a run directory. Review decisions come from `decisions`, else the file beside the data (see
+    `vistrain.data.decisions`). Until it is complete, the run directory holds a checkpoint (see `resume`)."""
     options = options or TrainOptions()
-    dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth, options.task, image_root)
+    dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth, options.task, image_root,
+                           Decisions.load(decisions) if decisions else None)
     backbone = get_backbone(options.backbone)
-    run = start_run(data, out, options, overwrite, image_root, checkpoint, verbose)
+    run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, verbose)
     describe_data(dataset, run.say)
     features = compute_features(dataset, backbone, cache_dir, options.augment_views, run.context, run.say, verbose)
     trained = train_head(features, dataset, backbone, options, run)
@@ -97,11 +101,12 @@ def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True)
     if verbose:
         console.print(f"resuming {run} after epoch {epochs_done}")
     return train(job["data"], run, TrainOptions(**job["options"]), cache_dir, verbose=verbose,
-                 image_root=Path(job["image_root"]) if job["image_root"] else None, checkpoint=checkpoint)
+                 image_root=Path(job["image_root"]) if job["image_root"] else None, checkpoint=checkpoint,
+                 decisions=Path(job["decisions"]) if job.get("decisions") else None)
 
 
 def start_run(data: str | Path, out: str | Path | None, options: TrainOptions, overwrite: bool,
-              image_root: Path | None, checkpoint: Checkpoint | None, verbose: bool) -> Run:
+              image_root: Path | None, decisions: Path | None, checkpoint: Checkpoint | None, verbose: bool) -> Run:
     """Join torchrun's processes, if any; create the run directory (rank 0 picks it, the others learn where) and
     its checkpoint, or continue `checkpoint`."""
     context = distributed.setup()
@@ -111,7 +116,7 @@ def start_run(data: str | Path, out: str | Path | None, options: TrainOptions, o
         return Run(checkpoint.path.parent, checkpoint, context, say)
     path = distributed.share(context, run_dir.new_run_dir(out, overwrite) if context.is_main else None)
     job = {"data": str(Path(data).resolve()), "image_root": str(image_root.resolve()) if image_root else None,
-           "options": asdict(options)}
+           "decisions": str(Path(decisions).resolve()) if decisions else None, "options": asdict(options)}
     checkpoint = Checkpoint(path, job, writes=context.is_main)
     checkpoint.save()
     return Run(path, checkpoint, context, say)
