@@ -241,3 +241,25 @@ def test_review_page_saves_decisions_that_reload_and_train_uses(noisy: Path, tmp
     assert dataset.classes[next(s.target for s in dataset.train + dataset.val
                                 if s.path.name == Path(relabelled[0]).name)] == "circle"
     assert len([s for s in dataset.skipped if s.reason == "excluded in review"]) == 1
+
+
+def test_inspect_ranks_training_images_by_the_audits_out_of_sample_predictions(noisy: Path, tmp_path: Path):
+    data = tmp_path / "data"
+    shutil.copytree(noisy, data)
+    assert invoke("train", data, "--out", tmp_path / "run", "--epochs", "15").exit_code == 0
+    assert invoke("audit", data, "--out", tmp_path / "audit").exit_code == 0
+    validation = {Path(r["file"]).name for r in csv.DictReader(open(tmp_path / "run" / "predictions.csv"))}
+    training_flips = {f"flip_{i}.png" for i in range(2)} - validation
+    assert training_flips
+
+    def label_probabilities(*extra) -> dict[str, float]:
+        result = invoke("inspect", tmp_path / "run", data, "--top", "40", *extra)
+        assert result.exit_code == 0, result.output
+        rows = csv.DictReader(open(tmp_path / "run" / "inspect_label_errors.csv"))
+        return {Path(r["file"]).name: float(r["probability_of_label"]) for r in rows}
+
+    in_sample = label_probabilities()
+    out_of_sample = label_probabilities("--audit", tmp_path / "audit")
+    for name in training_flips:  # the run has partly fitted their wrong labels; a model that never saw them has not
+        assert out_of_sample[name] < in_sample[name] - 0.05
+    assert all(out_of_sample[name] == in_sample[name] for name in validation)  # validation keeps the run's own

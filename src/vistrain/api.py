@@ -62,9 +62,11 @@ def predict(run: str | Path, paths: list[str | Path], cache_dir: Path | None = N
 
 
 def inspect(run: str | Path, data: str | Path | None = None, top: int = 10, cache_dir: Path | None = None,
-            image_root: Path | None = None, show_progress: bool = True) -> Inspection:
-    """The ranked lists and RUN/report.html, on the run's validation images or on DATA."""
-    return inspect_run(Path(run), Path(data) if data else None, top, cache_dir, show_progress, image_root)
+            image_root: Path | None = None, show_progress: bool = True, audit: Path | None = None) -> Inspection:
+    """The ranked lists and RUN/report.html, on the run's validation images or on DATA; with `audit` (a `vistrain
+    audit` folder), training images are ranked by their out-of-sample predictions."""
+    return inspect_run(Path(run), Path(data) if data else None, top, cache_dir, show_progress, image_root,
+                       Path(audit) if audit else None)
 
 
 def export(run: str | Path, output_format: str = "onnx", out: str | Path | None = None) -> Path:

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from vistrain.analysis.audit_report import OUT_OF_SAMPLE
 from vistrain.analysis.ranking import Entry, analyse
 from vistrain.analysis.report import write_report
 from vistrain.core.files import read_csv, write_csv
 from vistrain.data.datasets import load_labelled
 from vistrain.data.samples import Skipped
 from vistrain.model.predictions import Predictions, read_predictions
-from vistrain.model.run_dir import HISTORY, PREDICTIONS, read_config, read_skipped
+from vistrain.model.run_dir import HISTORY, PREDICTIONS, RunError, read_config, read_skipped
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Inspection:
     label_errors: list[Entry]  # single-label: lowest probability of the given class; regression: largest errors
     report: Path
     reused_predictions: bool
+    out_of_sample: int = 0  # training images whose predictions came from an audit (see `with_audit`)
 
 
 def saved_predictions(run: Path, config: dict) -> Predictions:
@@ -54,15 +56,40 @@ def predictions_for(run: Path, data: Path | None, cache_dir: Path | None = None,
     return predictions, skipped + result.skipped, False
 
 
+def with_audit(run: Path, predictions: Predictions, audit: Path) -> tuple[Predictions, int]:
+    """`predictions` with the audit's out-of-sample outputs (AUDIT/predictions.csv, `vistrain audit`) for the run's
+    training images it covers: the run's own model has fitted those, so its outputs would hide their label errors.
+    Validation images keep the run's predictions. Returns the predictions and how many were replaced."""
+    config = read_config(run)
+    path = audit / OUT_OF_SAMPLE
+    if not path.is_file():
+        raise RunError(f"{audit} holds no audit ({OUT_OF_SAMPLE} is missing); run `vistrain audit` first")
+    audited = read_predictions(path, config["classes"], config["task"], config.get("thresholds"))
+    outputs = {f.resolve(): row for f, row in zip(audited.files, audited.outputs)}
+    validation = {f.resolve() for f in saved_predictions(run, config).files}
+    replace = [i for i, f in enumerate(predictions.files) if f.resolve() in outputs and f.resolve() not in validation]
+    if not replace:
+        return predictions, 0
+    merged = predictions.outputs.copy()
+    for i in replace:
+        merged[i] = outputs[predictions.files[i].resolve()]
+    return Predictions(predictions.files, predictions.targets, merged, predictions.classes, predictions.task,
+                       predictions.thresholds), len(replace)
+
+
 def _key(target) -> tuple | int:
     return tuple(round(float(v), 5) for v in target) if np.ndim(target) else int(target)
 
 
 def inspect(run: Path, data: Path | None = None, top: int = 10, cache_dir: Path | None = None,
-            show_progress: bool = True, image_root: Path | None = None) -> Inspection:
-    """Rank the images, write RUN/inspect_*.csv and RUN/report.html."""
+            show_progress: bool = True, image_root: Path | None = None, audit: Path | None = None) -> Inspection:
+    """Rank the images, write RUN/inspect_*.csv and RUN/report.html; with `audit` (a `vistrain audit` folder), the
+    run's training images are ranked by their out-of-sample predictions (see `with_audit`)."""
     config = read_config(run)
     predictions, skipped, reused = predictions_for(run, data, cache_dir, show_progress, image_root)
+    out_of_sample = 0
+    if audit is not None:
+        predictions, out_of_sample = with_audit(run, predictions, audit)
     sections, errors = analyse(predictions, top)
     header = ["class", "rank", "file", "true", "predicted", "probability", "probability_of_label"]
     by_list: dict[str, list] = {}
@@ -79,8 +106,10 @@ def inspect(run: Path, data: Path | None = None, top: int = 10, cache_dir: Path 
         write_csv(run / "inspect_label_errors.csv", header,
                   [[e.true, rank, *_cells(e)] for rank, e in enumerate(errors, 1)])
     source = "the run's validation images" if data is None else str(data)
+    if out_of_sample:
+        source += f" ({out_of_sample} training images ranked by the audit's out-of-sample predictions)"
     report = write_report(run, config, predictions, read_csv(run / HISTORY), skipped, source, top)
-    return Inspection(sections, errors, report, reused)
+    return Inspection(sections, errors, report, reused, out_of_sample)
 
 
 def _cells(e: Entry) -> list:

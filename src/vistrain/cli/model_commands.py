@@ -76,10 +76,13 @@ def predict(run: Path, paths: tuple[Path, ...], top_k: int, threshold: float | N
 @click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @label_options
 @click.option("--top", default=10, type=click.IntRange(1), help="Images per list.")
+@click.option("--audit", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A `vistrain audit` folder: rank the run's training images by their out-of-sample predictions "
+                   "(the run's own model has fitted their labels, wrong ones included).")
 @CACHE_DIR
 @friendly_errors
 def inspect_command(run: Path, data: Path | None, labels: Path | None, image_root: Path | None, top: int,
-                    cache_dir: Path | None) -> None:
+                    audit: Path | None, cache_dir: Path | None) -> None:
     """Per class: the most confident, least confident and confidently wrong images, and possible label errors;
     per label for multi-label models; the largest errors for regression.
 
@@ -89,7 +92,7 @@ def inspect_command(run: Path, data: Path | None, labels: Path | None, image_roo
     from vistrain import api
     from vistrain.analysis.ranking import LIST_TITLES
 
-    result = api.inspect(run, data_source(data, labels, required=False), top, cache_dir, image_root)
+    result = api.inspect(run, data_source(data, labels, required=False), top, cache_dir, image_root, audit=audit)
     for lists in result.lists.values():
         for list_name, by_class in lists.items():
             for class_name, entries in by_class.items():
@@ -98,6 +101,8 @@ def inspect_command(run: Path, data: Path | None, labels: Path | None, image_roo
         regression = result.label_errors[0].error is not None
         print_entries(LIST_TITLES["largest_errors" if regression else "label_errors"], result.label_errors, top)
     console.print(("reused the saved predictions; " if result.reused_predictions else "")
+                  + (f"{result.out_of_sample} training images ranked by the audit's out-of-sample predictions; "
+                     if result.out_of_sample else "")
                   + f"CSV files in {run}/inspect_*.csv; report: {result.report}")
 
 
