@@ -1,0 +1,167 @@
+"""A damaged run, cache or option gives one clear line naming the file and what is wrong, never a traceback; damaged
+caches are rebuilt. Each test copies the trained `run` (or the session's feature cache) and damages the copy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import invoke
+from vistrain.backbones import get_backbone
+from vistrain.model import run_dir
+
+
+@pytest.fixture
+def copy(run: Path, tmp_path: Path) -> Path:
+    """A copy of the trained run, to damage."""
+    return Path(shutil.copytree(run, tmp_path / "copy"))
+
+
+@pytest.fixture
+def no_server(monkeypatch):
+    """`serve` must fail before it listens: a server that starts fails the test instead of blocking it."""
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: pytest.fail("serve started on a damaged run"))
+
+
+def fails_clearly(*args) -> str:
+    """Run the command line; it must fail with exit code 1 and one line, no traceback. Returns that line."""
+    result = invoke(*args)
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def commands(run: Path, shapes: Path, tmp_path: Path) -> dict[str, list]:
+    """Every command that loads a run, with the arguments that make it load the model."""
+    image = next((shapes / "val" / "circle").iterdir())
+    return {"predict": ["predict", run, image], "evaluate": ["evaluate", run, shapes],
+            "inspect": ["inspect", run, shapes / "train"],  # other images than the saved predictions': predicts
+            "export": ["export", run, "--out", tmp_path / "model.onnx"], "serve": ["serve", run]}
+
+
+def edit_config(change):
+    def damage(run: Path) -> None:
+        config = json.loads((run / "config.json").read_text())
+        change(config)
+        (run / "config.json").write_text(json.dumps(config))
+    return damage
+
+
+def cut(name: str, keep: float):
+    """Keep the first `keep` share of a file's bytes (0: an empty file)."""
+    def damage(run: Path) -> None:
+        data = (run / name).read_bytes()
+        (run / name).write_bytes(data[: int(len(data) * keep)])
+    return damage
+
+
+DAMAGES = {  # name: (damage, the file the message names, what it says)
+    "config-without-task": (edit_config(lambda c: c.pop("task")), "config.json", "no task"),
+    "config-not-an-object": (lambda run: (run / "config.json").write_text("[1, 2]"), "config.json", "not an object"),
+    "config-not-JSON": (lambda run: (run / "config.json").write_text('{"task": '), "config.json", "not valid JSON"),
+    "unknown-task": (edit_config(lambda c: c.update(task="ranking")), "config.json", "unknown task 'ranking'"),
+    "binary-with-3-classes": (edit_config(lambda c: c["classes"].append("triangle")), "config.json",
+                          "a binary model has 2 classes, not 3"),
+    "3-classes-on-a-binary-head": (edit_config(lambda c: c.update(task="multiclass",
+                                                                    classes=["circle", "square", "triangle"])),
+                                     "head.safetensors", "it has 1 output(s); 3 classes (multiclass) need 3"),
+    "hidden-size": (edit_config(lambda c: c["head"].update(hidden=128)), "head.safetensors",
+                    "hidden layer has 256 units, not 128"),
+    "head-kind": (edit_config(lambda c: c["head"].update(kind="linear")), "head.safetensors",
+                  "not those of a linear head"),
+    "input-size-as-text": (edit_config(lambda c: c["preprocess"].update(input_size="224")), "config.json",
+                           "preprocess.input_size is '224'"),
+    "two-number-mean": (edit_config(lambda c: c["preprocess"].update(mean=[0.5, 0.5])), "config.json",
+                        "preprocess.mean is [0.5, 0.5], not 3 numbers"),
+    "unknown-interpolation": (edit_config(lambda c: c["preprocess"].update(interpolation="lanczos")), "config.json",
+                              "preprocess.interpolation is 'lanczos'"),
+    "unknown-backbone": (edit_config(lambda c: c["backbone"].update(name="no-such-net")), "config.json",
+                         "unknown backbone 'no-such-net'"),
+    "truncated-head": (cut("head.safetensors", 0.5), "head.safetensors", "is damaged"),
+    "empty-head": (cut("head.safetensors", 0), "head.safetensors", "is damaged"),
+}
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "inspect", "export", "serve"])
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_run_is_one_clear_line(copy: Path, shapes_split: Path, tmp_path: Path, no_server, damage, command):
+    change, file, words = DAMAGES[damage]
+    change(copy)
+    line = fails_clearly(*commands(copy, shapes_split, tmp_path)[command])
+    assert str(copy / file) in line and words in line
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_saved_predictions_are_read_without_loading_the_model(copy: Path):
+    """`inspect RUN` on its own validation images needs config.json, not the weights: a damaged config stops it."""
+    cut("head.safetensors", 0)(copy)
+    assert invoke("inspect", copy).exit_code == 0
+    edit_config(lambda c: c.update(classes=["a", "b", "c"]))(copy)
+    assert "config.json is damaged: a binary model has 2 classes, not 3" in fails_clearly("inspect", copy)
+
+
+@pytest.fixture(scope="module")
+def fine_tuned_run(run: Path, tmp_path_factory) -> Path:
+    """The run made a fine-tuned one: backbone.safetensors (the pretrained extractor's weights) and its SHA-256."""
+    tuned = Path(shutil.copytree(run, tmp_path_factory.mktemp("fine-tuned") / "run"))
+    digest = run_dir.save_backbone(tuned, get_backbone("efficientnet_lite0").build_feature_extractor())
+    edit_config(lambda c: c.update(fine_tune={"blocks": 1, "improved": True, **digest}))(tuned)
+    return tuned
+
+
+@pytest.fixture
+def fine_tuned(fine_tuned_run: Path, tmp_path: Path) -> Path:
+    """A copy of the fine-tuned run, to damage."""
+    return Path(shutil.copytree(fine_tuned_run, tmp_path / "fine-tuned"))
+
+
+def test_a_fine_tuned_run_loads(fine_tuned: Path, shapes_split: Path, tmp_path: Path):
+    assert invoke("export", fine_tuned, "--out", tmp_path / "model.onnx").exit_code == 0
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "inspect", "export", "serve"])
+@pytest.mark.parametrize("keep", [0.5, 0], ids=["truncated", "empty"])
+def test_a_damaged_fine_tuned_backbone_is_one_clear_line(fine_tuned: Path, shapes_split: Path, tmp_path: Path,
+                                                          no_server, keep, command):
+    cut("backbone.safetensors", keep)(fine_tuned)
+    line = fails_clearly(*commands(fine_tuned, shapes_split, tmp_path)[command])
+    assert f"{fine_tuned / 'backbone.safetensors'} is damaged" in line
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("file,true\nx.png,circle\n", "has no column predicted, prob_circle, prob_square"),
+    ("file,true,predicted,prob_circle,prob_square\nx.png,hexagon,circle,0.9,0.1\n", "row 1 cannot be read"),
+    ("file,true,predicted,prob_circle,prob_square\nx.png,circle,circle,high,0.1\n", "row 1 cannot be read"),
+    ("", "has no predictions"),
+])
+def test_damaged_saved_predictions_are_one_clear_line_and_data_predicts_again(copy: Path, shapes_split: Path,
+                                                                              damage, words):
+    (copy / "predictions.csv").write_text(damage)
+    line = fails_clearly("inspect", copy)
+    assert f"{copy / 'predictions.csv'} {words}" in line and "give `inspect` the images" in line
+    result = invoke("inspect", copy, shapes_split)
+    assert result.exit_code == 0 and "reused the saved predictions" not in result.stderr
+
+
+def test_missing_saved_predictions_are_one_clear_line(copy: Path):
+    (copy / "predictions.csv").unlink()
+    assert f"{copy} has no predictions.csv" in fails_clearly("inspect", copy)
+
+
+@pytest.mark.parametrize("name, damage, lost", [
+    ("history.csv", "epoch,train_loss\n1,0.5\n", "training curves"),
+    ("history.csv", "epoch,train_loss,train_accuracy,val_loss,val_accuracy,stage\n1,0.5,high,0.4,0.9,frozen\n",
+     "training curves"),
+    ("skipped.csv", "path,why\nx.png,broken\n", "skipped files"),
+])
+def test_a_damaged_history_or_skipped_list_leaves_it_out_of_the_report(copy: Path, name, damage, lost):
+    (copy / name).write_text(damage)
+    result = invoke("inspect", copy)
+    assert result.exit_code == 0, result.output
+    assert f"warning: {copy / name} is damaged" in result.stderr and f"the report shows no {lost}" in result.stderr
+    report = (copy / "report.html").read_text()
+    assert ("training curves" not in report.lower()) if name == "history.csv" else "x.png" not in report
