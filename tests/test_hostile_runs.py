@@ -165,3 +165,33 @@ def test_a_damaged_history_or_skipped_list_leaves_it_out_of_the_report(copy: Pat
     assert f"warning: {copy / name} is damaged" in result.stderr and f"the report shows no {lost}" in result.stderr
     report = (copy / "report.html").read_text()
     assert ("training curves" not in report.lower()) if name == "history.csv" else "x.png" not in report
+
+
+def test_an_out_or_cache_dir_that_is_a_file_is_one_clear_line(run: Path, shapes_split: Path, tmp_path: Path):
+    file = tmp_path / "notes.txt"
+    file.write_text("a file")
+    assert f"the run directory (--out) {file} is a file, not a folder" in fails_clearly(
+        "train", shapes_split, "--out", file)
+    assert f"the run directory (--out) {file / 'run'} cannot be made: {file} is a file" in fails_clearly(
+        "train", shapes_split, "--out", file / "run")
+    assert f"the feature cache {file} is a file, not a folder" in fails_clearly(
+        "train", shapes_split, "--out", tmp_path / "out", "--cache-dir", file)
+    image = next((shapes_split / "val" / "circle").iterdir())
+    assert f"the feature cache {file} is a file, not a folder" in fails_clearly(
+        "predict", run, image, "--cache-dir", file)
+    assert f"the export's folder {file} is a file, not a folder" in fails_clearly(
+        "export", run, "--out", file / "model.onnx")
+
+
+def test_export_makes_a_missing_out_folder(run: Path, tmp_path: Path):
+    out = tmp_path / "new" / "deeper" / "model.onnx"
+    assert invoke("export", run, "--out", out).exit_code == 0
+    assert out.stat().st_size > 1_000_000
+
+
+def test_evaluate_on_only_unreadable_images_is_one_clear_line(run: Path, tmp_path: Path):
+    for name in ("circle", "square"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        (tmp_path / "data" / name / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    line = fails_clearly("evaluate", run, tmp_path / "data")
+    assert f"none of the 2 image(s) in {tmp_path / 'data'} could be read; nothing to evaluate" in line

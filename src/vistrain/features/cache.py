@@ -18,7 +18,7 @@ import numpy as np
 
 from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
-from vistrain.core.files import sha256_text
+from vistrain.core.files import make_folder, sha256_text
 from vistrain.features.transforms import View
 
 FEATURE_FORMAT = 1  # bump when the way features are computed changes, to invalidate old caches
@@ -41,8 +41,7 @@ class FeatureCache:
             key_parts["view"] = view.identity()
         identity = json.dumps(key_parts, sort_keys=True)
         key = sha256_text(identity)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / f"features-{backbone.file_stem}-{key}.sqlite"
+        self.path = make_folder(directory, "the feature cache") / f"features-{backbone.file_stem}-{key}.sqlite"
         self.dim = backbone.feature_dim
         self._db = sqlite3.connect(self.path, timeout=120)
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
-from vistrain.core.files import sha256_text, write_atomic
+from vistrain.core.files import make_folder, sha256_text, write_atomic
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -65,7 +65,7 @@ def export_feature_extractor(backbone: Backbone, preprocess: Preprocess, path: P
     import torch
 
     example = torch.zeros(2, 3, preprocess.input_size, preprocess.input_size, dtype=torch.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, "the feature cache")
     write_atomic(path, onnx_bytes(pixel_feature_extractor(backbone, preprocess), example, OUTPUT))
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vistrain.backbones.preprocess import Preprocess
-from vistrain.core.files import read_csv, sha256_file, write_atomic, write_csv, write_json
+from vistrain.core.files import make_folder, read_csv, sha256_file, write_atomic, write_csv, write_json
 from vistrain.data.samples import TASKS, Skipped
 from vistrain.model import HEADS
 from vistrain.model.predictions import Predictions, read_predictions, write_predictions
@@ -55,17 +55,14 @@ def new_run_dir(out: str | Path | None, overwrite: bool = False) -> Path:
     """Create the run directory: `out`, or runs/<timestamp>. An existing non-empty one needs `overwrite`, and then
     loses the files of the run it held (config.json first, so that it never passes for complete), nothing else."""
     path = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    if path.exists() and not path.is_dir():
-        raise RunError(f"{path} is a file, not a folder; choose another --out")
-    if path.exists() and any(path.iterdir()):
+    if path.is_dir() and any(path.iterdir()):
         if not overwrite:
             raise RunError(f"{path} already holds files; choose another --out or pass --overwrite")
         for name in RUN_FILES:
             (path / name).unlink(missing_ok=True)
         for extra in path.glob("inspect_*.csv"):
             extra.unlink()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return make_folder(path, "the run directory (--out)")
 
 
 def read_config(run: str | Path) -> dict:
