@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from conftest import invoke
 from vistrain.backbones import get_backbone
+from vistrain.core.files import sha256_file
 from vistrain.model import run_dir
 
 
@@ -195,3 +197,43 @@ def test_evaluate_on_only_unreadable_images_is_one_clear_line(run: Path, tmp_pat
         (tmp_path / "data" / name / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
     line = fails_clearly("evaluate", run, tmp_path / "data")
     assert f"none of the 2 image(s) in {tmp_path / 'data'} could be read; nothing to evaluate" in line
+
+
+def cache_copy(feature_cache: Path, tmp_path: Path) -> Path:
+    """A copy of the session's feature cache (the shapes' features and the backbone's ONNX export)."""
+    return Path(shutil.copytree(feature_cache, tmp_path / "cache"))
+
+
+def trains(shapes: Path, out: Path, cache: Path):
+    result = invoke("train", shapes, "--out", out, "--cache-dir", cache, "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert (out / "config.json").is_file()
+    return result
+
+
+def test_a_feature_cache_that_is_not_sqlite_is_moved_aside_and_rebuilt(run: Path, feature_cache: Path,
+                                                                      shapes_split: Path, tmp_path: Path):
+    cache = cache_copy(feature_cache, tmp_path)
+    databases = sorted(cache.glob("features-*.sqlite"))
+    for database in databases:
+        database.write_bytes(b"garbage" * 1000)
+    result = trains(shapes_split, tmp_path / "out", cache)
+    assert "is damaged (file is not a database); moved it to" in result.stderr
+    assert "features: 48 computed" in result.stderr
+    rebuilt = [d for d in databases if Path(f"{d}.damaged").is_file()]
+    assert len(rebuilt) == 1
+    with sqlite3.connect(rebuilt[0]) as db:
+        assert db.execute("SELECT COUNT(*) FROM features").fetchone()[0] == 48
+
+
+def test_feature_vectors_of_the_wrong_size_are_computed_again(run: Path, feature_cache: Path, shapes_split: Path,
+                                                              tmp_path: Path):
+    cache = cache_copy(feature_cache, tmp_path)
+    digests = [sha256_file(p) for p in sorted((shapes_split / "train" / "square").iterdir())[:3]]
+    for database in cache.glob("features-*.sqlite"):
+        with sqlite3.connect(database) as db:
+            db.execute(f"UPDATE features SET vector = x'0000' WHERE digest IN ({','.join('?' * 3)})", digests)
+    result = trains(shapes_split, tmp_path / "out", cache)
+    assert "3 feature vector(s) in" in result.stderr and "have the wrong size; computing them again" in result.stderr
+    assert "features: 3 computed" in result.stderr
+    assert "features: 0 computed" in trains(shapes_split, tmp_path / "again", cache).stderr
