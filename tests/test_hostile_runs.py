@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import invoke
+from conftest import invoke, shape_image
 from vistrain.backbones import get_backbone
 from vistrain.core.files import sha256_file
 from vistrain.model import run_dir
@@ -237,3 +237,17 @@ def test_feature_vectors_of_the_wrong_size_are_computed_again(run: Path, feature
     assert "3 feature vector(s) in" in result.stderr and "have the wrong size; computing them again" in result.stderr
     assert "features: 3 computed" in result.stderr
     assert "features: 0 computed" in trains(shapes_split, tmp_path / "again", cache).stderr
+
+
+def test_a_damaged_onnx_export_is_exported_again(run: Path, feature_cache: Path, tmp_path: Path):
+    cache = cache_copy(feature_cache, tmp_path)
+    exports = list(cache.glob("backbone-*.onnx"))
+    for path in exports:
+        path.write_bytes(path.read_bytes()[:3000])
+    shape_image("circle", seed=7777).save(tmp_path / "new.png")  # not cached: the backbone must run
+    result = invoke("predict", run, tmp_path / "new.png", "--cache-dir", cache, "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert "cannot be loaded (InvalidProtobuf); exporting the backbone again" in result.stderr
+    assert "with torch instead" not in result.stderr
+    assert json.loads(result.stdout)[0]["class"] == "circle"
+    assert sum(path.stat().st_size > 1_000_000 for path in exports) == 1  # the one predict uses, whole again
