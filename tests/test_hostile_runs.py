@@ -3,17 +3,27 @@ caches are rebuilt. Each test copies the trained `run` (or the session's feature
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import invoke, shape_image
+from test_resume import epochs_done
 from vistrain.backbones import get_backbone
 from vistrain.core.files import sha256_file
 from vistrain.model import run_dir
+from vistrain.training.checkpoint import FORMAT, Checkpoint
+from vistrain.training.options import TrainOptions
 
 
 @pytest.fixture
@@ -251,3 +261,53 @@ def test_a_damaged_onnx_export_is_exported_again(run: Path, feature_cache: Path,
     assert "with torch instead" not in result.stderr
     assert json.loads(result.stdout)[0]["class"] == "circle"
     assert sum(path.stat().st_size > 1_000_000 for path in exports) == 1  # the one predict uses, whole again
+
+
+def checkpoint_bytes(state: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign object"])
+def test_a_damaged_checkpoint_is_one_clear_line_without_unsafe_advice(shapes_split: Path, tmp_path: Path, damage):
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    job = {"data": str(shapes_split), "image_root": None, "options": asdict(TrainOptions())}
+    Checkpoint(unfinished, job).save()
+    path = unfinished / "checkpoint.pt"
+    good = path.read_bytes()
+    path.write_bytes({"garbage": b"not a checkpoint" * 100, "truncated": good[: len(good) // 2],
+                      # torch's own message for this one advises weights_only=False: never pass that on
+                      "foreign object": checkpoint_bytes({"format": FORMAT, "job": job, "when": datetime.now()}),
+                      }[damage])
+    line = fails_clearly("train", "--resume", unfinished)
+    assert f"{path} is damaged and cannot be resumed" in line and "weights_only" not in line
+
+
+def test_resume_after_overwrite_and_kill_continues_the_new_run(run: Path, shapes_split: Path, tmp_path: Path):
+    """`--overwrite` removes the finished run's config.json before the new run starts, so a new run killed with
+    SIGKILL is resumed rather than taken for the old, complete one."""
+    target = Path(shutil.copytree(run, tmp_path / "run"))
+    process = subprocess.Popen([sys.executable, "-m", "vistrain", "train", str(shapes_split), "--out", str(target),
+                                "--overwrite", "--epochs", "30", "--batch-size", "4", "--seed", "3"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = target / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:  # until an epoch's weights are in the checkpoint
+        if checkpoint.is_file() and checkpoint.stat().st_size > 1_000_000:
+            break
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    done = epochs_done(target)
+    if not 0 < done < 30:
+        pytest.fail(f"could not interrupt the new run mid-training (epochs done: {done})")
+    assert process.returncode == -9 and not (target / "config.json").exists()
+
+    resumed = invoke("train", "--resume", target)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming {target} after epoch {done}" in resumed.stderr.replace("\n", "")
+    config = json.loads((target / "config.json").read_text())
+    assert config["training"]["epochs"] == 30 and config["training"]["batch_size"] == 4
+    assert len((target / "history.csv").read_text().splitlines()) == 1 + 30
