@@ -8,17 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from vistrain.analysis.audit_report import OUT_OF_SAMPLE
 from vistrain.analysis.ranking import Entry, analyse
 from vistrain.analysis.report import write_report
-from vistrain.core.files import read_csv, write_csv
+from vistrain.core.console import console
+from vistrain.core.files import write_csv
 from vistrain.data.datasets import load_labelled
 from vistrain.data.samples import Skipped
 from vistrain.model.predictions import Predictions, read_predictions
-from vistrain.model.run_dir import HISTORY, PREDICTIONS, RunError, read_config, read_skipped
+from vistrain.model.run_dir import RunError, read_config, read_history, read_saved_predictions, read_skipped
 
 
 @dataclass
@@ -30,22 +32,21 @@ class Inspection:
     out_of_sample: int = 0  # training images whose predictions came from an audit (see `with_audit`)
 
 
-def saved_predictions(run: Path, config: dict) -> Predictions:
-    """The validation predictions that `train` wrote to RUN/predictions.csv."""
-    return read_predictions(run / PREDICTIONS, config["classes"], config["task"], config.get("thresholds"))
-
-
 def predictions_for(run: Path, data: Path | None, cache_dir: Path | None = None, show_progress: bool = True,
                     image_root: Path | None = None) -> tuple[Predictions, list[Skipped], bool]:
     """Predictions on DATA (a folder or a label CSV; default: the run's validation images), reusing the saved
     ones when they cover exactly the same labelled files. Returns (predictions, skipped, whether reused)."""
     config = read_config(run)
-    saved = saved_predictions(run, config)
     if data is None:
-        return saved, read_skipped(run), True
+        return read_saved_predictions(run, config), _or_nothing(read_skipped, run, "skipped files"), True
     samples, skipped = load_labelled(data, config["classes"], config["task"], image_root)
     wanted = {s.path.resolve(): s.target for s in samples}
-    if {f.resolve(): _key(t) for f, t in zip(saved.files, saved.targets)} == {f: _key(t) for f, t in wanted.items()}:
+    try:
+        saved = read_saved_predictions(run, config)
+    except RunError:  # missing or damaged: DATA is predicted again
+        saved = None
+    if saved is not None and {f.resolve(): _key(t) for f, t in zip(saved.files, saved.targets)} == {
+            f: _key(t) for f, t in wanted.items()}:
         return saved, skipped, True
     from vistrain.model.predictor import Predictor  # torch and the backbone only when predictions must be made
 
@@ -64,9 +65,12 @@ def with_audit(run: Path, predictions: Predictions, audit: Path) -> tuple[Predic
     path = audit / OUT_OF_SAMPLE
     if not path.is_file():
         raise RunError(f"{audit} holds no audit ({OUT_OF_SAMPLE} is missing); run `vistrain audit` first")
-    audited = read_predictions(path, config["classes"], config["task"], config.get("thresholds"))
+    try:
+        audited = read_predictions(path, config["classes"], config["task"], config.get("thresholds"))
+    except ValueError as error:
+        raise RunError(f"{path} does not fit this run ({error}); audit the same data and classes") from None
     outputs = {f.resolve(): row for f, row in zip(audited.files, audited.outputs)}
-    validation = {f.resolve() for f in saved_predictions(run, config).files}
+    validation = {f.resolve() for f in read_saved_predictions(run, config).files}
     replace = [i for i, f in enumerate(predictions.files) if f.resolve() in outputs and f.resolve() not in validation]
     if not replace:
         return predictions, 0
@@ -108,8 +112,18 @@ def inspect(run: Path, data: Path | None = None, top: int = 10, cache_dir: Path 
     source = "the run's validation images" if data is None else str(data)
     if out_of_sample:
         source += f" ({out_of_sample} training images ranked by the audit's out-of-sample predictions)"
-    report = write_report(run, config, predictions, read_csv(run / HISTORY), skipped, source, top)
+    history = _or_nothing(read_history, run, "training curves")
+    report = write_report(run, config, predictions, history, skipped, source, top)
     return Inspection(sections, errors, report, reused, out_of_sample)
+
+
+def _or_nothing(read: Callable[[Path], list], run: Path, lost: str) -> list:
+    """What the report can do without: `read(run)`, or [] with a warning when its file is damaged."""
+    try:
+        return read(run)
+    except RunError as error:
+        console.print(f"[yellow]warning:[/] {error}; the report shows no {lost}")
+        return []
 
 
 def _cells(e: Entry) -> list:

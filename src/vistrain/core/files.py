@@ -31,6 +31,22 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
         raise
 
 
+def make_folder(path: Path, what: str) -> Path:
+    """`path` as a folder, made with its parents if needed; a ValueError naming `what` when it cannot be (a file
+    in the way, no permission)."""
+    path = Path(path)
+    file = next((p for p in (path, *path.parents) if p.is_file()), None)
+    if file == path:
+        raise ValueError(f"{what} {path} is a file, not a folder")
+    if file is not None:
+        raise ValueError(f"{what} {path} cannot be made: {file} is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{what} {path} cannot be made: {error.strerror or error}") from None
+    return path
+
+
 def write_json(path: Path, value: dict | list) -> None:
     write_atomic(path, (json.dumps(value, indent=2) + "\n").encode())
 

@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 
 from vistrain.backbones.preprocess import Preprocess
-from vistrain.core.files import write_atomic
+from vistrain.core.files import make_folder, write_atomic
 from vistrain.data.images import load_rgb
 from vistrain.features.runtime import INPUT, onnx_bytes
 from vistrain.features.transforms import PixelNormalize, eval_transform
@@ -84,7 +84,7 @@ def export(run: str | Path, output_format: str, out: str | Path | None = None) -
         raise ValueError(f"unknown format {output_format!r}; choose one of {', '.join(FORMATS)}")
     predictor = Predictor.from_run(run)
     path = Path(out) if out else Path(run) / f"model{FORMATS[output_format]}"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, "the export's folder")
     model = deployed_model(predictor)
     size = predictor.preprocess.input_size
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)

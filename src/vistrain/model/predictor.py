@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vistrain.backbones import Backbone, get_backbone
+from vistrain.backbones import Backbone, BackboneUnavailable, get_backbone
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
 from vistrain.core.files import sha256_file
@@ -20,7 +20,7 @@ from vistrain.features.extract import extract_features
 from vistrain.features.transforms import View
 from vistrain.model import tasks
 from vistrain.model.heads import build_head
-from vistrain.model.run_dir import BACKBONE_WEIGHTS, WEIGHTS, RunError, load_weights, read_config
+from vistrain.model.run_dir import BACKBONE_WEIGHTS, CONFIG, WEIGHTS, RunError, load_weights, read_config
 
 
 @dataclass
@@ -48,7 +48,11 @@ class Predictor:
     @classmethod
     def from_run(cls, run: str | Path) -> "Predictor":
         config = read_config(run)
-        backbone = get_backbone(config["backbone"]["name"])
+        try:
+            backbone = get_backbone(config["backbone"]["name"])
+        except BackboneUnavailable as error:
+            raise BackboneUnavailable(f"{Path(run) / CONFIG} names a backbone this machine cannot load: {error}") \
+                from None
         if backbone.weights != config["backbone"]["weights"]:
             console.print(
                 f"[yellow]warning:[/] the run was trained with {config['backbone']['weights']}, "
@@ -56,12 +60,7 @@ class Predictor:
             )
         if config.get("fine_tune", {}).get("sha256"):  # fine-tuning beat the frozen head: the run's own backbone
             backbone = fine_tuned_backbone(backbone, Path(run), config["fine_tune"]["sha256"])
-        head_config = config["head"]
-        head = build_head(
-            head_config["kind"], backbone.feature_dim, tasks.output_units(config["task"], len(config["classes"])),
-            head_config["hidden"], head_config["dropout"], rescale=config["task"] == "regression",
-        )
-        head.load_state_dict(load_weights(Path(run) / WEIGHTS))
+        head = load_head(Path(run), config, backbone)
         return cls(config, head, backbone)
 
     @torch.no_grad()
@@ -110,6 +109,33 @@ class Predictor:
         return rows
 
 
+def load_head(run: Path, config: dict, backbone: Backbone) -> nn.Module:
+    """The head config.json describes, with the weights of RUN/head.safetensors; a RunError when they do not fit
+    (another number of classes, another hidden size, another backbone)."""
+    spec, task, classes = config["head"], config["task"], config["classes"]
+    units = tasks.output_units(task, len(classes))
+    head = build_head(spec["kind"], backbone.feature_dim, units, spec["hidden"], spec["dropout"],
+                      rescale=task == "regression")
+    path = run / WEIGHTS
+    weights = load_weights(path)
+    expected = {name: tuple(tensor.shape) for name, tensor in head.state_dict().items()}
+    found = {name: tuple(tensor.shape) for name, tensor in weights.items()}
+    if found != expected:
+        layers = [f"{name}.weight" for name, layer in head.named_children() if isinstance(layer, nn.Linear)]
+        first, last = found.get(layers[0]), found.get(layers[-1])
+        if set(found) != set(expected):
+            why = f"its layers ({', '.join(sorted(found))}) are not those of a {spec['kind']} head for {task}"
+        elif last[0] != units:
+            why = f"it has {last[0]} output(s); {len(classes)} classes ({task}) need {units}"
+        elif first[1] != backbone.feature_dim:
+            why = f"it takes {first[1]} features; the backbone {backbone.name} gives {backbone.feature_dim}"
+        else:
+            why = f"its hidden layer has {first[0]} units, not {spec['hidden']}"
+        raise RunError(f"{path} does not fit {run / CONFIG}: {why}")
+    head.load_state_dict(weights)
+    return head
+
+
 def fine_tuned_backbone(base: Backbone, run: Path, sha256: str) -> Backbone:
     """`base` with the weights a fine-tuned run saved in RUN/backbone.safetensors (checked against `sha256`).
     Its `build` gives the feature extractor (no ImageNet classifier) and its `weights` name the file's
@@ -117,13 +143,14 @@ def fine_tuned_backbone(base: Backbone, run: Path, sha256: str) -> Backbone:
     path = run / BACKBONE_WEIGHTS
     if not path.is_file():
         raise RunError(f"{run} was fine-tuned but has no {BACKBONE_WEIGHTS}")
+    weights = load_weights(path)  # a damaged file is refused here, not when features are first computed
     if sha256_file(path) != sha256:
         raise RunError(f"{path} is not the file this run saved (its SHA-256 differs from config.json's)")
 
     def build() -> nn.Module:
         model = base.build()
         model.reset_classifier(0)
-        model.load_state_dict(load_weights(path))
+        model.load_state_dict(weights)
         return model.eval()
 
     return replace(base, build=build, weights=f"{base.weights}, fine-tuned sha256:{sha256}")

@@ -12,9 +12,11 @@ import torch
 
 from vistrain.backbones import Backbone, get_backbone
 from vistrain.core.console import console
+from vistrain.core.files import make_folder
 from vistrain.data.datasets import load_dataset
 from vistrain.data.decisions import Decisions
 from vistrain.data.samples import Dataset, Skipped
+from vistrain.features.cache import default_cache_dir
 from vistrain.features.transforms import Augmentation
 from vistrain.model import run_dir, tasks
 from vistrain.model.heads import build_head
@@ -76,6 +78,7 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth, options.task, image_root,
                            Decisions.load(decisions) if decisions else None)
     backbone = get_backbone(options.backbone)
+    cache_dir = make_folder(cache_dir or default_cache_dir(), "the feature cache")  # a bad one stops us before the run
     run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, verbose)
     describe_data(dataset, run.say)
     features = compute_features(dataset, backbone, cache_dir, options.augment_views, run.context, run.say, verbose)
