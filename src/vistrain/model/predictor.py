@@ -117,7 +117,7 @@ def fine_tuned_backbone(base: Backbone, run: Path, sha256: str) -> Backbone:
     path = run / BACKBONE_WEIGHTS
     if not path.is_file():
         raise RunError(f"{run} was fine-tuned but has no {BACKBONE_WEIGHTS}")
-    if sha256_file(path) != sha256:
+    if sha256_file(path, max_bytes=None) != sha256:
         raise RunError(f"{path} is not the file this run saved (its SHA-256 differs from config.json's)")
 
     def build() -> nn.Module:

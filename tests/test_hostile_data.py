@@ -1,0 +1,54 @@
+"""Hostile input (issue 13): no data loss, no crash, no runaway memory, no hang. Each probe is a test on real files;
+whatever could hang runs under a deadline, or in a process of its own with a timeout."""
+
+from __future__ import annotations
+
+import os
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from vistrain.core.files import sha256_file
+from vistrain.data.images import UnreadableImage, load_rgb
+
+GIB = 2**30
+
+
+@contextmanager
+def deadline(seconds: int):
+    """Fail instead of hanging: SIGALRM interrupts a blocking open or a read that never ends."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def sparse(path: Path, size: int) -> Path:
+    """A file of `size` bytes that uses no disk."""
+    with open(path, "wb") as file:
+        file.truncate(size)
+    return path
+
+
+def test_the_one_opener_refuses_fifos_devices_and_huge_files_before_reading(tmp_path: Path):
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.jpg"
+    zero.symlink_to("/dev/zero")
+    big = sparse(tmp_path / "big.jpg", 3 * GIB)
+    with deadline(30):
+        for path, reason in ((fifo, r"not a regular file \(FIFO\)"), (zero, r"\(character device\)"),
+                             (big, "3,072 MiB is over the limit of 256 MiB")):
+            with pytest.raises(OSError, match=reason):
+                sha256_file(path)
+            with pytest.raises(UnreadableImage, match=reason):
+                load_rgb(path)
