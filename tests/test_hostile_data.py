@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from conftest import write_class_folders
 from vistrain.core.files import sha256_file
+from vistrain.data.datasets import load_dataset
 from vistrain.data.images import UnreadableImage, load_rgb
 
 GIB = 2**30
@@ -52,3 +55,16 @@ def test_the_one_opener_refuses_fifos_devices_and_huge_files_before_reading(tmp_
                 sha256_file(path)
             with pytest.raises(UnreadableImage, match=reason):
                 load_rgb(path)
+
+
+def test_folder_links_are_not_followed_but_reported(tmp_path: Path):
+    root = write_class_folders(tmp_path / "data", 4)
+    (root / "circle" / "loop").symlink_to(".")
+    (root / "circle" / "up").symlink_to("..")
+    (root / "square" / "elsewhere").symlink_to(write_class_folders(tmp_path / "other", 3))
+    with deadline(60):  # followed, `loop` and `up` make a listing without end
+        dataset = load_dataset(root)
+    names = Counter(s.path.name for s in dataset.train + dataset.val)
+    assert sorted(names) == sorted(p.name for p in root.glob("*/*.png")) and set(names.values()) == {1}
+    assert {(s.path.relative_to(root).as_posix(), s.reason) for s in dataset.skipped} == {
+        (link, "directory link not followed") for link in ("circle/loop", "circle/up", "square/elsewhere")}

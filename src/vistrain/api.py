@@ -56,7 +56,10 @@ def predict(run: str | Path, paths: list[str | Path], cache_dir: Path | None = N
             show_progress: bool = True) -> ImagePredictions:
     """Outputs of the model in RUN for image files, or every file in folders; unreadable files come back as
     skipped, with the reason."""
-    return Predictor.from_run(run).predict(expand_paths(paths), cache_dir, show_progress, tta)
+    files, links = expand_paths(paths)
+    result = Predictor.from_run(run).predict(files, cache_dir, show_progress, tta)
+    result.skipped = links + result.skipped
+    return result
 
 
 def inspect(run: str | Path, data: str | Path | None = None, top: int = 10, cache_dir: Path | None = None,

@@ -57,15 +57,15 @@ def predict(run: Path, paths: tuple[Path, ...], top_k: int, threshold: float | N
 
     predictor = Predictor.from_run(run)
     predictor.check_threshold(threshold)
-    files = expand_paths(list(paths))
+    files, links = expand_paths(list(paths))
     result = predictor.predict(files, cache_dir, show_progress=output_format == "table", tta=tta)
     k = min(top_k, len(predictor.classes))
     rows = [{"file": str(path), **row, "error": ""}
             for path, row in zip(result.paths, predictor.describe(result.outputs, threshold, k))]
     rows += [{"file": str(s.path), "class": "", "probability": None, "uncertain": False, "top": [],
-              "error": s.reason} for s in result.skipped]
+              "error": s.reason} for s in links + result.skipped]
     order_of = {str(p): i for i, p in enumerate(files)}
-    rows.sort(key=lambda row: order_of[row["file"]])
+    rows.sort(key=lambda row: order_of.get(row["file"], len(files)))  # links to folders last
     print_predictions(rows, output_format, k)
 
 

@@ -1,19 +1,32 @@
-"""Finding files under a data folder."""
+"""Finding files under a data folder.
+
+Links to folders are not followed: one can loop (`ln -s . loop` lists every file again and again) or lead out of
+the data, into another class or anywhere on the disk (`ln -s .. up`). Each is reported as skipped instead. Links to
+files are listed like files: reading them (`vistrain.core.files.open_data_file`) follows them and refuses what is
+not a regular file.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from vistrain.data.samples import Skipped
+
+FOLDER_LINK = "directory link not followed"
+
 
 def is_hidden(path: Path) -> bool:
     return path.name.startswith(".")
 
 
-def list_files(folder: Path) -> list[Path]:
-    """Every non-hidden file below `folder` (hidden folders are not entered), sorted."""
-    files = []
-    for root, dirs, names in os.walk(folder, followlinks=True):
+def list_files(folder: Path) -> tuple[list[Path], list[Skipped]]:
+    """Every non-hidden file below `folder`, sorted (hidden folders are not entered), and the links to folders
+    found on the way, as skipped."""
+    files, links = [], []
+    for root, dirs, names in os.walk(folder):
+        here = Path(root)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        files.extend(Path(root) / name for name in names if not name.startswith("."))
-    return sorted(files)
+        links += [Skipped(here / d, FOLDER_LINK) for d in dirs if (here / d).is_symlink()]  # os.walk leaves them
+        files.extend(here / name for name in names if not name.startswith("."))
+    return sorted(files), sorted(links, key=lambda s: s.path)

@@ -129,9 +129,13 @@ def fine_tuned_backbone(base: Backbone, run: Path, sha256: str) -> Backbone:
     return replace(base, build=build, weights=f"{base.weights}, fine-tuned sha256:{sha256}")
 
 
-def expand_paths(inputs: list[str | Path]) -> list[Path]:
-    """Files as given (a missing one is reported when it is read), and every non-hidden file inside folders."""
+def expand_paths(inputs: list[str | Path]) -> tuple[list[Path], list[Skipped]]:
+    """Files as given (a missing one is reported when it is read) and every non-hidden file inside folders; and the
+    links to folders found inside them, as skipped (`list_files`)."""
     paths: list[Path] = []
+    links: list[Skipped] = []
     for item in map(Path, inputs):
-        paths.extend(list_files(item) if item.is_dir() else [item])
-    return paths
+        found, skipped = list_files(item) if item.is_dir() else ([item], [])
+        paths += found
+        links += skipped
+    return paths, links
