@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_class_folders
+from conftest import invoke, write_class_folders
 from vistrain.core.files import sha256_file
 from vistrain.data.datasets import load_dataset
 from vistrain.data.images import UnreadableImage, load_rgb
@@ -68,3 +68,18 @@ def test_folder_links_are_not_followed_but_reported(tmp_path: Path):
     assert sorted(names) == sorted(p.name for p in root.glob("*/*.png")) and set(names.values()) == {1}
     assert {(s.path.relative_to(root).as_posix(), s.reason) for s in dataset.skipped} == {
         (link, "directory link not followed") for link in ("circle/loop", "circle/up", "square/elsewhere")}
+
+
+def test_names_that_look_like_rich_markup_are_printed_as_they_are(tmp_path: Path):
+    """`[/]` in a printed name stopped the command with rich's MarkupError; `[b]` vanished from it."""
+    root = write_class_folders(tmp_path / "data", 4, classes=("[b]circle", "square"))
+    duplicate = root / "[b]circle" / "[red]dup["
+    duplicate.mkdir()
+    (duplicate / "].png").write_bytes((root / "[b]circle" / "[b]circle_0.png").read_bytes())
+    checked = invoke("check", root, "--out", tmp_path / "check")
+    assert checked.exit_code == 0, checked.output
+    assert "│ [b]circle " in checked.stdout
+    assert f"{root}/[b]circle/[b]circle_0.png  ~  {duplicate}/].png" in checked.stdout
+    split = invoke("split", root, tmp_path / "out")
+    assert split.exit_code == 0, split.output
+    assert "│ [b]circle │" in split.stdout

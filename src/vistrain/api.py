@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
+
 from vistrain.analysis.evaluate import Evaluation
 from vistrain.analysis.evaluate import evaluate as evaluate_run
 from vistrain.analysis.inspect import Inspection
@@ -42,7 +44,7 @@ def _with_report(result: TrainResult, verbose: bool) -> TrainResult:
     if result.is_main:
         report = inspect_run(result.run_dir, show_progress=False).report
         if verbose:
-            console.print(f"report: {report}")
+            console.print(f"report: {escape(str(report))}")
     return result
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from vistrain.cli.main import CACHE_DIR, data_source, friendly_errors, label_options, main
 from vistrain.cli.show import print_entries, print_metrics, print_predictions, report_skipped
@@ -96,7 +97,7 @@ def inspect_command(run: Path, data: Path | None, labels: Path | None, image_roo
         regression = result.label_errors[0].error is not None
         print_entries(LIST_TITLES["largest_errors" if regression else "label_errors"], result.label_errors, top)
     console.print(("reused the saved predictions; " if result.reused_predictions else "")
-                  + f"CSV files in {run}/inspect_*.csv; report: {result.report}")
+                  + f"CSV files in {escape(str(run))}/inspect_*.csv; report: {escape(str(result.report))}")
 
 
 @main.command()
@@ -111,7 +112,7 @@ def export(run: Path, output_format: str, out: Path | None) -> None:
     from vistrain import api
 
     path = api.export(run, output_format, out)
-    console.print(f"{output_format} model -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    console.print(f"{output_format} model -> {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 @main.command()

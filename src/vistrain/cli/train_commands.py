@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from vistrain.cli.main import data_source, friendly_errors, label_options, main, training_options
 from vistrain.cli.show import print_metrics, report_skipped
@@ -62,5 +63,5 @@ def demo(**settings) -> None:
 
     settings["task"] = "binary" if settings["task"] == "auto" else settings["task"]
     labels = elpv_csv((settings["cache_dir"] or default_cache_dir()) / "datasets", settings["task"])
-    console.print(f"demo data: {labels}")
+    console.print(f"demo data: {escape(str(labels))}")
     _train(labels, **settings)

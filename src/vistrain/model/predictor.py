@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torch import nn
 
 from vistrain.backbones import Backbone, get_backbone
@@ -51,8 +52,8 @@ class Predictor:
         backbone = get_backbone(config["backbone"]["name"])
         if backbone.weights != config["backbone"]["weights"]:
             console.print(
-                f"[yellow]warning:[/] the run was trained with {config['backbone']['weights']}, "
-                f"this machine has {backbone.weights}; predictions may differ"
+                f"[yellow]warning:[/] the run was trained with {escape(config['backbone']['weights'])}, "
+                f"this machine has {escape(backbone.weights)}; predictions may differ"
             )
         if config.get("fine_tune", {}).get("sha256"):  # fine-tuning beat the frozen head: the run's own backbone
             backbone = fine_tuned_backbone(backbone, Path(run), config["fine_tune"]["sha256"])
