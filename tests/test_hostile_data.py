@@ -3,8 +3,12 @@ whatever could hang runs under a deadline, or in a process of its own with a tim
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,3 +87,76 @@ def test_names_that_look_like_rich_markup_are_printed_as_they_are(tmp_path: Path
     split = invoke("split", root, tmp_path / "out")
     assert split.exit_code == 0, split.output
     assert "│ [b]circle │" in split.stdout
+
+
+def vistrain(*args, timeout: int) -> subprocess.CompletedProcess:
+    """The command line in a process of its own; a hang fails the test at `timeout` instead of blocking CI."""
+    return subprocess.run([sys.executable, "-m", "vistrain", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+
+
+# What each hostile entry of `hostile` must be reported with.
+REASONS = {
+    "circle/fifo.png": "not a regular file (FIFO)",
+    "circle/zero.jpg": "not a regular file (character device)",
+    "square/big.jpg": "over the limit of 256 MiB",
+    "circle/loop": "directory link not followed",
+    "square/up": "directory link not followed",
+    "circle/oops[/].png": "not an image",  # a folder `oops[` holding `].png`
+}
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> Path:
+    """Two classes of 8 shapes each, plus a FIFO, a link to /dev/zero, a 3 GB sparse file, a folder link to
+    itself (`ln -s . loop`, which listed each circle 40 times), one to its parent (`ln -s .. up`, which labelled
+    every circle a square) and an unreadable file whose path is rich markup (`[/]` stopped the command with a
+    MarkupError)."""
+    root = write_class_folders(tmp_path_factory.mktemp("hostile") / "data", 8)
+    os.mkfifo(root / "circle" / "fifo.png")
+    (root / "circle" / "zero.jpg").symlink_to("/dev/zero")
+    sparse(root / "square" / "big.jpg", 3 * GIB)
+    (root / "circle" / "loop").symlink_to(".")
+    (root / "square" / "up").symlink_to("..")
+    (root / "circle" / "oops[").mkdir()
+    (root / "circle" / "oops[" / "].png").write_bytes(b"not an image")
+    return root
+
+
+def assert_reported(listing: str, root: Path) -> None:
+    """Each hostile entry of `root` appears in `listing` (one line per file) with its reason."""
+    lines = listing.splitlines()
+    for name, reason in REASONS.items():
+        assert any(str(root / name) in line and reason in line for line in lines), f"{name}: {reason}\n{listing}"
+
+
+@pytest.fixture(scope="module")
+def trained(hostile: Path, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    run = tmp_path_factory.mktemp("runs") / "hostile"
+    return vistrain("train", hostile, "--out", run, "--epochs", "2", timeout=600), run
+
+
+def test_train_finishes_and_lists_each_hostile_file_with_its_reason(hostile: Path, trained):
+    result, run = trained
+    assert result.returncode == 0, result.stderr
+    data = json.loads((run / "config.json").read_text())["data"]
+    assert data["n_train"] + data["n_val"] == 16  # each shape once, none relabelled
+    assert_reported(result.stderr, hostile)
+    with open(run / "skipped.csv", newline="") as file:
+        assert_reported("\n".join(f"{row['file']}: {row['reason']}" for row in csv.DictReader(file)), hostile)
+
+
+def test_predict_finishes_and_lists_each_hostile_file_with_its_reason(hostile: Path, trained):
+    result = vistrain("predict", trained[1], hostile, "--format", "csv", timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert_reported("\n".join(f"{row['file']}: {row['error']}" for row in rows), hostile)
+    assert Counter(bool(row["class"]) for row in rows) == {True: 16, False: len(REASONS)}
+
+
+def test_check_finishes_and_lists_each_hostile_file_with_its_reason(hostile: Path, tmp_path: Path):
+    result = vistrain("check", hostile, "--out", tmp_path / "check", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"unreadable files: {len(REASONS)}" in result.stdout
+    with open(tmp_path / "check" / "unreadable.csv", newline="") as file:
+        assert_reported("\n".join(f"{row['file']}: {row['reason']}" for row in csv.DictReader(file)), hostile)
