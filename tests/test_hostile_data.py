@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import invoke, write_class_folders
+from conftest import invoke, shape_image, write_class_folders
 from vistrain.core.files import sha256_file
 from vistrain.data.datasets import load_dataset
 from vistrain.data.images import UnreadableImage, load_rgb
@@ -160,3 +160,32 @@ def test_check_finishes_and_lists_each_hostile_file_with_its_reason(hostile: Pat
     assert f"unreadable files: {len(REASONS)}" in result.stdout
     with open(tmp_path / "check" / "unreadable.csv", newline="") as file:
         assert_reported("\n".join(f"{row['file']}: {row['reason']}" for row in csv.DictReader(file)), hostile)
+
+
+def write_csv_rows(path: Path, rows: list[str]) -> Path:
+    path.write_text("path,label\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_csv_paths_must_stay_inside_the_image_root(tmp_path: Path):
+    """A label CSV cannot make `split` copy /etc/passwd or `train --labels` read it: paths are resolved (links
+    followed) and must lie inside --image-root (default: the CSV's folder); the others are skipped by line."""
+    src = tmp_path / "src"
+    (src / "img").mkdir(parents=True)
+    for i in range(4):
+        shape_image("circle", i, 32).save(src / "img" / f"c{i}.png")
+        shape_image("square", i, 32).save(src / "img" / f"s{i}.png")
+    shape_image("circle", 9, 32).save(tmp_path / "outside.png")
+    (src / "img" / "evil.png").symlink_to("/etc/passwd")
+    hostile = ["/etc/passwd,circle", "/proc/self/environ,circle", "../outside.png,square", "img/evil.png,square",
+               "img/../../outside.png,square"]
+    good = [f"img/c{i}.png,circle" for i in range(4)] + [f"img/s{i}.png,square" for i in range(4)]
+    labels = write_csv_rows(src / "labels.csv", good + hostile)
+    outside = {f"labels.csv line {line}: outside the image root" for line in range(10, 15)}
+    dataset = load_dataset(labels)  # what `train --labels` reads
+    assert len(dataset.train + dataset.val) == 8
+    assert {s.reason.split(f" {src}")[0] for s in dataset.skipped} == outside
+    result = invoke("split", labels, tmp_path / "out", "--copy")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").glob("*/*/*")) == sorted(r.split(",")[0][4:] for r in good)
+    assert all(f"line {line}: outside the image root" in result.stderr for line in range(10, 15))

@@ -20,6 +20,15 @@ def is_hidden(path: Path) -> bool:
     return path.name.startswith(".")
 
 
+def resolves_inside(path: Path, folder: Path) -> bool:
+    """Whether `path`, every link on the way followed, lies in `folder`, which the caller resolved (once, not for
+    every path); False for a path that cannot be resolved (a link loop, a NUL byte in the name)."""
+    try:
+        return path.resolve().is_relative_to(folder)
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
 def list_files(folder: Path) -> tuple[list[Path], list[Skipped]]:
     """Every non-hidden file below `folder`, sorted (hidden folders are not entered), and the links to folders
     found on the way, as skipped."""
