@@ -1,5 +1,8 @@
-"""Hostile input (issue 13): no data loss, no crash, no runaway memory, no hang. Each probe is a test on real files;
-whatever could hang runs under a deadline, or in a process of its own with a timeout."""
+"""Hostile input (issue 13): no data loss, no crash, no runaway memory, no hang. Each probe is a test on real files:
+FIFOs, a link to /dev/zero, a 3 GB sparse file, folder links that loop or climb, CSVs that point at /etc, splits
+into their own sources, and file names that look like rich markup. Commands that could hang run in a process of
+their own with a timeout; every split runs under `sources_unchanged` (its sources come out byte for byte as they
+went in)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,9 @@ from conftest import invoke, shape_image, write_class_folders
 from vistrain.core.files import sha256_file
 from vistrain.data.datasets import load_dataset
 from vistrain.data.images import UnreadableImage, load_rgb
+
+
+pytestmark = pytest.mark.usefixtures("sources_unchanged")
 
 GIB = 2**30
 
@@ -189,3 +195,21 @@ def test_csv_paths_must_stay_inside_the_image_root(tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out").glob("*/*/*")) == sorted(r.split(",")[0][4:] for r in good)
     assert all(f"line {line}: outside the image root" in result.stderr for line in range(10, 15))
+
+
+@pytest.mark.parametrize("mode", ["--link=hardlink", "--copy", "--symlink"])
+def test_split_refuses_a_destination_inside_its_source_or_around_it(tmp_path: Path, mode: str):
+    """`split SRC SRC --force` deleted an original per run (hard links, copies) or left self-referencing links
+    (--symlink); DEST inside SRC, or SRC inside DEST, is refused before anything is written."""
+    src = write_class_folders(tmp_path / "src", 3)
+    for dest in (src, src / "out", src / "circle"):
+        result = invoke("split", src, dest, mode, "--force")
+        assert result.exit_code == 1 and "is inside the source" in result.stderr, result.output
+    assert not (src / "out").exists()
+    outer = write_class_folders(tmp_path / "outer", 3)
+    result = invoke("split", outer / "circle", outer, mode, "--force", "--pattern", "(?P<label>[a-z]+)_")
+    assert result.exit_code == 1 and "is inside" in result.stderr and "choose a DEST outside" in result.stderr
+    labels = write_csv_rows(src / "labels.csv", [f"circle/circle_{i}.png,c" for i in range(3)]
+                            + [f"square/square_{i}.png,s" for i in range(3)])
+    result = invoke("split", labels, src / "out", mode, "--force")  # a CSV's source is its image root
+    assert result.exit_code == 1 and "is inside the source" in result.stderr

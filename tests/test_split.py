@@ -1,4 +1,7 @@
-"""`vistrain split`: flat Kaggle-style folders, nested class trees and CSV lists into train/val(/test)."""
+"""`vistrain split`: flat Kaggle-style folders, nested class trees and CSV lists into train/val(/test).
+
+Every split here runs under `sources_unchanged`: its sources come out byte for byte as they went in.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import pytest
 from conftest import invoke, shape_image
 from vistrain.data.datasets import load_dataset
 from vistrain.data.folders import label_class_tree, label_flat_folder
+
+pytestmark = pytest.mark.usefixtures("sources_unchanged")
 
 
 def write(path: Path, seed: int = 0) -> Path:
@@ -114,13 +119,14 @@ def test_split_then_train_agree_on_tiny_classes(tmp_path: Path):
 
 
 def test_csv_list_with_bad_rows_reported_by_line(tmp_path: Path):
+    src = tmp_path / "src"
     for i in range(5):
-        write(tmp_path / "img" / f"a{i}.png", i)
-        write(tmp_path / "img" / f"b{i}.png", 10 + i)
+        write(src / "img" / f"a{i}.png", i)
+        write(src / "img" / f"b{i}.png", 10 + i)
     rows = ["path,label"] + [f"img/a{i}.png,ants" for i in range(5)] + [f"img/b{i}.png,bees" for i in range(5)]
     rows += ["img/missing.png,ants", "img/a0.png,"]
-    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
-    result = invoke("split", tmp_path / "labels.csv", tmp_path / "out")
+    (src / "labels.csv").write_text("\n".join(rows) + "\n")
+    result = invoke("split", src / "labels.csv", tmp_path / "out")
     assert result.exit_code == 0
     assert counts(tmp_path / "out") == {("train", "ants"): 4, ("val", "ants"): 1, ("train", "bees"): 4,
                                         ("val", "bees"): 1}

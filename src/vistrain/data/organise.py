@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from vistrain.data.files import is_hidden
+from vistrain.data.files import is_hidden, resolves_inside
 from vistrain.data.folders import DEFAULT_PATTERN, Labelled, label_flat_folder, read_class_folders
 from vistrain.data.labels_csv import parse_targets, read_label_csv
 from vistrain.data.samples import DataError, Skipped
@@ -32,10 +32,29 @@ def label_csv(csv_path: Path, image_root: Path | None = None) -> Labelled:
     return Labelled(dict(sorted(files.items())), table.skipped + bad, f"CSV list {csv_path}")
 
 
+def is_csv(source: Path) -> bool:
+    return source.is_file() and source.suffix.lower() == ".csv"
+
+
+def source_root(source: Path, image_root: Path | None = None) -> Path:
+    """The folder SOURCE's files are in: SOURCE itself, or a CSV's image root (by default the CSV's folder)."""
+    return (image_root or source.parent) if is_csv(source) else source
+
+
+def refuse_nesting(root: Path, destination: Path) -> None:
+    """Stop when DEST lies inside the source's folder or the other way round (links followed)."""
+    if resolves_inside(destination, root.resolve()):
+        raise DataError(f"{destination} is inside the source {root}: split never writes among its sources; choose "
+                        "a DEST outside it (for a CSV, outside its --image-root, by default the CSV's folder)")
+    if resolves_inside(root, destination.resolve()):
+        raise DataError(f"the source {root} is inside {destination}: a re-split there could take back its own "
+                        "sources; choose a DEST outside it")
+
+
 def label_source(source: Path, pattern: str = DEFAULT_PATTERN, label_depth: int = 1,
                  image_root: Path | None = None) -> Labelled:
     """Pick the reader by what SOURCE is: a CSV file, a folder of class folders, or a flat folder."""
-    if source.is_file() and source.suffix.lower() == ".csv":
+    if is_csv(source):
         return label_csv(source, image_root)
     if not source.is_dir():
         raise DataError(f"{source} is neither a folder nor a .csv file")
@@ -107,7 +126,9 @@ class SplitResult:
 def split_dataset(source: Path, destination: Path, val_fraction: float = 0.2, test_fraction: float = 0.0,
                   seed: int = 0, per_class: int | None = None, pattern: str = DEFAULT_PATTERN, label_depth: int = 1,
                   image_root: Path | None = None, mode: str = "hardlink", force: bool = False) -> SplitResult:
-    """`vistrain split`: label SOURCE (`label_source`), split it (`split_files`) and write DEST (`write_splits`)."""
+    """`vistrain split`: label SOURCE (`label_source`), split it (`split_files`) and write DEST (`write_splits`);
+    DEST may be neither inside the source nor around it (`refuse_nesting`)."""
+    refuse_nesting(source_root(source, image_root), destination)
     labelled = label_source(source, pattern, label_depth, image_root)
     if len(labelled.files) < 2:
         raise DataError(f"{source}: found {len(labelled.files)} class(es) ({labelled.source}); need at least two")
