@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import invoke, shape_image, write_class_folders
+from conftest import invoke, shape_image, tree_state, write_class_folders
 from vistrain.core.files import sha256_file
 from vistrain.data.datasets import load_dataset
 from vistrain.data.images import UnreadableImage, load_rgb
@@ -213,3 +213,108 @@ def test_split_refuses_a_destination_inside_its_source_or_around_it(tmp_path: Pa
                             + [f"square/square_{i}.png,s" for i in range(3)])
     result = invoke("split", labels, src / "out", mode, "--force")  # a CSV's source is its image root
     assert result.exit_code == 1 and "is inside the source" in result.stderr
+
+
+def test_a_re_split_never_removes_the_last_link_to_one_of_its_inputs(tmp_path: Path):
+    """A source whose file is a link into DEST (to a copy an earlier split placed there): re-splitting with --force
+    keeps that copy (the link's only data) and does not place the link's target again."""
+    src = write_class_folders(tmp_path / "src", 3)
+    out = tmp_path / "out"
+    assert invoke("split", src, out, "--copy").exit_code == 0
+    copied = next((out / "train" / "circle").iterdir())
+    (src / "circle" / "kept.png").symlink_to(copied)
+    data = copied.read_bytes()
+    result = invoke("split", src, out, "--copy", "--force")
+    assert result.exit_code == 0, result.output
+    assert (src / "circle" / "kept.png").read_bytes() == data
+    assert "kept.png: not placed: it lies inside" in result.stderr
+
+
+def test_a_re_split_never_follows_a_link_out_of_dest(tmp_path: Path):
+    """DEST/train moved elsewhere and linked back: a re-split removes nothing there and writes nothing through the
+    link; it stops with a message."""
+    src = write_class_folders(tmp_path / "src", 3)
+    out = tmp_path / "out"
+    assert invoke("split", src, out).exit_code == 0
+    (out / "train").rename(tmp_path / "elsewhere")
+    (out / "train").symlink_to(tmp_path / "elsewhere")
+    before = tree_state(tmp_path / "elsewhere")
+    result = invoke("split", src, out, "--force", "--seed", "1")
+    assert result.exit_code == 1 and "is a link" in result.stderr
+    assert tree_state(tmp_path / "elsewhere") == before
+
+
+@pytest.mark.parametrize("mode", ["--link=hardlink", "--copy", "--symlink"])
+def test_split_skips_what_it_cannot_place_and_leaves_no_partial_file(tmp_path: Path, mode: str):
+    """A FIFO, a dangling link, a file over the size limit (and, for a user who cannot read it, a file without read
+    permission) are skipped with their reason in every mode; DEST holds whole files only."""
+    src = write_class_folders(tmp_path / "src", 3)
+    os.mkfifo(src / "circle" / "fifo.png")
+    (src / "circle" / "gone.png").symlink_to(tmp_path / "nothing.png")
+    sparse(src / "square" / "big.png", 300 * 2**20)
+    locked = src / "square" / "locked.png"
+    shape_image("square", 7, 32).save(locked)
+    locked.chmod(0)
+    reasons = {"fifo.png": "not a regular file (FIFO)", "gone.png": "No such file or directory",
+               "big.png": "over the limit of 256 MiB"}
+    with deadline(60):
+        result = invoke("split", src, tmp_path / "out", mode, "--val-fraction", "0.01")
+    assert result.exit_code == 0, result.output
+    for name, reason in reasons.items():
+        assert any(f"{name}: not placed: " in line and reason in line for line in result.stderr.splitlines()), name
+    readable = os.access(locked, os.R_OK)  # root reads it anyway
+    assert readable or "locked.png: not placed" in result.stderr and "Permission denied" in result.stderr
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("*/*/*")) == sorted(
+        [p.name for p in src.glob("*/*_*.png")] + (["locked.png"] if readable else []))
+    assert not list(out.rglob(".*.tmp"))
+    for path in out.glob("*/*/*"):
+        assert path.resolve().read_bytes() == (src / path.parent.name / path.name).read_bytes()
+
+
+def test_a_copy_that_fails_halfway_leaves_no_partial_file(tmp_path: Path, monkeypatch):
+    """A read error in the middle of a copy: the file is skipped with the reason, and DEST holds no part of it (nor
+    a class folder left empty)."""
+    from vistrain.data import placement
+
+    def fails_halfway(source, out, length=0):
+        out.write(source.read(100))
+        raise OSError(5, "Input/output error")
+
+    src = write_class_folders(tmp_path / "src", 3)
+    monkeypatch.setattr(placement.shutil, "copyfileobj", fails_halfway)
+    result = invoke("split", src, tmp_path / "out", "--copy")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("not placed: Input/output error") == 6
+    assert [p.name for p in (tmp_path / "out").rglob("*")] == [".vistrain-split.json"]
+
+
+def test_an_interrupted_split_is_taken_back_by_the_next(tmp_path: Path, monkeypatch):
+    """The manifest is written before any file is placed: after Ctrl-C (or kill -9, which leaves a copy's temporary
+    file), `split --force` still gives exactly the new split."""
+    from vistrain.data import organise
+
+    src = write_class_folders(tmp_path / "src", 6)
+    out = tmp_path / "out"
+    place, placed = organise.place, []
+
+    def interrupted(*args):
+        if len(placed) == 7:
+            raise KeyboardInterrupt
+        placed.append(place(*args))
+        return placed[-1]
+
+    monkeypatch.setattr(organise, "place", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        organise.split_dataset(src, out, mode="copy")
+    monkeypatch.setattr(organise, "place", place)
+    planned = json.loads((out / ".vistrain-split.json").read_text())["files"]
+    assert len(list(out.glob("*/*/*"))) == 7 and len(planned) == 12
+    unplaced = next(path for path in (out / entry["path"] for entry in planned)
+                    if not path.exists() and path.parent.is_dir())  # killed while copying it
+    partial = unplaced.parent / f".{unplaced.name}.k1ll3d.tmp"  # what write_atomic leaves when killed
+    partial.write_bytes(b"half a copy")
+    organise.split_dataset(src, out, seed=1, force=True)
+    organise.split_dataset(src, tmp_path / "fresh", seed=1)
+    relative = lambda root: sorted(p.relative_to(root) for p in root.rglob("*"))  # noqa: E731
+    assert relative(out) == relative(tmp_path / "fresh")

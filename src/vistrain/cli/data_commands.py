@@ -56,6 +56,10 @@ def split(source: Path, dest: Path, val_fraction: float, test_fraction: float, p
     table.add_row("[b]total[/]", *(str(sum(map(len, classes.values()))) for classes in result.written.values()))
     results.print(table)
     report_skipped(result.skipped)
+    if result.left_alone:
+        console.print(f"[yellow]warning:[/] {len(result.left_alone)} file(s) in {escape(str(dest))} were not placed by "
+                      "this split (not in its manifest) and were left alone, so DEST is not exactly this split: "
+                      + ", ".join(escape(str(path)) for path in result.left_alone[:5]))
 
 
 @main.command()
