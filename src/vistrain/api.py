@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
+
 from vistrain.analysis.evaluate import Evaluation
 from vistrain.analysis.evaluate import evaluate as evaluate_run
 from vistrain.analysis.inspect import Inspection
@@ -44,7 +46,7 @@ def _with_report(result: TrainResult, verbose: bool) -> TrainResult:
     if result.is_main:
         report = inspect_run(result.run_dir, show_progress=False).report
         if verbose:
-            console.print(f"report: {report}")
+            console.print(f"report: {escape(str(report))}")
     return result
 
 
@@ -58,7 +60,10 @@ def predict(run: str | Path, paths: list[str | Path], cache_dir: Path | None = N
             show_progress: bool = True) -> ImagePredictions:
     """Outputs of the model in RUN for image files, or every file in folders; unreadable files come back as
     skipped, with the reason."""
-    return Predictor.from_run(run).predict(expand_paths(paths), cache_dir, show_progress, tta)
+    files, links = expand_paths(paths)
+    result = Predictor.from_run(run).predict(files, cache_dir, show_progress, tta)
+    result.skipped = links + result.skipped
+    return result
 
 
 def inspect(run: str | Path, data: str | Path | None = None, top: int = 10, cache_dir: Path | None = None,

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from vistrain.cli.main import CACHE_DIR, DECISIONS, data_source, friendly_errors, label_options, main
 from vistrain.cli.show import print_entries, print_metrics, print_predictions, report_skipped
@@ -59,15 +60,15 @@ def predict(run: Path, paths: tuple[Path, ...], top_k: int, threshold: float | N
 
     predictor = Predictor.from_run(run)
     predictor.check_threshold(threshold)
-    files = expand_paths(list(paths))
+    files, links = expand_paths(list(paths))
     result = predictor.predict(files, cache_dir, show_progress=output_format == "table", tta=tta)
     k = min(top_k, len(predictor.classes))
     rows = [{"file": str(path), **row, "error": ""}
             for path, row in zip(result.paths, predictor.describe(result.outputs, threshold, k))]
     rows += [{"file": str(s.path), "class": "", "probability": None, "uncertain": False, "top": [],
-              "error": s.reason} for s in result.skipped]
+              "error": s.reason} for s in links + result.skipped]
     order_of = {str(p): i for i, p in enumerate(files)}
-    rows.sort(key=lambda row: order_of[row["file"]])
+    rows.sort(key=lambda row: order_of.get(row["file"], len(files)))  # links to folders last
     print_predictions(rows, output_format, k)
 
 
@@ -103,7 +104,7 @@ def inspect_command(run: Path, data: Path | None, labels: Path | None, image_roo
     console.print(("reused the saved predictions; " if result.reused_predictions else "")
                   + (f"{result.out_of_sample} training images ranked by the audit's out-of-sample predictions; "
                      if result.out_of_sample else "")
-                  + f"CSV files in {run}/inspect_*.csv; report: {result.report}")
+                  + f"CSV files in {escape(str(run))}/inspect_*.csv; report: {escape(str(result.report))}")
 
 
 @main.command()
@@ -118,7 +119,7 @@ def export(run: Path, output_format: str, out: Path | None) -> None:
     from vistrain import api
 
     path = api.export(run, output_format, out)
-    console.print(f"{output_format} model -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    console.print(f"{output_format} model -> {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 @main.command()

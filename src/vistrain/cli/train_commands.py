@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from vistrain.cli.main import DECISIONS, data_source, friendly_errors, label_options, main, training_options
 from vistrain.cli.show import print_metrics, report_skipped
@@ -58,10 +59,10 @@ def demo(**settings) -> None:
     --task binary (the default for auto): defective or functional; multiclass: the experts' four defect
     probability levels; multilabel: the cell type (mono/poly) plus defective; regression: the defect probability.
     """
-    from vistrain.data.demo import elpv_csv
+    from vistrain.data.demo import elpv_csv, elpv_root
     from vistrain.features.cache import default_cache_dir
 
     settings["task"] = "binary" if settings["task"] == "auto" else settings["task"]
     labels = elpv_csv((settings["cache_dir"] or default_cache_dir()) / "datasets", settings["task"])
-    console.print(f"demo data: {labels}")
-    _train(labels, **settings)
+    console.print(f"demo data: {escape(str(labels))}")
+    _train(labels, image_root=elpv_root(), **settings)

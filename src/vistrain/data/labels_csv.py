@@ -6,8 +6,9 @@
 
 A header row is optional; it is recognised by its first cell (path, file, filename, image). A column named
 `split` (train / val) fixes the split instead of --val-fraction. Paths are relative to the image root (by default
-the CSV's folder). Rows that cannot be used (no such file, empty label, a target that is not a number) are
-reported with their line numbers and left out, never guessed.
+the CSV's folder), and must stay inside it once links are followed: a CSV cannot make vistrain read
+/etc/passwd. Rows that cannot be used (outside the image root, no such file, empty label, a target that is not a
+number) are reported with their line numbers and left out, never guessed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from vistrain.data.files import resolves_inside
 from vistrain.data.samples import DataError, Skipped
 
 PATH_HEADERS = ("path", "file", "filename", "file_name", "image", "image_path")
@@ -45,10 +47,12 @@ class CsvList:
 
 
 def read_label_csv(csv_path: Path, image_root: Path | None = None) -> CsvList:
-    """Read the rows whose file exists and that have a target; everything else is reported in `skipped`."""
+    """Read the rows whose file exists inside the image root and that have a target; everything else is reported
+    in `skipped`."""
     if not csv_path.is_file():
         raise DataError(f"{csv_path} is not a file")
     root = image_root or csv_path.parent
+    inside = root.resolve()
     with open(csv_path, newline="", encoding="utf-8-sig") as handle:
         lines = [(n, row) for n, row in enumerate(csv.reader(handle), 1) if any(c.strip() for c in row)]
     if not lines:
@@ -69,18 +73,21 @@ def read_label_csv(csv_path: Path, image_root: Path | None = None) -> CsvList:
         where = f"{csv_path.name} line {line}"
         cells = [c.strip() for c in row[1:]] + [""] * (len(names) + 1 - len(row))
         split = cells.pop(split_at).lower() if split_at is not None else None
+        path = root / row[0].strip()
         if not row[0].strip():
             skipped.append(Skipped(Path(f"{csv_path}:{line}"), f"{where}: no path"))
         elif len(row) - 1 > len(names):
             skipped.append(Skipped(Path(row[0].strip()), f"{where}: {len(row)} cells, the header has {len(names) + 1}"))
         elif not all(cells):
-            skipped.append(Skipped(root / row[0].strip(), f"{where}: empty label"))
+            skipped.append(Skipped(path, f"{where}: empty label"))
         elif split is not None and split not in SPLIT_VALUES:
-            skipped.append(Skipped(root / row[0].strip(), f"{where}: split {split!r} is not train or val"))
-        elif not (root / row[0].strip()).is_file():
-            skipped.append(Skipped(root / row[0].strip(), f"{where}: no such file"))
+            skipped.append(Skipped(path, f"{where}: split {split!r} is not train or val"))
+        elif not resolves_inside(path, inside):
+            skipped.append(Skipped(path, f"{where}: outside the image root {root} (links followed)"))
+        elif not path.is_file():
+            skipped.append(Skipped(path, f"{where}: no such file"))
         else:
-            rows.append(CsvRow(line, root / row[0].strip(), tuple(cells), SPLIT_VALUES.get(split)))
+            rows.append(CsvRow(line, path, tuple(cells), SPLIT_VALUES.get(split)))
     return CsvList(csv_path, columns, rows, skipped)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torch import nn
 
 from vistrain.backbones import Backbone, BackboneUnavailable, get_backbone
@@ -55,8 +56,8 @@ class Predictor:
                 from None
         if backbone.weights != config["backbone"]["weights"]:
             console.print(
-                f"[yellow]warning:[/] the run was trained with {config['backbone']['weights']}, "
-                f"this machine has {backbone.weights}; predictions may differ"
+                f"[yellow]warning:[/] the run was trained with {escape(config['backbone']['weights'])}, "
+                f"this machine has {escape(backbone.weights)}; predictions may differ"
             )
         if config.get("fine_tune", {}).get("sha256"):  # fine-tuning beat the frozen head: the run's own backbone
             backbone = fine_tuned_backbone(backbone, Path(run), config["fine_tune"]["sha256"])
@@ -144,7 +145,7 @@ def fine_tuned_backbone(base: Backbone, run: Path, sha256: str) -> Backbone:
     if not path.is_file():
         raise RunError(f"{run} was fine-tuned but has no {BACKBONE_WEIGHTS}")
     weights = load_weights(path)  # a damaged file is refused here, not when features are first computed
-    if sha256_file(path) != sha256:
+    if sha256_file(path, max_bytes=None) != sha256:
         raise RunError(f"{path} is not the file this run saved (its SHA-256 differs from config.json's)")
 
     def build() -> nn.Module:
@@ -156,9 +157,13 @@ def fine_tuned_backbone(base: Backbone, run: Path, sha256: str) -> Backbone:
     return replace(base, build=build, weights=f"{base.weights}, fine-tuned sha256:{sha256}")
 
 
-def expand_paths(inputs: list[str | Path]) -> list[Path]:
-    """Files as given (a missing one is reported when it is read), and every non-hidden file inside folders."""
+def expand_paths(inputs: list[str | Path]) -> tuple[list[Path], list[Skipped]]:
+    """Files as given (a missing one is reported when it is read) and every non-hidden file inside folders; and the
+    links to folders found inside them, as skipped (`list_files`)."""
     paths: list[Path] = []
+    links: list[Skipped] = []
     for item in map(Path, inputs):
-        paths.extend(list_files(item) if item.is_dir() else [item])
-    return paths
+        found, skipped = list_files(item) if item.is_dir() else ([item], [])
+        paths += found
+        links += skipped
+    return paths, links

@@ -210,7 +210,7 @@ def run_config(backbone: Backbone, classes: list[str], task: str, thresholds: li
 def save_backbone(run: Path, backbone: torch.nn.Module) -> dict:
     """RUN/backbone.safetensors (a fine-tuned backbone); returns what config.json records of it."""
     save_weights(run / BACKBONE_WEIGHTS, backbone)
-    return {"weights_file": BACKBONE_WEIGHTS, "sha256": sha256_file(run / BACKBONE_WEIGHTS)}
+    return {"weights_file": BACKBONE_WEIGHTS, "sha256": sha256_file(run / BACKBONE_WEIGHTS, max_bytes=None)}
 
 
 def write_trained_run(run: Path, head: torch.nn.Module, metrics: dict, history: list, stages: list[str],

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from rich.markup import escape
 
 from vistrain.backbones import Backbone, get_backbone
 from vistrain.core.console import console
@@ -102,7 +103,7 @@ def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True)
     job = checkpoint.state["job"]
     epochs_done = sum(len(state["history"]) for state in checkpoint.state["stages"].values())
     if verbose:
-        console.print(f"resuming {run} after epoch {epochs_done}")
+        console.print(f"resuming {escape(str(run))} after epoch {epochs_done}")
     return train(job["data"], run, TrainOptions(**job["options"]), cache_dir, verbose=verbose,
                  image_root=Path(job["image_root"]) if job["image_root"] else None, checkpoint=checkpoint,
                  decisions=Path(job["decisions"]) if job.get("decisions") else None)
@@ -126,10 +127,10 @@ def start_run(data: str | Path, out: str | Path | None, options: TrainOptions, o
 
 
 def describe_data(dataset: Dataset, say: Callable[..., None]) -> None:
-    say(f"data: {dataset.layout}")
+    say(f"data: {escape(dataset.layout)}")
     say(f"task: {dataset.task} ({dataset.task_reason})")
     say(("classes: " if dataset.task in tasks.SINGLE_LABEL else "outputs: ")
-        + ", ".join(f"{i} = {name}" for i, name in enumerate(dataset.classes)))
+        + ", ".join(f"{i} = {escape(name)}" for i, name in enumerate(dataset.classes)))
     say(f"images: {len(dataset.train)} for training, {len(dataset.val)} for validation")
     warn_about_imbalance(dataset, say)
 
@@ -252,4 +253,4 @@ def write_run(run: Run, data: str | Path, dataset: Dataset, backbone: Backbone, 
     run.checkpoint.remove()
     headline = metrics[HEADLINE[dataset.task]]
     run.say(f"best epoch {metrics['best_epoch']}: validation {HEADLINE[dataset.task].replace('_', ' ')} "
-            f"{headline:.4f} on {len(features.val_paths)} images; run saved in {run.path}")
+            f"{headline:.4f} on {len(features.val_paths)} images; run saved in {escape(str(run.path))}")
