@@ -60,7 +60,7 @@ def demo(**settings) -> None:
     probability levels; multilabel: the cell type (mono/poly) plus defective; regression: the defect probability.
     """
     from vistrain.data.demo import elpv_csv, elpv_root
-    from vistrain.features.cache import default_cache_dir
+    from vistrain.core.files import default_cache_dir
 
     settings["task"] = "binary" if settings["task"] == "auto" else settings["task"]
     labels = elpv_csv((settings["cache_dir"] or default_cache_dir()) / "datasets", settings["task"])

@@ -13,11 +13,10 @@ from rich.markup import escape
 
 from vistrain.backbones import Backbone, get_backbone
 from vistrain.core.console import console
-from vistrain.core.files import make_folder
+from vistrain.core.files import default_cache_dir, make_folder
 from vistrain.data.datasets import load_dataset
 from vistrain.data.decisions import Decisions
 from vistrain.data.samples import Dataset, Skipped
-from vistrain.features.cache import default_cache_dir
 from vistrain.features.transforms import Augmentation
 from vistrain.model import run_dir, tasks
 from vistrain.model.heads import build_head
