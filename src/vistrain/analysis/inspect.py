@@ -39,7 +39,7 @@ def predictions_for(run: Path, data: Path | None, cache_dir: Path | None = None,
     config = read_config(run)
     if data is None:
         return read_saved_predictions(run, config), _or_nothing(read_skipped, run, "skipped files"), True
-    samples, skipped = load_labelled(data, config["classes"], config["task"], image_root)
+    samples, skipped = load_labelled(data, config["classes"], config["task"], image_root, cache_dir=cache_dir)
     wanted = {s.path.resolve(): s.target for s in samples}
     try:
         saved = read_saved_predictions(run, config)

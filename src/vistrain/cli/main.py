@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from vistrain.backbones.registry import BackboneUnavailable
+from vistrain.data.matlab import is_mat
 from vistrain.data.samples import TASKS, DataError
 from vistrain.model import HEADS
 from vistrain.model.run_dir import RunError
@@ -106,6 +107,9 @@ DECISIONS = click.option("--decisions", type=click.Path(dir_okay=False, path_typ
                               "the CSV's folder, if there is one].")
 
 
+DATA = click.argument("data", required=False, type=click.Path(exists=True, path_type=Path))
+
+
 def label_options(command):
     """DATA or --labels, for `train`, `evaluate` and `inspect`."""
     command = click.option("--image-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -116,9 +120,12 @@ def label_options(command):
 
 
 def data_source(data: Path | None, labels: Path | None, required: bool = True) -> Path | None:
-    """DATA or --labels, not both."""
+    """DATA (a folder, or an SVHN .mat file) or --labels, not both."""
     if data is not None and labels is not None:
         raise click.UsageError("give DATA or --labels, not both (--image-root sets where --labels paths start)")
     if required and data is None and labels is None:
-        raise click.UsageError("give DATA (a folder of class folders) or --labels FILE.csv")
+        raise click.UsageError("give DATA (a folder of class folders, or an SVHN .mat file) or --labels FILE.csv")
+    if data is not None and data.is_file() and not is_mat(data):
+        raise click.UsageError(f"DATA {data} is a file: DATA is a folder or an SVHN .mat file; give a CSV list "
+                               "with --labels")
     return data if data is not None else labels

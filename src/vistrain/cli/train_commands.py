@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from vistrain.cli.main import DECISIONS, data_source, friendly_errors, label_options, main, training_options
+from vistrain.cli.main import DATA, DECISIONS, data_source, friendly_errors, label_options, main, training_options
 from vistrain.cli.show import print_metrics, report_skipped
 from vistrain.core.console import console
 
@@ -28,7 +28,7 @@ def show_result(result) -> None:
 
 
 @main.command()
-@click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@DATA
 @label_options
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Continue the interrupted run in this directory (its own data and options; others are ignored).")
@@ -39,7 +39,8 @@ def train(data: Path | None, labels: Path | None, resume: Path | None, **setting
     """Train a model on the labelled images in DATA, or on the list given by --labels.
 
     DATA holds train/<class>/ and val/<class>/ (or validation/) folders, or just <class>/ folders, split into
-    training and validation by --val-fraction. Class ids follow the sorted folder names. Multi-label and
+    training and validation by --val-fraction; or it is SVHN's train_32x32.mat (digits 0-9, converted to PNG class
+    folders in the cache once). Class ids follow the sorted folder names. Multi-label and
     regression targets come from a --labels CSV (regression also from folders named by numbers).
     """
     if resume is not None:

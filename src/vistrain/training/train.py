@@ -75,10 +75,10 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     a run directory. Review decisions come from `decisions`, else the file beside the data (see
     `vistrain.data.decisions`). Until it is complete, the run directory holds a checkpoint (see `resume`)."""
     options = options or TrainOptions()
-    dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth, options.task, image_root,
-                           Decisions.load(decisions) if decisions else None)
-    backbone = get_backbone(options.backbone)
     cache_dir = make_folder(cache_dir or default_cache_dir(), "the feature cache")  # a bad one stops us before the run
+    dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth, options.task, image_root,
+                           Decisions.load(decisions) if decisions else None, cache_dir)
+    backbone = get_backbone(options.backbone)
     run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, verbose)
     describe_data(dataset, run.say)
     features = compute_features(dataset, backbone, cache_dir, options.augment_views, run.context, run.say, verbose)
