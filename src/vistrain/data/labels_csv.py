@@ -14,10 +14,12 @@ number) are reported with their line numbers and left out, never guessed.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from vistrain.core.files import RefusedFile, open_data_file
 from vistrain.data.files import resolves_inside
 from vistrain.data.samples import DataError, Skipped
 
@@ -53,8 +55,11 @@ def read_label_csv(csv_path: Path, image_root: Path | None = None) -> CsvList:
         raise DataError(f"{csv_path} is not a file")
     root = image_root or csv_path.parent
     inside = root.resolve()
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        lines = [(n, row) for n, row in enumerate(csv.reader(handle), 1) if any(c.strip() for c in row)]
+    try:
+        with open_data_file(csv_path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
+            lines = [(n, row) for n, row in enumerate(csv.reader(handle), 1) if any(c.strip() for c in row)]
+    except RefusedFile as error:
+        raise DataError(f"{csv_path}: {error}") from None
     if not lines:
         raise DataError(f"{csv_path} is empty")
     header = [c.strip().lower() for c in lines[0][1]]
