@@ -116,7 +116,8 @@ def label_options(command):
                            help="Folder the --labels paths are relative to [default: the CSV's folder].")(command)
     return click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                         help="CSV of path,label rows (path,\"a;b\" for multi-label; path,value[,value...] for "
-                             "regression; optional header and split column), instead of DATA.")(command)
+                             "regression; optional header and split column), or ILSVRC's LOC_val_solution.csv "
+                             "(recognised by its header ImageId,PredictionString), instead of DATA.")(command)
 
 
 def data_source(data: Path | None, labels: Path | None, required: bool = True) -> Path | None:
