@@ -169,3 +169,155 @@ def test_data_that_is_a_file_must_be_a_mat(tmp_path: Path):
     (tmp_path / "labels.csv").write_text("path,label\n")
     line = invoke("train", tmp_path / "labels.csv").stderr
     assert "is a file: DATA is a folder or an SVHN .mat file; give a CSV list with --labels" in line
+
+
+SYNSETS = {"n02123045": photos.chelsea(), "n07920052": photos.coffee(), "n04266014": photos.rocket()}
+MAPPING = ("n01440764 tench, Tinca tinca\nn02123045 tabby, tabby cat\nn04266014 space shuttle\n"
+           "n07920052 espresso\n")  # as LOC_synset_mapping.txt writes it
+
+
+def photo_crops(photo: np.ndarray, n: int, seed: int) -> list[Image.Image]:
+    """n square crops of a photo, 64 x 64."""
+    rng = np.random.default_rng(seed)
+    found = []
+    for _ in range(n):
+        side = int(rng.integers(min(photo.shape[:2]) // 2, min(photo.shape[:2])))
+        top, left = rng.integers(0, photo.shape[0] - side + 1), rng.integers(0, photo.shape[1] - side + 1)
+        found.append(Image.fromarray(photo[top:top + side, left:left + side]).resize((64, 64)))
+    return found
+
+
+@pytest.fixture(scope="module")
+def imagenet(tmp_path_factory) -> Path:
+    """ILSVRC as Kaggle ships it, small: train/<synset>/<synset>_<n>.JPEG (8 photo crops each),
+    LOC_synset_mapping.txt, a flat val/ folder and LOC_val_solution.csv."""
+    root = tmp_path_factory.mktemp("imagenet")
+    for seed, (synset, photo) in enumerate(SYNSETS.items()):
+        (root / "train" / synset).mkdir(parents=True)
+        for i, image in enumerate(photo_crops(photo, 8, seed)):
+            image.save(root / "train" / synset / f"{synset}_{i}.JPEG", format="JPEG")
+    (root / "LOC_synset_mapping.txt").write_text(MAPPING)
+    (root / "val").mkdir()
+    rows = ["ImageId,PredictionString"]
+    for seed, (synset, photo) in enumerate(SYNSETS.items()):
+        for i, image in enumerate(photo_crops(photo, 2, 10 + seed), 2 * seed + 1):
+            image.save(root / "val" / f"ILSVRC2012_val_{i:08d}.JPEG", format="JPEG")
+            rows.append(f"ILSVRC2012_val_{i:08d},{synset} 10 20 60 62 {synset} 0 0 30 30 ")
+    rows += ["ILSVRC2012_val_00000099,n02123045 1 1 5 5", "ILSVRC2012_val_00000001,"]  # no such image; no label
+    (root / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def named_run(imagenet: Path, tmp_path_factory) -> tuple[Path, str]:
+    """A run trained on the synset folders with --class-names; (its directory, what train printed)."""
+    run = tmp_path_factory.mktemp("runs") / "imagenet"
+    result = invoke("train", imagenet / "train", "--class-names", imagenet / "LOC_synset_mapping.txt", "--out", run,
+                    "--epochs", "5")
+    assert result.exit_code == 0, result.output
+    return run, result.output
+
+
+def test_training_with_class_names_keeps_the_ids_and_saves_the_names(named_run):
+    run, printed = named_run
+    config = json.loads((run / "config.json").read_text())
+    assert config["classes"] == ["n02123045", "n04266014", "n07920052"]  # the folder names stay the classes
+    assert config["class_names"] == {"n02123045": "tabby", "n04266014": "space shuttle", "n07920052": "espresso"}
+    assert "0 = n02123045 (tabby)" in printed and "LOC_synset_mapping.txt: 3 of 3 classes" in printed
+    assert {"tabby", "space shuttle", "espresso"} <= set(json.loads((run / "metrics.json").read_text())["per_class"])
+
+
+def test_predict_shows_the_names(named_run, imagenet: Path):
+    run, _ = named_run
+    cat = imagenet / "train" / "n02123045" / "n02123045_0.JPEG"
+    result = invoke("predict", run, cat, "--format", "json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)[0]
+    assert row["class"] == "tabby" and {name for name, _ in row["top"]} == {"tabby", "space shuttle", "espresso"}
+    rows = invoke("predict", run, cat, "--format", "csv").stdout.splitlines()
+    assert rows[1].split(",")[1] == "tabby" and "space shuttle:" in rows[1]
+
+
+def test_the_report_inspect_evaluate_serve_and_export_show_the_names(named_run, imagenet: Path):
+    import asyncio
+
+    from vistrain.deploy.export import metadata
+    from vistrain.deploy.serve import create_app
+    from vistrain.model.predictor import Predictor
+
+    run, _ = named_run
+    report = (run / "report.html").read_text()
+    assert "classes tabby, space shuttle, espresso" in report and "<h4>predicted space shuttle</h4>" in report
+    assert "<td>espresso</td>" in report  # the per-class table
+    assert "predicted tabby" in invoke("inspect", run).stdout
+    metrics = json.loads(invoke("evaluate", run, imagenet / "train", "--format", "json").stdout)
+    assert set(metrics["per_class"]) == {"tabby", "space shuttle", "espresso"}
+    app = create_app(run)
+    endpoints = {route.path: route.endpoint for route in app.routes}
+    assert "classes: tabby, space shuttle, espresso" in asyncio.run(endpoints["/"]())
+    assert asyncio.run(endpoints["/health"]())["class_names"]["n02123045"] == "tabby"
+    assert json.loads(metadata(Predictor.from_run(run))["class_names"])["n07920052"] == "espresso"
+
+
+def test_ids_the_mapping_lacks_are_shown_as_ids_and_counted(imagenet: Path, tmp_path: Path):
+    mapping = tmp_path / "words.txt"  # words.txt's layout: a tab after the id
+    mapping.write_text("n02123045\ttabby, tabby cat\nn07920052\tespresso\n")
+    result = invoke("train", imagenet / "train", "--class-names", mapping, "--out", tmp_path / "run", "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert "words.txt: 2 of 3 classes; 1 not in it, shown by their ids: n04266014" in result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["class_names"] == {
+        "n02123045": "tabby", "n07920052": "espresso"}
+    rocket = imagenet / "train" / "n04266014" / "n04266014_0.JPEG"
+    top = json.loads(invoke("predict", tmp_path / "run", rocket, "--format", "json").stdout)[0]["top"]
+    assert {name for name, _ in top} == {"tabby", "n04266014", "espresso"}
+
+
+def test_class_names_are_read_and_shown_one_way(tmp_path: Path):
+    from vistrain.data.class_names import class_labels, read_class_names
+    from vistrain.data.samples import DataError
+
+    mapping = tmp_path / "LOC_synset_mapping.txt"
+    mapping.write_text("n02012849 crane\nn03126707 crane\n\nn02123045   tabby, tabby cat\n")
+    names = read_class_names(mapping)
+    assert names == {"n02012849": "crane", "n03126707": "crane", "n02123045": "tabby"}
+    # ImageNet has two cranes, a bird and a machine: each keeps its id after the name; an unnamed class is its id
+    assert class_labels(["n02012849", "n03126707", "n02123045", "n99"], names) == [
+        "crane (n02012849)", "crane (n03126707)", "tabby", "n99"]
+    mapping.write_text("n02123045 tabby\nn07920052\n")
+    with pytest.raises(DataError, match="line 2: 'n07920052' is not an id followed by names"):
+        read_class_names(mapping)
+
+
+def test_a_config_whose_class_names_do_not_fit_its_classes_is_damaged(named_run, tmp_path: Path):
+    import shutil
+
+    from vistrain.model.run_dir import RunError, read_config
+
+    run = shutil.copytree(named_run[0], tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    for names, problem in (([], "not an object"), ({"n0": "x"}, "names 'n0', which is not one of the classes"),
+                           ({"n02123045": 3}, "gives 'n02123045' the name 3, not a name")):
+        (run / "config.json").write_text(json.dumps({**config, "class_names": names}))
+        with pytest.raises(RunError, match=problem):
+            read_config(run)
+
+
+def test_the_ilsvrc_validation_csv_is_recognised_by_its_header(imagenet: Path):
+    from vistrain.data.labels_csv import read_label_csv
+
+    table = read_label_csv(imagenet / "LOC_val_solution.csv", imagenet / "val")
+    assert [(row.path.name, row.cells) for row in table.rows[:2]] == [
+        ("ILSVRC2012_val_00000001.JPEG", ("n02123045",)), ("ILSVRC2012_val_00000002.JPEG", ("n02123045",))]
+    assert len(table.rows) == 6
+    assert sorted(s.reason.split(": ")[1] for s in table.skipped) == ["empty label", "no such file"]
+
+
+def test_evaluate_on_the_ilsvrc_validation_folder(named_run, imagenet: Path):
+    run, _ = named_run
+    result = invoke("evaluate", run, "--labels", imagenet / "LOC_val_solution.csv", "--image-root", imagenet / "val",
+                    "--format", "json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["n_images"] == 6 and {name: m["support"] for name, m in metrics["per_class"].items()} == {
+        "tabby": 2, "space shuttle": 2, "espresso": 2}
+    assert len(metrics["skipped"]) == 2

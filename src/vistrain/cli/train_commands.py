@@ -12,12 +12,13 @@ from vistrain.cli.show import print_metrics, report_skipped
 from vistrain.core.console import console
 
 
-def _train(data: Path, out, overwrite, cache_dir, image_root=None, decisions=None, **settings) -> None:
+def _train(data: Path, out, overwrite, cache_dir, image_root=None, decisions=None, class_names=None,
+           **settings) -> None:
     from vistrain import api
     from vistrain.training.options import TrainOptions
 
     show_result(api.train(data, out, TrainOptions(**settings), cache_dir=cache_dir, overwrite=overwrite,
-                          image_root=image_root, decisions=decisions))
+                          image_root=image_root, decisions=decisions, class_names=class_names))
 
 
 def show_result(result) -> None:
@@ -32,6 +33,10 @@ def show_result(result) -> None:
 @label_options
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Continue the interrupted run in this directory (its own data and options; others are ignored).")
+@click.option("--class-names", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Names for classes known by ids, one a line: 'n02123045 tabby, tabby cat' (ImageNet's "
+                   "LOC_synset_mapping.txt, or words.txt with a tab). The first name is shown everywhere the classes "
+                   "are; the ids stay the classes. Saved in the run's config.json.")
 @DECISIONS
 @training_options
 @friendly_errors
