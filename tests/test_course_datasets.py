@@ -142,11 +142,11 @@ BAD = {
     "y of text": (lambda p: write_mat(p, X=X, y=np.array(["1"] * 10)), "y is a char array"),
     "y too short": (lambda p: write_mat(p, X=X, y=Y[:9]), "y is 9 x 1 for 10 images"),
     "y as a row": (lambda p: write_mat(p, X=X, y=Y.T), "y is 1 x 10 for 10 images"),
-    "y of 11": (lambda p: write_mat(p, X=X, y=np.where(Y == 4, 11, Y)), "the label of image 4 is 11 (1 label(s) not a whole"),
+    "y of 11": (lambda p: write_mat(p, X=X, y=np.where(Y == 4, 11, Y)), "the label of image 4 is 11 (1 label(s)"),
     "y of 0": (lambda p: write_mat(p, X=X, y=Y - 1), "the label of image 1 is 0 (1 label(s)"),
     "y of 2.5": (lambda p: write_mat(p, X=X, y=Y + 0.5), "the label of image 1 is 1.5 (10 label(s)"),
     "y of NaN": (lambda p: write_mat(p, X=X, y=np.where(Y == 2, np.nan, Y)), "the label of image 2 is nan"),
-    "an absurd size": (lambda p: declaring(p, 100_000_000), "X declares 100,000,000 images (286.1 GiB), over the limit"),
+    "an absurd size": (lambda p: declaring(p, 100_000_000), "X declares 100,000,000 images (286.1 GiB), over"),
 }
 LOADED = ("truncated", "y of 11", "y of 0", "y of 2.5", "y of NaN")  # the values must be read to be refused
 

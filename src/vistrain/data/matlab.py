@@ -21,7 +21,8 @@ import math
 import struct
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from functools import partial
+from typing import BinaryIO, Callable, TypeVar
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from vistrain.core.files import (RefusedFile, default_cache_dir, make_folder, op
                                  write_atomic, write_json)
 from vistrain.data.samples import DataError
 
+T = TypeVar("T")
 SVHN_PAGE = "http://ufldl.stanford.edu/housenumbers/"
 MAX_MAT_BYTES = 2 * 2**30  # the file, and X as declared (extra_32x32.mat: 531,131 images, 1.6 GB)
 IMAGE_SHAPE = (32, 32, 3)
@@ -54,17 +56,13 @@ def read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with open_data_file(path, MAX_MAT_BYTES) as file:
             check_header(path, file.read(520))
             file.seek(0)
-            count = check_variables(path, file)
+            check_variables(path, file)
             file.seek(0)
             loaded = _parse(path, lambda: loadmat(file, variable_names=("X", "y"), squeeze_me=False,
                                                   mat_dtype=False, chars_as_strings=False, simplify_cells=False))
     except RefusedFile as error:
         raise DataError(f"{path}: {error}") from None
-    images, labels = loaded.get("X"), loaded.get("y")
-    if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.shape == (*IMAGE_SHAPE, count)
-            and isinstance(labels, np.ndarray) and labels.dtype.kind in "fiu" and labels.shape == (count, 1)):
-        raise DataError(f"{path}: X and y do not hold what the file declares; not {LAYOUT}")
-    labels = labels.ravel()
+    images, labels = loaded["X"], loaded["y"].ravel()  # as declared: loadmat reads the headers whosmat read
     bad = np.flatnonzero(~(np.isfinite(labels) & (labels == np.round(labels)) & (labels >= 1) & (labels <= 10)))
     if bad.size:
         raise DataError(f"{path}: the label of image {bad[0] + 1} is {labels[bad[0]]:g} ({bad.size:,} label(s) not a "
@@ -81,9 +79,9 @@ def check_header(path: Path, head: bytes) -> None:
         raise DataError(f"{path} is not a MATLAB 5.0 MAT-file (it starts with {head[:20]!r}); expected {LAYOUT}")
 
 
-def check_variables(path: Path, file: BinaryIO) -> int:
-    """The number of images, from the variables' declared classes and shapes (nothing is loaded); a DataError
-    for anything but SVHN's X and y, or an X over MAX_MAT_BYTES."""
+def check_variables(path: Path, file: BinaryIO) -> None:
+    """Refuse anything but SVHN's X and y, or an X over MAX_MAT_BYTES, by the variables' declared classes and
+    shapes (nothing is loaded)."""
     from scipy.io import whosmat
 
     declared = {name: (tuple(shape), kind) for name, shape, kind in _parse(path, lambda: whosmat(file))}
@@ -101,10 +99,9 @@ def check_variables(path: Path, file: BinaryIO) -> int:
         raise DataError(f"{path}: y is a {label_kind} array; expected {LAYOUT}")
     if label_shape != (shape[3], 1):
         raise DataError(f"{path}: y is {' x '.join(map(str, label_shape))} for {shape[3]:,} images; expected {LAYOUT}")
-    return shape[3]
 
 
-def _parse(path: Path, read):
+def _parse(path: Path, read: Callable[[], T]) -> T:
     """`read()`, with what scipy raises on a damaged or truncated file as a DataError naming it."""
     from scipy.io.matlab import MatReadError
 
@@ -154,4 +151,4 @@ def write_pngs(folder: Path, images: np.ndarray, digits: np.ndarray) -> None:
         make_folder(folder / str(digit), "the dataset cache")
     for i, digit in enumerate(digits):
         image = Image.fromarray(np.ascontiguousarray(images[..., i]), "RGB")
-        write_atomic(folder / str(digit) / f"{i + 1:0{width}d}.png", lambda file: image.save(file, format="PNG"))
+        write_atomic(folder / str(digit) / f"{i + 1:0{width}d}.png", partial(image.save, format="PNG"))

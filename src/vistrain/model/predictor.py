@@ -92,8 +92,8 @@ class Predictor:
     def describe(self, outputs: np.ndarray, threshold: float | None = None, k: int = 3) -> list[dict]:
         """One plain dict per image: `class` (the top class; the labels over their thresholds joined by ';';
         or the value(s)), `probability` (single-label: of that class), `uncertain` and `top` (name, output)
-        pairs; classes are shown by their names, if the run has them (`labels`). `threshold`: single-label, abstain below it; multilabel, one threshold for every label instead of
-        the tuned ones."""
+        pairs; classes are shown by their names, if the run has them (`labels`). `threshold`: single-label,
+        abstain below it; multilabel, one threshold for every label instead of the tuned ones."""
         self.check_threshold(threshold)
         rows = []
         for row in outputs:
