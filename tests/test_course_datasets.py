@@ -110,6 +110,13 @@ def v73_file(path: Path) -> Path:
     return path
 
 
+def sparse(path: Path, size: int) -> Path:
+    """A file of `size` bytes that takes no room on disk."""
+    with open(path, "wb") as file:
+        file.truncate(size)
+    return path
+
+
 def declaring(path: Path, n: int) -> Path:
     """A small uncompressed SVHN file whose header declares n images (the pixels stay those of 5)."""
     write_mat(path, compress=False, X=crops(5, seed=2), y=svhn_labels(5))
@@ -147,6 +154,7 @@ BAD = {
     "y of 2.5": (lambda p: write_mat(p, X=X, y=Y + 0.5), "the label of image 1 is 1.5 (10 label(s)"),
     "y of NaN": (lambda p: write_mat(p, X=X, y=np.where(Y == 2, np.nan, Y)), "the label of image 2 is nan"),
     "an absurd size": (lambda p: declaring(p, 100_000_000), "X declares 100,000,000 images (286.1 GiB), over"),
+    "a 3 GiB file": (lambda p: sparse(p, 3 * 2**30), "3,072 MiB is over the limit of 2,048 MiB"),
 }
 LOADED = ("truncated", "y of 11", "y of 0", "y of 2.5", "y of NaN")  # the values must be read to be refused
 
@@ -310,6 +318,15 @@ def test_the_ilsvrc_validation_csv_is_recognised_by_its_header(imagenet: Path):
         ("ILSVRC2012_val_00000001.JPEG", ("n02123045",)), ("ILSVRC2012_val_00000002.JPEG", ("n02123045",))]
     assert len(table.rows) == 6
     assert sorted(s.reason.split(": ")[1] for s in table.skipped) == ["empty label", "no such file"]
+
+
+def test_a_label_csv_over_the_size_limit_is_refused_unread(tmp_path: Path):
+    from vistrain.core.files import MAX_FILE_BYTES
+    from vistrain.data.labels_csv import read_label_csv
+    from vistrain.data.samples import DataError
+
+    with pytest.raises(DataError, match="MiB is over the limit of 256 MiB"):
+        read_label_csv(sparse(tmp_path / "LOC_val_solution.csv", MAX_FILE_BYTES + 2**20))
 
 
 def test_evaluate_on_the_ilsvrc_validation_folder(named_run, imagenet: Path):
