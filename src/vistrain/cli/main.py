@@ -41,7 +41,8 @@ def main() -> None:
 
 
 CACHE_DIR = click.option("--cache-dir", type=click.Path(path_type=Path),
-                         help="Feature cache [default: $VISTRAIN_CACHE or ~/.cache/vistrain].")
+                         help="Cache of features, exported backbones and converted datasets (SVHN's .mat) "
+                              "[default: $VISTRAIN_CACHE or ~/.cache/vistrain].")
 
 
 def training_options(command):
