@@ -188,7 +188,7 @@ def package_versions() -> dict[str, str]:
 
 
 def run_config(backbone: Backbone, classes: list[str], task: str, thresholds: list[float] | None, options: dict,
-               best_epoch: int, fine_tune: dict | None, data: dict) -> dict:
+               best_epoch: int, fine_tune: dict | None, data: dict, head_fit: dict | None = None) -> dict:
     """config.json: everything predicting needs (backbone, its preprocessing, classes in index order, task, head,
     thresholds), and how the run was trained."""
     return {
@@ -198,7 +198,8 @@ def run_config(backbone: Backbone, classes: list[str], task: str, thresholds: li
         "classes": classes,
         "task": task,
         **({"thresholds": thresholds} if thresholds else {}),
-        "head": {"kind": options["head"], "hidden": options["hidden"], "dropout": options["dropout"]},
+        "head": {"kind": options["head"], "hidden": options["hidden"], "dropout": options["dropout"],
+                 **({"fit": head_fit} if head_fit else {})},
         "training": {**options, "task": task, "optimizer": "adam", "best_epoch": best_epoch,
                      "best_epoch_rule": "lowest validation loss, across stages"},
         **({"fine_tune": fine_tune} if fine_tune else {}),
