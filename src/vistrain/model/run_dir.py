@@ -193,7 +193,8 @@ def run_config(backbone: Backbone, classes: list[str], task: str, thresholds: li
     thresholds), and how the run was trained."""
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "backbone": {"name": backbone.name, "weights": backbone.weights, "feature_dim": backbone.feature_dim},
+        "backbone": {"name": backbone.name, "weights": backbone.weights, "feature_dim": backbone.feature_dim,
+                     **({"stages": list(options["feature_stages"])} if options.get("feature_stages") else {})},
         "preprocess": backbone.preprocess.to_dict(),
         "classes": classes,
         "task": task,

@@ -12,6 +12,7 @@ import torch
 from rich.markup import escape
 
 from vistrain.backbones import Backbone, get_backbone
+from vistrain.backbones.multi_depth import with_stages
 from vistrain.core.console import console
 from vistrain.core.files import make_folder
 from vistrain.data.datasets import load_dataset
@@ -80,7 +81,7 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     options = options or TrainOptions()
     dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth, options.task, image_root,
                            Decisions.load(decisions) if decisions else None)
-    backbone = get_backbone(options.backbone)
+    backbone = with_stages(get_backbone(options.backbone), tuple(options.feature_stages))
     cache_dir = make_folder(cache_dir or default_cache_dir(), "the feature cache")  # a bad one stops us before the run
     run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, verbose)
     describe_data(dataset, run.say)
