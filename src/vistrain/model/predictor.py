@@ -12,6 +12,7 @@ from rich.markup import escape
 from torch import nn
 
 from vistrain.backbones import Backbone, BackboneUnavailable, get_backbone
+from vistrain.backbones.multi_depth import with_stages
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
 from vistrain.core.files import sha256_file
@@ -56,6 +57,7 @@ class Predictor:
         except BackboneUnavailable as error:
             raise BackboneUnavailable(f"{Path(run) / CONFIG} names a backbone this machine cannot load: {error}") \
                 from None
+        backbone = with_stages(backbone, tuple(config["backbone"].get("stages", ())))
         if backbone.weights != config["backbone"]["weights"]:
             console.print(
                 f"[yellow]warning:[/] the run was trained with {escape(config['backbone']['weights'])}, "

@@ -205,18 +205,21 @@ def class_labels_of(config: dict) -> list[str]:
 
 
 def run_config(backbone: Backbone, classes: list[str], task: str, thresholds: list[float] | None, options: dict,
-               best_epoch: int, fine_tune: dict | None, data: dict, class_names: dict[str, str] | None = None) -> dict:
+               best_epoch: int, fine_tune: dict | None, data: dict, class_names: dict[str, str] | None = None,
+               head_fit: dict | None = None) -> dict:
     """config.json: everything predicting needs (backbone, its preprocessing, classes in index order and their
     names, task, head, thresholds), and how the run was trained."""
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "backbone": {"name": backbone.name, "weights": backbone.weights, "feature_dim": backbone.feature_dim},
+        "backbone": {"name": backbone.name, "weights": backbone.weights, "feature_dim": backbone.feature_dim,
+                     **({"stages": list(options["feature_stages"])} if options.get("feature_stages") else {})},
         "preprocess": backbone.preprocess.to_dict(),
         "classes": classes,
         **({"class_names": class_names} if class_names else {}),
         "task": task,
         **({"thresholds": thresholds} if thresholds else {}),
-        "head": {"kind": options["head"], "hidden": options["hidden"], "dropout": options["dropout"]},
+        "head": {"kind": options["head"], "hidden": options["hidden"], "dropout": options["dropout"],
+                 **({"fit": head_fit} if head_fit else {})},
         "training": {**options, "task": task, "optimizer": "adam", "best_epoch": best_epoch,
                      "best_epoch_rule": "lowest validation loss, across stages"},
         **({"fine_tune": fine_tune} if fine_tune else {}),

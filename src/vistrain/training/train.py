@@ -12,6 +12,7 @@ import torch
 from rich.markup import escape
 
 from vistrain.backbones import Backbone, get_backbone
+from vistrain.backbones.multi_depth import with_stages
 from vistrain.core.console import console
 from vistrain.core.files import default_cache_dir, make_folder
 from vistrain.data.class_names import class_labels, name_classes
@@ -30,6 +31,7 @@ from vistrain.training.distributed import Context
 from vistrain.training.engine import BestSoFar, EpochResult, Stage, evaluate, fit, training_loader
 from vistrain.training.features_stage import FeatureSet, compute_features, warn_about_imbalance
 from vistrain.training.fine_tune import STAGE as FINE_TUNE, fine_tune
+from vistrain.training.linear_head import fit_logistic_head
 from vistrain.training.options import TrainOptions
 
 FROZEN = "frozen"
@@ -65,6 +67,7 @@ class Trained:
     best: BestSoFar
     backbone: torch.nn.Module | None = None  # fine-tuned, and better than the frozen head
     fine_tune: dict = field(default_factory=dict)  # what config.json records of fine-tuning
+    head_fit: dict = field(default_factory=dict)  # what config.json records of a closed-form head's fit
 
 
 def train(data: str | Path, out: str | Path | None = None, options: TrainOptions | None = None,
@@ -82,7 +85,7 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
                            Decisions.load(decisions) if decisions else None, cache_dir)
     if class_names is not None:
         dataset.class_names = name_classes(dataset.classes, class_names)
-    backbone = get_backbone(options.backbone)
+    backbone = with_stages(get_backbone(options.backbone), tuple(options.feature_stages))
     run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, verbose, class_names)
     describe_data(dataset, run.say, class_names)
     features = compute_features(dataset, backbone, cache_dir, options.augment_views, run.context, run.say, verbose)
@@ -172,6 +175,16 @@ def train_head(features: FeatureSet, dataset: Dataset, backbone: Backbone, optio
                       options.hidden, options.dropout, rescale=task == "regression")
     if task == "regression":
         head[-1].fit(train_y)
+    if options.head == "logistic":
+        if options.class_weight or options.sampler:
+            raise ValueError("--class-weight and --sampler apply to the mlp and linear heads; the logistic head "
+                             "tunes its multi-class decision rule for macro F1 instead")
+        best = BestSoFar()
+        history, details = fit_logistic_head(head, features.train, features.val, task, options.seed, best)
+        run.say(f"logistic head: C = {details['strength']:g} (cross-validated on the training images)"
+                + (f", decision offsets {details['decision_offsets']}" if "decision_offsets" in details else "")
+                + f"; val_loss {history[0].val_loss:.4f}  val_{tasks.SCORE_NAMES[task]} {history[0].val_score:.4f}")
+        return Trained(head, history, [FROZEN], best, head_fit=details)
     weights, sample_weights = _loss_weights(task, train_y, len(dataset.classes), options)
     generator = torch.Generator().manual_seed(options.seed)
     loader = training_loader(torch.utils.data.TensorDataset(train_x, train_y), options.batch_size, generator,
@@ -263,6 +276,7 @@ def write_run(run: Run, data: str | Path, dataset: Dataset, backbone: Backbone, 
         config=run_dir.run_config(
             backbone=backbone, classes=dataset.classes, task=dataset.task, thresholds=predictions.thresholds,
             options=asdict(options), best_epoch=best_epoch(trained), fine_tune=fine_tune or None,
+            head_fit=trained.head_fit or None,
             data={"source": str(Path(data).resolve()), "layout": dataset.layout,
                   "n_train": len(features.train_images[0]), "n_val": len(features.val_paths)},
             class_names=dataset.class_names))
