@@ -3,18 +3,47 @@ bodies too large or chunked without end, too many files or pixels, script in cla
 
 from __future__ import annotations
 
+import json
+import re
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, shape_image
+from test_deploy import multipart, png
 from vistrain.backbones import get_backbone
 from vistrain.data.images import load_rgb
 from vistrain.features.transforms import eval_transform
 
 PREPROCESS = get_backbone("efficientnet_lite0").preprocess
+MAX_RSS = 2 * 2**30  # the issue's target for the server under a flood of bombs
+MAX_BYTES = 1_000_000
+MAX_FILES = 3
+MAX_QUEUED = 4
+DECODE_THREADS = 2
+
+
+def post(url: str, files: list[tuple[str, bytes]], timeout: float = 600) -> tuple[int, dict]:
+    """(status, JSON answer) of POST /predict with `files` (a bomb takes seconds to decode on a busy machine)."""
+    body, content_type = multipart(files)
+    request = urllib.request.Request(url + "/predict", body, {"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 # ---- decoding: large images are reduced as they are decoded, ordinary ones are exact ----
@@ -66,3 +95,173 @@ def test_a_reduced_image_keeps_its_exif_orientation(tmp_path: Path):
     assert reduced.info["source_size"] == exact.info["source_size"] == (2200, 3000)
     shrunk = np.asarray(exact.resize(reduced.size, Image.Resampling.BOX), dtype=float)
     assert np.abs(shrunk - np.asarray(reduced, dtype=float)).mean() < 10  # upright, not turned
+
+
+# ---- a real server process: memory, request size, files, pixels ----
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServerProcess:
+    """`vistrain serve RUN OPTIONS...` in a child process on a free loopback port; its memory read from /proc."""
+
+    def __init__(self, run: Path, *options: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen([sys.executable, "-m", "vistrain", "serve", str(run), "--port", str(self.port),
+                                         *options], stdout=self.log, stderr=subprocess.STDOUT)
+
+    def __enter__(self) -> "ServerProcess":
+        deadline = time.monotonic() + 120
+        while True:
+            assert self.process.poll() is None, f"the server exited: {self.output()}"
+            assert time.monotonic() < deadline, "the server did not start"
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=5):
+                    return self
+            except OSError:
+                time.sleep(0.2)
+
+    def __exit__(self, *_) -> None:
+        self.process.kill()
+        self.process.wait(30)
+        self.log.close()
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-3000:]
+
+    def memory(self, field: str) -> int:
+        """VmRSS (now) or VmHWM (the peak so far) in bytes."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(rf"^{field}:\s+(\d+) kB", status, re.M).group(1)) * 1024
+
+
+@pytest.fixture(scope="module")
+def served(run: Path):
+    with ServerProcess(run, "--max-bytes", str(MAX_BYTES), "--max-files", str(MAX_FILES), "--max-queued",
+                       str(MAX_QUEUED), "--decode-threads", str(DECODE_THREADS)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory) -> bytes:
+    """The issue's bomb: a 280 kB PNG of 9400 x 9400 RGB pixels, just under Pillow's decompression-bomb limit."""
+    path = tmp_path_factory.mktemp("bomb") / "bomb.png"
+    Image.new("RGB", (9400, 9400), (40, 120, 200)).save(path)
+    return path.read_bytes()
+
+
+def test_health_shows_the_limits(served: ServerProcess):
+    with urllib.request.urlopen(served.url + "/health") as response:
+        limits = json.loads(response.read())["limits"]
+    assert limits == {"max_bytes": MAX_BYTES, "max_files": MAX_FILES, "max_pixels": 100_000_000,
+                      "decode_threads": DECODE_THREADS, "max_queued": MAX_QUEUED,
+                      "max_image_pixels": Image.MAX_IMAGE_PIXELS}
+
+
+def test_a_flood_of_bombs_keeps_memory_bounded_and_every_answer_clear(served: ServerProcess, bomb: bytes):
+    answers: list[tuple[int, dict]] = []
+    done, peaks = threading.Event(), [0]
+
+    def watch() -> None:  # the server is killed rather than let it take the machine's memory
+        while not done.is_set() and served.process.poll() is None:
+            try:
+                peaks[0] = max(peaks[0], served.memory("VmRSS"))
+            except (OSError, AttributeError):  # exited meanwhile
+                break
+            if peaks[0] > MAX_RSS:
+                served.process.kill()
+            time.sleep(0.02)
+
+    def client() -> None:
+        try:
+            answers.append(post(served.url, [("bomb.png", bomb)]))
+        except OSError as error:
+            answers.append((0, {"error": repr(error)}))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    clients = [threading.Thread(target=client) for _ in range(16)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join()
+    done.set()
+    watcher.join()
+    assert served.process.poll() is None, f"killed at {peaks[0] / 2**30:.2f} GiB of RSS"
+    assert served.memory("VmHWM") < MAX_RSS
+    statuses = sorted(status for status, _ in answers)
+    assert set(statuses) == {200, 503}, statuses  # decoded, or refused at once while 2 + 4 images are in hand
+    assert statuses.count(200) >= DECODE_THREADS + MAX_QUEUED
+    assert all("busy" in answer["error"] for status, answer in answers if status == 503)
+    assert post(served.url, [("fine.png", png(shape_image("circle", 5)))])[0] == 200
+
+
+def send_until_answered(url: str, name: str, size: int, chunked: bool) -> tuple[int, int, dict]:
+    """POST a multipart body with one file of `size` zero bytes over a raw socket, chunked or with its length, until
+    the server answers: (bytes sent, status, JSON answer)."""
+    boundary = uuid.uuid4().hex
+    host, port = url.removeprefix("http://").split(":")
+    body = [f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n\r\n'.encode()]
+    body += [bytes(min(65536, size - start)) for start in range(0, size, 65536)]
+    body.append(f"\r\n--{boundary}--\r\n".encode())
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {sum(map(len, body))}"
+    pieces = [f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+              f"{framing}\r\n\r\n".encode()]
+    pieces += [b"%x\r\n%s\r\n" % (len(b), b) for b in body] + [b"0\r\n\r\n"] if chunked else body
+    sent, answer = 0, b""
+    with socket.create_connection((host, int(port)), timeout=60) as connection:
+        for piece in pieces:
+            readable, _, _ = select.select([connection], [], [], 0)
+            if readable:
+                break
+            try:
+                connection.sendall(piece)
+            except OSError:
+                break
+            sent += len(piece)
+        while chunk := connection.recv(65536):
+            answer += chunk
+            if re.search(rb"\r\n\r\n\{.*\}$", answer, re.S):
+                break
+    head, _, content = answer.partition(b"\r\n\r\n")
+    return sent, int(head.split()[1]), json.loads(content)
+
+
+def test_a_chunked_body_is_refused_as_soon_as_it_passes_max_bytes(served: ServerProcess):
+    sent, status, answer = send_until_answered(served.url, "endless.png", 64 * MAX_BYTES, chunked=True)
+    assert status == 413 and f"{MAX_BYTES:,} bytes" in answer["error"]
+    assert sent < 12 * MAX_BYTES  # the limit plus what the sockets' buffers hold, not the 64 MB
+
+
+def test_a_declared_length_over_max_bytes_is_refused_unread(served: ServerProcess):
+    sent, status, answer = send_until_answered(served.url, "big.png", 20 * MAX_BYTES, chunked=False)
+    assert status == 413 and "over the limit" in answer["error"]
+    assert sent < 12 * MAX_BYTES
+
+
+def test_max_bytes_counts_the_whole_request(served: ServerProcess):
+    files = [(f"{i}.png", png(shape_image("circle", i)) + bytes(MAX_BYTES // 3)) for i in range(3)]
+    status, answer = post(served.url, files)  # each file under max_bytes, all three together over it
+    assert status == 413 and f"{MAX_BYTES:,}" in answer["error"]
+
+
+def test_too_many_files_are_refused(served: ServerProcess):
+    image = png(shape_image("square", 1))
+    status, answer = post(served.url, [(f"{i}.png", image) for i in range(MAX_FILES + 1)])
+    assert status == 400 and "Too many files" in answer["error"]
+    assert post(served.url, [(f"{i}.png", image) for i in range(MAX_FILES)])[0] == 200
+
+
+def test_the_pixels_of_a_request_are_limited_in_all(served: ServerProcess, tmp_path: Path):
+    Image.new("L", (8000, 8000), 90).save(tmp_path / "wide.png")  # 64 Mpx: one fits in 100 Mpx, two do not
+    wide = (tmp_path / "wide.png").read_bytes()
+    status, answer = post(served.url, [("first.png", wide), ("second.png", wide)])
+    assert status == 413 and answer["filename"] == "second.png" and "pixels" in answer["error"]
+    assert post(served.url, [("first.png", wide)])[0] == 200
