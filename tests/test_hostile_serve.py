@@ -22,9 +22,10 @@ import pytest
 from PIL import Image
 
 from conftest import SHARED_DATA, shape_image
-from test_deploy import multipart, png
+from test_deploy import Server, multipart, png
 from vistrain.backbones import get_backbone
 from vistrain.data.images import load_rgb
+from vistrain.deploy.serve import create_app
 from vistrain.features.transforms import eval_transform
 
 PREPROCESS = get_backbone("efficientnet_lite0").preprocess
@@ -145,7 +146,7 @@ class ServerProcess:
 @pytest.fixture(scope="module")
 def served(run: Path):
     with ServerProcess(run, "--max-bytes", str(MAX_BYTES), "--max-files", str(MAX_FILES), "--max-queued",
-                       str(MAX_QUEUED), "--decode-threads", str(DECODE_THREADS)) as server:
+                       str(MAX_QUEUED), "--decode-threads", str(DECODE_THREADS), "--docs") as server:
         yield server
 
 
@@ -265,3 +266,16 @@ def test_the_pixels_of_a_request_are_limited_in_all(served: ServerProcess, tmp_p
     status, answer = post(served.url, [("first.png", wide), ("second.png", wide)])
     assert status == 413 and answer["filename"] == "second.png" and "pixels" in answer["error"]
     assert post(served.url, [("first.png", wide)])[0] == 200
+
+
+# ---- the API documentation: hidden unless asked for ----
+
+
+def test_api_docs_are_hidden_unless_asked_for(run: Path, served: ServerProcess):
+    with Server(create_app(run)) as hidden:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(hidden.url + path)
+            assert refused.value.code == 404
+            with urllib.request.urlopen(served.url + path) as response:  # vistrain serve --docs
+                assert response.status == 200

@@ -133,14 +133,15 @@ def export(run: Path, output_format: str, out: Path | None) -> None:
 @click.option("--max-batch", default=16, type=click.IntRange(1), help="Most images in one forward pass.")
 @click.option("--max-wait-ms", default=5.0, type=click.FloatRange(0),
               help="How long the first image of a batch waits for others.")
+@click.option("--docs", is_flag=True, help="Also serve the API's documentation: /docs, /redoc and /openapi.json.")
 @friendly_errors
 def serve(run: Path, host: str, port: int, threshold: float | None, max_bytes: int, max_files: int, max_pixels: int,
-          decode_threads: int, max_queued: int, max_batch: int, max_wait_ms: float) -> None:
+          decode_threads: int, max_queued: int, max_batch: int, max_wait_ms: float, docs: bool) -> None:
     """Serve the model in RUN over HTTP: POST /predict (multipart field `files`), GET /health, and a web page at /."""
     import uvicorn
 
     from vistrain.deploy.serve import create_app
 
     limits = Limits(max_bytes, max_files, max_pixels, decode_threads, max_queued)
-    app = create_app(run, threshold, limits, max_batch, max_wait_ms / 1000)
+    app = create_app(run, threshold, limits, max_batch, max_wait_ms / 1000, docs)
     uvicorn.run(app, host=host, port=port)

@@ -73,8 +73,9 @@ class MicroBatcher:
 
 
 def create_app(run: str | Path, threshold: float | None = None, limits: Limits = Limits(), max_batch: int = 16,
-               max_wait: float = 0.005) -> FastAPI:
-    """The web app for the model in `run`: POST /predict, GET /health and GET / (the page)."""
+               max_wait: float = 0.005, docs: bool = False) -> FastAPI:
+    """The web app for the model in `run`: POST /predict, GET /health and GET / (the page); with `docs`, also
+    FastAPI's /docs, /redoc and /openapi.json."""
     predictor = Predictor.from_run(run)
     predictor.check_threshold(threshold)
     transform = eval_transform(predictor.preprocess, output="uint8")
@@ -98,7 +99,8 @@ def create_app(run: str | Path, threshold: float | None = None, limits: Limits =
         worker.cancel()
         decoders.close()
 
-    app = FastAPI(title="vistrain", lifespan=lifespan)
+    shown = {"docs_url": "/docs", "redoc_url": "/redoc", "openapi_url": "/openapi.json"}
+    app = FastAPI(title="vistrain", lifespan=lifespan, **{key: path if docs else None for key, path in shown.items()})
     app.state.batcher = batcher
     app.state.decoders = decoders
     page = render("serve.html.j2", info=info)
