@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED_DATA, shape_image
-from test_deploy import Server, multipart, png
+from conftest import SHARED_DATA, invoke, shape_image
+from test_deploy import CHROMIUM, Server, multipart, png
 from vistrain.backbones import get_backbone
 from vistrain.data.images import load_rgb
 from vistrain.deploy.serve import create_app
@@ -279,3 +279,80 @@ def test_api_docs_are_hidden_unless_asked_for(run: Path, served: ServerProcess):
             assert refused.value.code == 404
             with urllib.request.urlopen(served.url + path) as response:  # vistrain serve --docs
                 assert response.status == 200
+
+
+# ---- script in class and file names ----
+
+HOSTILE_CLASSES = ("<img src=x onerror=window.__pwned=1>", '"><svg onload=window.__pwned=2>')
+HOSTILE_FILE = '"><svg onload=window.__pwned=3>'
+HOSTILE_BROKEN = "<img src=y onerror=window.__pwned=4>.png"
+
+
+def test_templates_escape_every_value():
+    from vistrain.core.html import render
+
+    page = render("serve.html.j2", info={"task": "binary", "backbone": {"name": "<b>x</b>"}, "classes": ["<i>c</i>"]})
+    assert "<i>c</i>" not in page and "&lt;i&gt;c&lt;/i&gt;" in page and "&lt;b&gt;x&lt;/b&gt;" in page
+    templates = Path(__file__).resolve().parents[1] / "src" / "vistrain" / "templates"
+    for template in templates.glob("*.j2"):
+        text = template.read_text()
+        assert not re.search(r"\|\s*safe\b", text), f"{template.name} bypasses escaping"
+        for script in re.findall(r"<script.*?</script>", text, re.S):  # values in script need |tojson
+            assert all("tojson" in value for value in re.findall(r"\{\{.*?\}\}", script, re.S)), template.name
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory) -> Path:
+    """A run trained on class folders and files whose names are HTML that runs script, and an unreadable file."""
+    root = tmp_path_factory.mktemp("hostile")
+    for c, (name, kind) in enumerate(zip(HOSTILE_CLASSES, ("circle", "square"))):
+        for split, count in (("train", 8), ("val", 4)):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                shape_image(kind, 100 * c + 10 * (split == "val") + i).save(folder / f"{HOSTILE_FILE} {i}.png")
+    (root / "train" / HOSTILE_CLASSES[0] / HOSTILE_BROKEN).write_bytes(b"not an image")
+    out = tmp_path_factory.mktemp("runs") / "hostile"
+    result = invoke("train", root, "--out", out, "--epochs", "3", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def open_page(url: str, upload: Path | None = None) -> dict:
+    """Open `url` in headless Chromium (and upload a file on the serve page): what a script could have done, and
+    the page's text."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync"])
+        page = browser.new_page()
+        page.goto(url)
+        if upload:
+            page.set_input_files("#file", str(upload))
+            page.wait_for_selector("#result[data-state=done]", timeout=60_000)
+        page.wait_for_timeout(500)  # let broken images fire their error handlers
+        seen = {"pwned": page.evaluate("window.__pwned"), "text": page.inner_text("body"),
+                "title": page.title(), "injected": page.locator("body svg, body img[src=x], body img[src=y]").count()}
+        browser.close()
+    return seen
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (`apt-get install chromium`)")
+def test_hostile_names_are_text_in_the_report(hostile_run: Path):
+    assert invoke("inspect", hostile_run).exit_code == 0
+    seen = open_page((hostile_run / "report.html").resolve().as_uri())
+    assert seen["pwned"] is None and seen["injected"] == 0
+    assert all(name in seen["text"] for name in HOSTILE_CLASSES)
+    assert f"{HOSTILE_FILE} 0.png" in seen["text"] and HOSTILE_BROKEN in seen["text"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (`apt-get install chromium`)")
+def test_hostile_names_are_text_on_the_serve_page(hostile_run: Path, tmp_path: Path):
+    upload = tmp_path / f"{HOSTILE_FILE}.png"
+    shape_image("circle", 77).save(upload)
+    with Server(create_app(hostile_run)) as server:
+        seen = open_page(server.url + "/", upload)
+    assert seen["pwned"] is None and seen["injected"] == 0
+    assert all(name in seen["text"] and name in seen["title"] for name in HOSTILE_CLASSES)
+    assert HOSTILE_CLASSES[0] in seen["text"].split("Drop an image")[1]  # the prediction, shown as text
