@@ -25,6 +25,7 @@ from conftest import SHARED_DATA, invoke, shape_image
 from test_deploy import CHROMIUM, Server, multipart, png
 from vistrain.backbones import get_backbone
 from vistrain.data.images import load_rgb
+from vistrain.deploy.limits import Limits
 from vistrain.deploy.serve import create_app
 from vistrain.features.transforms import eval_transform
 
@@ -256,8 +257,16 @@ def test_max_bytes_counts_the_whole_request(served: ServerProcess):
 def test_too_many_files_are_refused(served: ServerProcess):
     image = png(shape_image("square", 1))
     status, answer = post(served.url, [(f"{i}.png", image) for i in range(MAX_FILES + 1)])
-    assert status == 400 and "Too many files" in answer["error"]
+    assert status == 413 and answer["error"] == f"more than {MAX_FILES} files in one request", answer
     assert post(served.url, [(f"{i}.png", image) for i in range(MAX_FILES)])[0] == 200
+
+
+def test_a_request_with_too_many_files_gets_its_answer(run: Path):
+    image = png(shape_image("square", 2))
+    files = [(f"{i}.png", image) for i in range(MAX_FILES)] + [("late.png", bytes(40_000_000))]
+    with Server(create_app(run, limits=Limits(max_bytes=50_000_000, max_files=MAX_FILES))) as server:
+        status, answer = post(server.url, files)  # urllib sends it all before it reads the answer
+    assert status == 413 and answer["error"] == f"more than {MAX_FILES} files in one request", answer
 
 
 def test_the_pixels_of_a_request_are_limited_in_all(served: ServerProcess, tmp_path: Path):

@@ -51,8 +51,8 @@ async def _counted(stream: AsyncIterator[bytes], max_bytes: int) -> AsyncIterato
 
 @asynccontextmanager
 async def uploaded_files(request: Request, limits: Limits) -> AsyncIterator[list[UploadFile]]:
-    """The request's files under FIELD, read within `limits`; BadUpload for a body that is too large (413) or is
-    not multipart form data with at most `max_files` files (400). The files are closed on leaving.
+    """The request's files under FIELD, read within `limits`; BadUpload for a body that is too large or has more
+    than `max_files` files (413), or is not multipart form data (400). The files are closed on leaving.
 
     A body declared larger than `max_bytes` is refused unparsed: when it is declared at most twice `max_bytes`, once
     it has been read to its end and thrown away (so that clients which send everything before they read, such as
@@ -68,12 +68,16 @@ async def uploaded_files(request: Request, limits: Limits) -> AsyncIterator[list
                         cut_off=size > 2 * limits.max_bytes)
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise BadUpload(400, "", f"send images as multipart/form-data under the field '{FIELD}'")
-    parser = MultiPartParser(request.headers, _counted(request.stream(), limits.max_bytes),
-                             max_files=limits.max_files, max_fields=limits.max_files)
+    body = _counted(request.stream(), limits.max_bytes)
+    parser = MultiPartParser(request.headers, body, max_files=limits.max_files, max_fields=limits.max_files)
     try:
         form = await parser.parse()
-    except MultiPartException as error:  # malformed, or too many files
-        raise BadUpload(400, "", error.message) from None
+    except MultiPartException as error:  # malformed, or stopped at the header of one file too many
+        if not error.message.startswith("Too many files"):
+            raise BadUpload(400, "", error.message) from None
+        async for _ in body:  # read to its end (at most max_bytes) and thrown away, so that the client gets the answer
+            pass
+        raise BadUpload(413, "", f"more than {limits.max_files} files in one request") from None
     try:
         yield [item for item in form.getlist(FIELD) if isinstance(item, UploadFile)]
     finally:
