@@ -277,6 +277,22 @@ def test_the_pixels_of_a_request_are_limited_in_all(served: ServerProcess, tmp_p
     assert post(served.url, [("first.png", wide)])[0] == 200
 
 
+def test_an_image_over_pillows_limit_is_refused_before_it_is_decoded(served: ServerProcess, tmp_path: Path):
+    Image.new("L", (9500, 9500), 90).save(tmp_path / "huge.png")  # 90.25 Mpx: under max_pixels, over Pillow's limit
+    status, answer = post(served.url, [("huge.png", (tmp_path / "huge.png").read_bytes())])
+    assert status == 415 and answer["filename"] == "huge.png" and "decompression bomb" in answer["error"]
+
+
+def test_refusals_say_when_to_retry_and_when_the_connection_closes():
+    from vistrain.deploy.serve import refusal
+    from vistrain.deploy.uploads import BadUpload
+
+    busy, cut = refusal(BadUpload(503, "", "busy")), refusal(BadUpload(413, "", "too large", cut_off=True))
+    assert busy.headers["retry-after"] == "1" and "connection" not in busy.headers
+    assert cut.headers["connection"] == "close" and "retry-after" not in cut.headers
+    assert json.loads(cut.body) == {"error": "too large", "filename": ""}
+
+
 # ---- the API documentation: hidden unless asked for ----
 
 
