@@ -39,9 +39,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         cache = ["--cache-dir", str(scratch / "cache")]
-        from vistrain.data.demo import elpv_csv
+        from vistrain.data.demo import elpv_csv, elpv_root
 
-        sources = {"elpv (binary)": ["--labels", str(elpv_csv(scratch, "binary"))]}
+        sources = {"elpv (binary)": ["--labels", str(elpv_csv(scratch, "binary")), "--image-root", str(elpv_root())]}
         if CATS_VS_DOGS.is_dir():
             sources = {"cats-vs-dogs": [str(CATS_VS_DOGS)], **sources}
         for name, source in sources.items():

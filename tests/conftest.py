@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import os
 import random
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +77,45 @@ def run(shapes_split: Path, tmp_path_factory) -> Path:
     result = invoke("train", shapes_split, "--out", out, *TRAIN_ARGS)
     assert result.exit_code == 0, result.output
     return out
+
+
+def tree_state(root: Path) -> dict[str, tuple]:
+    """Every entry below `root`, links not followed: a file's mode and SHA-256 (read a chunk at a time), a link's
+    target, anything else's mode (a FIFO or a device is never opened; nor a file we may not read)."""
+    state = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                state[str(path)] = ("link", os.readlink(path))
+            elif stat.S_ISREG(info.st_mode) and os.access(path, os.R_OK):
+                digest = hashlib.sha256()
+                with open(path, "rb") as file:
+                    for block in iter(lambda: file.read(1 << 20), b""):
+                        digest.update(block)
+                state[str(path)] = ("file", info.st_mode, digest.hexdigest())
+            else:
+                state[str(path)] = ("other", info.st_mode)
+    return state
+
+
+@pytest.fixture
+def sources_unchanged(monkeypatch):
+    """Every `split` in the test (command line or library) must leave its sources as they were, byte for byte, links
+    and their targets included: the source folder, or a CSV's image root (by default the CSV's folder)."""
+    from vistrain.data import organise
+
+    split_dataset = organise.split_dataset
+
+    def checked(*args, **kwargs):
+        arguments = inspect.signature(split_dataset).bind(*args, **kwargs).arguments
+        source = Path(arguments["source"])
+        root = (arguments.get("image_root") or source.parent) if source.is_file() else source
+        before = tree_state(root)
+        try:
+            return split_dataset(*args, **kwargs)
+        finally:
+            assert tree_state(root) == before, f"split changed its sources in {root}"
+
+    monkeypatch.setattr(organise, "split_dataset", checked)

@@ -64,12 +64,12 @@ def test_check_lists_the_near_duplicates_in_cats_vs_dogs():
 def test_elpv_drives_all_four_tasks(tmp_path: Path):
     """The PyPI elpv solar cells, one shared seeded split: every task trains and reaches what was measured
     (benchmarks/elpv_tasks.py), less a margin."""
-    from vistrain.data.demo import elpv_csv
+    from vistrain.data.demo import elpv_csv, elpv_root
     from vistrain.training.options import TrainOptions
 
     def metrics(task: str) -> dict:
         return train(elpv_csv(tmp_path, task), tmp_path / task, TrainOptions(task=task), cache_dir=tmp_path / "cache",
-                     verbose=False).metrics
+                     image_root=elpv_root(), verbose=False).metrics
 
     binary = metrics("binary")
     assert binary["accuracy"] >= 0.84 and binary["roc_auc"] >= 0.90

@@ -316,7 +316,8 @@ HOSTILE_BROKEN = "<img src=y onerror=window.__pwned=4>.png"
 def test_templates_escape_every_value():
     from vistrain.core.html import render
 
-    page = render("serve.html.j2", info={"task": "binary", "backbone": {"name": "<b>x</b>"}, "classes": ["<i>c</i>"]})
+    page = render("serve.html.j2", info={"task": "binary", "backbone": {"name": "<b>x</b>"}, "classes": ["<i>c</i>"]},
+                  labels=["<i>c</i>"])
     assert "<i>c</i>" not in page and "&lt;i&gt;c&lt;/i&gt;" in page and "&lt;b&gt;x&lt;/b&gt;" in page
     templates = Path(__file__).resolve().parents[1] / "src" / "vistrain" / "templates"
     for template in templates.glob("*.j2"):

@@ -1,8 +1,13 @@
-"""`vistrain split`: flat Kaggle-style folders, nested class trees and CSV lists into train/val(/test)."""
+"""`vistrain split`: flat Kaggle-style folders, nested class trees and CSV lists into train/val(/test).
+
+Every split here runs under `sources_unchanged`: its sources come out byte for byte as they went in.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +16,9 @@ import pytest
 from conftest import invoke, shape_image
 from vistrain.data.datasets import load_dataset
 from vistrain.data.folders import label_class_tree, label_flat_folder
+from vistrain.data.organise import split_dataset
+
+pytestmark = pytest.mark.usefixtures("sources_unchanged")
 
 
 def write(path: Path, seed: int = 0) -> Path:
@@ -21,6 +29,20 @@ def write(path: Path, seed: int = 0) -> Path:
 
 def counts(root: Path) -> dict[tuple[str, str], int]:
     return dict(Counter((p.parent.parent.name, p.parent.name) for p in root.glob("*/*/*")))
+
+
+def placed(root: Path) -> list[str]:
+    """Every file in DEST's split folders, as split/class/name."""
+    return sorted(p.relative_to(root).as_posix() for p in root.glob("*/*/*"))
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def contents(root: Path, leave_out: tuple[Path, ...] = ()) -> list[tuple[str, str, str]]:
+    """Every file in DEST's split folders as (split, class, SHA-256 of its bytes), whatever its name."""
+    return sorted((p.parent.parent.name, p.parent.name, digest(p)) for p in root.glob("*/*/*") if p not in leave_out)
 
 
 @pytest.fixture
@@ -72,6 +94,47 @@ def test_refuses_a_non_empty_destination_unless_forced(flat: Path, tmp_path: Pat
     assert forced.exit_code == 0 and (tmp_path / "out" / "keep.txt").read_text() == "mine"
 
 
+def test_a_forced_re_split_holds_exactly_the_new_split(flat: Path, tmp_path: Path):
+    """--force into an earlier split takes back what that split placed (listed in DEST/.vistrain-split.json), so
+    DEST holds exactly the new assignment: no image in both train and val, no test/ left over. Files vistrain did
+    not place, or that changed since, are left alone and named."""
+    out = tmp_path / "out"
+    assert invoke("split", flat, out, "--copy", "--seed", "0", "--test-fraction", "0.2").exit_code == 0
+    assert (out / "test").is_dir() and (out / ".vistrain-split.json").is_file()
+    replaced = next((out / "train" / "cat").iterdir())
+    replaced.unlink()
+    replaced.write_bytes(b"the user's own file, where vistrain had placed one")
+    (out / "train" / "cat" / "mine.txt").write_text("mine")
+    again = invoke("split", flat, out, "--seed", "1", "--force")
+    assert again.exit_code == 0, again.output
+    assert invoke("split", flat, tmp_path / "fresh", "--seed", "1").exit_code == 0
+    theirs = (replaced, out / "train" / "cat" / "mine.txt")
+    assert contents(out, leave_out=theirs) == contents(tmp_path / "fresh") and not (out / "test").exists()
+    assert replaced.read_bytes().startswith(b"the user's own") and (out / "train" / "cat" / "mine.txt").is_file()
+    assert "left alone" in again.stderr and "mine.txt" in again.stderr
+    assert load_dataset(out).classes == ["cat", "dog"]
+
+
+def test_colliding_names_get_distinct_names_and_the_counts_are_the_files_written(tmp_path: Path):
+    """a/img/1.jpg ... e/img/1.jpg of one class all map to `1.jpg`: each gets its own name (parent folders in
+    front), and the table counts the files actually in DEST."""
+    src = tmp_path / "src"
+    rows = [f"{folder}/img/1.jpg,x" for folder in "abcde"] + [f"other/{i}.png,y" for i in range(5)]
+    for i, row in enumerate(rows):
+        write(src / row.split(",")[0], i)
+    (src / "labels.csv").write_text("\n".join(rows) + "\n")
+    result = invoke("split", src / "labels.csv", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    assert counts(out) == {("train", "x"): 4, ("val", "x"): 1, ("train", "y"): 4, ("val", "y"): 1}
+    assert re.search(r"x\s*│\s*4\s*│\s*1\s*│", result.stdout)
+    assert re.search(r"total\s*│\s*8\s*│\s*2\s*│", result.stdout)
+    assert sorted(map(digest, out.glob("*/x/*"))) == sorted(digest(src / r.split(",")[0]) for r in rows[:5])
+    again = split_dataset(src / "labels.csv", tmp_path / "again")
+    assert placed(tmp_path / "again") == placed(out)  # deterministic names
+    assert sum(len(files) for classes in again.written.values() for files in classes.values()) == 10
+
+
 def test_custom_pattern_needs_a_label_group(flat: Path, tmp_path: Path):
     bad = invoke("split", flat, tmp_path / "out", "--pattern", "^[a-z]+")
     assert bad.exit_code == 1 and "named group" in bad.stderr
@@ -114,13 +177,14 @@ def test_split_then_train_agree_on_tiny_classes(tmp_path: Path):
 
 
 def test_csv_list_with_bad_rows_reported_by_line(tmp_path: Path):
+    src = tmp_path / "src"
     for i in range(5):
-        write(tmp_path / "img" / f"a{i}.png", i)
-        write(tmp_path / "img" / f"b{i}.png", 10 + i)
+        write(src / "img" / f"a{i}.png", i)
+        write(src / "img" / f"b{i}.png", 10 + i)
     rows = ["path,label"] + [f"img/a{i}.png,ants" for i in range(5)] + [f"img/b{i}.png,bees" for i in range(5)]
     rows += ["img/missing.png,ants", "img/a0.png,"]
-    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
-    result = invoke("split", tmp_path / "labels.csv", tmp_path / "out")
+    (src / "labels.csv").write_text("\n".join(rows) + "\n")
+    result = invoke("split", src / "labels.csv", tmp_path / "out")
     assert result.exit_code == 0
     assert counts(tmp_path / "out") == {("train", "ants"): 4, ("val", "ants"): 1, ("train", "bees"): 4,
                                         ("val", "bees"): 1}

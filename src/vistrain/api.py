@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
+
 from vistrain.analysis.evaluate import Evaluation
 from vistrain.analysis.evaluate import evaluate as evaluate_run
 from vistrain.analysis.inspect import Inspection
@@ -26,11 +28,15 @@ from vistrain.training.train import TrainResult
 
 def train(data: str | Path, out: str | Path | None = None, options: TrainOptions | None = None, *,
           cache_dir: Path | None = None, overwrite: bool = False, image_root: Path | None = None,
-          verbose: bool = True, **settings) -> TrainResult:
-    """Train on DATA (a folder, or a label CSV with paths relative to `image_root`) and write the run directory
-    with its report. Settings are `TrainOptions` fields, given as `options` or as keywords (`epochs=5`)."""
+          decisions: Path | None = None, class_names: Path | None = None, verbose: bool = True,
+          **settings) -> TrainResult:
+    """Train on DATA (a folder, a label CSV with paths relative to `image_root`, or an SVHN .mat) and write the run
+    directory with its report. Settings are `TrainOptions` fields, given as `options` or as keywords (`epochs=5`);
+    review `decisions` (a file) default to the one beside the data, if any; `class_names`, a mapping file such as
+    ImageNet's LOC_synset_mapping.txt, names classes known by ids."""
     options = options or TrainOptions(**settings)
-    return _with_report(training.train(data, out, options, cache_dir, overwrite, verbose, image_root), verbose)
+    return _with_report(training.train(data, out, options, cache_dir, overwrite, verbose, image_root,
+                                       decisions=decisions, class_names=class_names), verbose)
 
 
 def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True) -> TrainResult:
@@ -42,27 +48,32 @@ def _with_report(result: TrainResult, verbose: bool) -> TrainResult:
     if result.is_main:
         report = inspect_run(result.run_dir, show_progress=False).report
         if verbose:
-            console.print(f"report: {report}")
+            console.print(f"report: {escape(str(report))}")
     return result
 
 
 def evaluate(run: str | Path, data: str | Path, image_root: Path | None = None, cache_dir: Path | None = None,
-             tta: bool = False, show_progress: bool = True) -> Evaluation:
+             tta: bool = False, show_progress: bool = True, decisions: Path | None = None) -> Evaluation:
     """The model in RUN scored on labelled images (see `vistrain.analysis.evaluate.evaluate`)."""
-    return evaluate_run(run, data, image_root, cache_dir, tta, show_progress)
+    return evaluate_run(run, data, image_root, cache_dir, tta, show_progress, decisions)
 
 
 def predict(run: str | Path, paths: list[str | Path], cache_dir: Path | None = None, tta: bool = False,
             show_progress: bool = True) -> ImagePredictions:
     """Outputs of the model in RUN for image files, or every file in folders; unreadable files come back as
     skipped, with the reason."""
-    return Predictor.from_run(run).predict(expand_paths(paths), cache_dir, show_progress, tta)
+    files, links = expand_paths(paths)
+    result = Predictor.from_run(run).predict(files, cache_dir, show_progress, tta)
+    result.skipped = links + result.skipped
+    return result
 
 
 def inspect(run: str | Path, data: str | Path | None = None, top: int = 10, cache_dir: Path | None = None,
-            image_root: Path | None = None, show_progress: bool = True) -> Inspection:
-    """The ranked lists and RUN/report.html, on the run's validation images or on DATA."""
-    return inspect_run(Path(run), Path(data) if data else None, top, cache_dir, show_progress, image_root)
+            image_root: Path | None = None, show_progress: bool = True, audit: Path | None = None) -> Inspection:
+    """The ranked lists and RUN/report.html, on the run's validation images or on DATA; with `audit` (a `vistrain
+    audit` folder), training images are ranked by their out-of-sample predictions."""
+    return inspect_run(Path(run), Path(data) if data else None, top, cache_dir, show_progress, image_root,
+                       Path(audit) if audit else None)
 
 
 def export(run: str | Path, output_format: str = "onnx", out: str | Path | None = None) -> Path:

@@ -6,18 +6,22 @@ largest errors (regression), from the validation predictions `train` saved or fr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from vistrain.analysis.audit_report import OUT_OF_SAMPLE
 from vistrain.analysis.ranking import Entry, analyse
 from vistrain.analysis.report import write_report
-from vistrain.core.files import read_csv, write_csv
+from vistrain.core.console import console
+from vistrain.core.files import write_csv
 from vistrain.data.datasets import load_labelled
 from vistrain.data.samples import Skipped
 from vistrain.model.predictions import Predictions, read_predictions
-from vistrain.model.run_dir import HISTORY, PREDICTIONS, read_config, read_skipped
+from vistrain.model.run_dir import (RunError, class_labels_of, read_config, read_history, read_saved_predictions,
+                                    read_skipped)
 
 
 @dataclass
@@ -26,11 +30,7 @@ class Inspection:
     label_errors: list[Entry]  # single-label: lowest probability of the given class; regression: largest errors
     report: Path
     reused_predictions: bool
-
-
-def saved_predictions(run: Path, config: dict) -> Predictions:
-    """The validation predictions that `train` wrote to RUN/predictions.csv."""
-    return read_predictions(run / PREDICTIONS, config["classes"], config["task"], config.get("thresholds"))
+    out_of_sample: int = 0  # training images whose predictions came from an audit (see `with_audit`)
 
 
 def predictions_for(run: Path, data: Path | None, cache_dir: Path | None = None, show_progress: bool = True,
@@ -38,12 +38,16 @@ def predictions_for(run: Path, data: Path | None, cache_dir: Path | None = None,
     """Predictions on DATA (a folder or a label CSV; default: the run's validation images), reusing the saved
     ones when they cover exactly the same labelled files. Returns (predictions, skipped, whether reused)."""
     config = read_config(run)
-    saved = saved_predictions(run, config)
     if data is None:
-        return saved, read_skipped(run), True
-    samples, skipped = load_labelled(data, config["classes"], config["task"], image_root)
+        return read_saved_predictions(run, config), _or_nothing(read_skipped, run, "skipped files"), True
+    samples, skipped = load_labelled(data, config["classes"], config["task"], image_root, cache_dir=cache_dir)
     wanted = {s.path.resolve(): s.target for s in samples}
-    if {f.resolve(): _key(t) for f, t in zip(saved.files, saved.targets)} == {f: _key(t) for f, t in wanted.items()}:
+    try:
+        saved = read_saved_predictions(run, config)
+    except RunError:  # missing or damaged: DATA is predicted again
+        saved = None
+    if saved is not None and {f.resolve(): _key(t) for f, t in zip(saved.files, saved.targets)} == {
+            f: _key(t) for f, t in wanted.items()}:
         return saved, skipped, True
     from vistrain.model.predictor import Predictor  # torch and the backbone only when predictions must be made
 
@@ -54,15 +58,44 @@ def predictions_for(run: Path, data: Path | None, cache_dir: Path | None = None,
     return predictions, skipped + result.skipped, False
 
 
+def with_audit(run: Path, predictions: Predictions, audit: Path) -> tuple[Predictions, int]:
+    """`predictions` with the audit's out-of-sample outputs (AUDIT/predictions.csv, `vistrain audit`) for the run's
+    training images it covers: the run's own model has fitted those, so its outputs would hide their label errors.
+    Validation images keep the run's predictions. Returns the predictions and how many were replaced."""
+    config = read_config(run)
+    path = audit / OUT_OF_SAMPLE
+    if not path.is_file():
+        raise RunError(f"{audit} holds no audit ({OUT_OF_SAMPLE} is missing); run `vistrain audit` first")
+    try:
+        audited = read_predictions(path, config["classes"], config["task"], config.get("thresholds"))
+    except ValueError as error:
+        raise RunError(f"{path} does not fit this run ({error}); audit the same data and classes") from None
+    outputs = {f.resolve(): row for f, row in zip(audited.files, audited.outputs)}
+    validation = {f.resolve() for f in read_saved_predictions(run, config).files}
+    replace = [i for i, f in enumerate(predictions.files) if f.resolve() in outputs and f.resolve() not in validation]
+    if not replace:
+        return predictions, 0
+    merged = predictions.outputs.copy()
+    for i in replace:
+        merged[i] = outputs[predictions.files[i].resolve()]
+    return Predictions(predictions.files, predictions.targets, merged, predictions.classes, predictions.task,
+                       predictions.thresholds), len(replace)
+
+
 def _key(target) -> tuple | int:
     return tuple(round(float(v), 5) for v in target) if np.ndim(target) else int(target)
 
 
 def inspect(run: Path, data: Path | None = None, top: int = 10, cache_dir: Path | None = None,
-            show_progress: bool = True, image_root: Path | None = None) -> Inspection:
-    """Rank the images, write RUN/inspect_*.csv and RUN/report.html."""
+            show_progress: bool = True, image_root: Path | None = None, audit: Path | None = None) -> Inspection:
+    """Rank the images, write RUN/inspect_*.csv and RUN/report.html; with `audit` (a `vistrain audit` folder), the
+    run's training images are ranked by their out-of-sample predictions (see `with_audit`)."""
     config = read_config(run)
     predictions, skipped, reused = predictions_for(run, data, cache_dir, show_progress, image_root)
+    out_of_sample = 0
+    if audit is not None:
+        predictions, out_of_sample = with_audit(run, predictions, audit)
+    predictions = replace(predictions, classes=class_labels_of(config))  # from here on, classes by their names
     sections, errors = analyse(predictions, top)
     header = ["class", "rank", "file", "true", "predicted", "probability", "probability_of_label"]
     by_list: dict[str, list] = {}
@@ -79,8 +112,20 @@ def inspect(run: Path, data: Path | None = None, top: int = 10, cache_dir: Path 
         write_csv(run / "inspect_label_errors.csv", header,
                   [[e.true, rank, *_cells(e)] for rank, e in enumerate(errors, 1)])
     source = "the run's validation images" if data is None else str(data)
-    report = write_report(run, config, predictions, read_csv(run / HISTORY), skipped, source, top)
-    return Inspection(sections, errors, report, reused)
+    if out_of_sample:
+        source += f" ({out_of_sample} training images ranked by the audit's out-of-sample predictions)"
+    history = _or_nothing(read_history, run, "training curves")
+    report = write_report(run, config, predictions, history, skipped, source, top)
+    return Inspection(sections, errors, report, reused, out_of_sample)
+
+
+def _or_nothing(read: Callable[[Path], list], run: Path, lost: str) -> list:
+    """What the report can do without: `read(run)`, or [] with a warning when its file is damaged."""
+    try:
+        return read(run)
+    except RunError as error:
+        console.print(f"[yellow]warning:[/] {error}; the report shows no {lost}")
+        return []
 
 
 def _cells(e: Entry) -> list:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 def file_identity(path: Path) -> str:
     """`sha256:<digest>`: part of the feature-cache key, so features are computed again when the file changes."""
-    return f"sha256:{sha256_file(path)}"
+    return f"sha256:{sha256_file(path, max_bytes=None)}"
 
 
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
-from vistrain.cli.main import friendly_errors, main
+from vistrain.cli.main import CACHE_DIR, DECISIONS, friendly_errors, main
 from vistrain.cli.show import report_skipped
 from vistrain.core.console import console, results
 from vistrain.data.folders import DEFAULT_PATTERN
@@ -35,26 +36,36 @@ from vistrain.training.options import DEFAULTS
 @click.option("--symlink", "mode", flag_value="symlink", help="Same as --link symlink.")
 @click.option("--force", is_flag=True, help="Write into a DEST that is not empty.")
 @click.option("--seed", default=DEFAULTS.seed, type=int)
+@DECISIONS
+@CACHE_DIR
 @friendly_errors
 def split(source: Path, dest: Path, val_fraction: float, test_fraction: float, per_class: int | None, pattern: str,
-          label_depth: int, image_root: Path | None, mode: str, force: bool, seed: int) -> None:
-    """Organise SOURCE (a flat folder of files named like cat.1.jpg, a tree of class folders, or a CSV of
-    path,label rows) into DEST/train/<class>/ and DEST/val/<class>/, stratified by class and seeded, as `train`
-    splits a folder of class folders."""
+          label_depth: int, image_root: Path | None, mode: str, force: bool, seed: int,
+          decisions: Path | None, cache_dir: Path | None) -> None:
+    """Organise SOURCE (a flat folder of files named like cat.1.jpg, a tree of class folders, a CSV of path,label
+    rows, or SVHN's train_32x32.mat / test_32x32.mat) into DEST/train/<class>/ and DEST/val/<class>/, stratified by
+    class and seeded, as `train` splits a folder of class folders. Review decisions are honoured: excluded images
+    are left out, relabelled ones go to their new class (the cleaned dataset as a new tree); SOURCE is never
+    changed."""
+    from vistrain.data.decisions import Decisions
     from vistrain.data.organise import split_dataset
 
     result = split_dataset(source, dest, val_fraction, test_fraction, seed, per_class, pattern, label_depth,
-                           image_root, mode, force)
-    console.print(f"{result.source} -> {dest} ({mode})")
+                           image_root, mode, force, Decisions.load(decisions) if decisions else None, cache_dir)
+    console.print(f"{escape(result.source)} -> {escape(str(dest))} ({result.mode})")
     table = Table()
     table.add_column("class")
     for name in result.written:
         table.add_column(name, justify="right")
     for label in sorted({label for classes in result.written.values() for label in classes}):
-        table.add_row(label, *(str(len(classes.get(label, []))) for classes in result.written.values()))
+        table.add_row(escape(label), *(str(len(classes.get(label, []))) for classes in result.written.values()))
     table.add_row("[b]total[/]", *(str(sum(map(len, classes.values()))) for classes in result.written.values()))
     results.print(table)
     report_skipped(result.skipped)
+    if result.left_alone:
+        console.print(f"[yellow]warning:[/] {len(result.left_alone)} file(s) in {escape(str(dest))} were not placed by "
+                      "this split (not in its manifest) and were left alone, so DEST is not exactly this split: "
+                      + ", ".join(escape(str(path)) for path in result.left_alone[:5]))
 
 
 @main.command()
@@ -64,38 +75,43 @@ def split(source: Path, dest: Path, val_fraction: float, test_fraction: float, p
 @click.option("--min-size", default=32, type=click.IntRange(1), help="Flag images smaller than this on a side.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="vistrain-check",
               help="Folder for the CSV files.")
+@DECISIONS
 @friendly_errors
-def check(data: Path, threshold: int, min_size: int, out: Path) -> None:
+def check(data: Path, threshold: int, min_size: int, out: Path, decisions: Path | None) -> None:
     """Check DATA before training: counts, unreadable files, sizes, duplicates, train/val leakage, label conflicts."""
     from rich.progress import Progress
 
     from vistrain.data.check import CHECK_FILES, check_dataset, imbalance, size_summary, write_check_files
+    from vistrain.data.decisions import Decisions
 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("checking", total=None)
         result = check_dataset(data, threshold, on_file=lambda done, total: progress.update(task, completed=done,
-                                                                                            total=total))
+                                                                                            total=total),
+                               decisions=Decisions.load(decisions) if decisions else None)
     table = Table(title="images per class")
     table.add_column("class")
     for split in result.counts:
         table.add_column(split, justify="right")
     for label in sorted({label for counts in result.counts.values() for label in counts}):
-        table.add_row(label, *(str(result.counts[s].get(label, 0)) for s in result.counts))
+        table.add_row(escape(label), *(str(result.counts[s].get(label, 0)) for s in result.counts))
     table.add_row("[b]imbalance (largest/smallest)[/]", *(f"{imbalance(c):.2f}" for c in result.counts.values()))
     results.print(table)
     sizes = size_summary(result.records, min_size)
     if result.records:
         results.print(f"sizes (min / median / max): width {sizes['width']}, height {sizes['height']}; "
                       f"{len(sizes['tiny'])} smaller than {min_size} px on a side")
-    results.print(f"unreadable files: {len(result.unreadable)}")
+    results.print(f"unreadable files: {len(result.unreadable)}"
+                  + (f"; excluded in review: {len(result.excluded)}" if result.excluded else ""))
     for kind in ("exact", "near"):
         pairs = [p for p in result.pairs if p.kind == kind]
         results.print(f"{kind} duplicates: {len(pairs)} pair(s), {sum(p.a.split != p.b.split for p in pairs)} across "
                       f"splits (leakage), {sum(p.a.label != p.b.label for p in pairs)} with conflicting labels")
         for pair in pairs[:20]:
-            results.print(f"  {pair.a.path}  ~  {pair.b.path}  (distance {pair.distance}; {pair.where})")
+            results.print(f"  {escape(str(pair.a.path))}  ~  {escape(str(pair.b.path))}  "
+                          f"(distance {pair.distance}; {pair.where})")
     write_check_files(result, out)
-    console.print(f"CSV files in {out}/: {', '.join(CHECK_FILES)}")
+    console.print(f"CSV files in {escape(str(out))}/: {', '.join(CHECK_FILES)}")
 
 
 @main.command("augment-preview")
@@ -118,14 +134,12 @@ def augment_preview(data: Path, out: Path, images: int, views: int, rotation: fl
 
     augmentation = Augmentation(rotation, shift, zoom, flip)
     report_skipped(write_preview(data, out, augmentation, images, views, backbone, seed))
-    console.print(f"augmentation {augmentation.to_dict()} -> {out}")
+    console.print(f"augmentation {augmentation.to_dict()} -> {escape(str(out))}")
 
 
 @main.command("backbones")
 def backbones_command() -> None:
     """List the backbones: size, input size, ImageNet accuracy, licence, and how to install the missing ones."""
-    from rich.markup import escape
-
     from vistrain.backbones import NAMING_HELP, list_backbones
 
     table = Table(title="backbones", title_justify="left", show_edge=False)

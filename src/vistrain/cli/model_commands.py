@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
-from vistrain.cli.main import CACHE_DIR, data_source, friendly_errors, label_options, main
+from vistrain.cli.main import CACHE_DIR, DATA, DECISIONS, data_source, friendly_errors, label_options, main
 from vistrain.cli.show import print_entries, print_metrics, print_predictions, report_skipped
 from vistrain.core.console import console
 from vistrain.deploy.limits import Limits
@@ -22,18 +23,21 @@ THRESHOLD = click.option("--threshold", type=click.FloatRange(0, 1),
 
 @main.command()
 @RUN
-@click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@DATA
 @label_options
 @click.option("--format", "output_format", default="table", type=click.Choice(("table", "json")))
 @TTA
+@DECISIONS
 @CACHE_DIR
 @friendly_errors
 def evaluate(run: Path, data: Path | None, labels: Path | None, image_root: Path | None, output_format: str,
-             tta: bool, cache_dir: Path | None) -> None:
-    """Score the model in RUN on labelled images: DATA (its val/ folder if it has one, else all) or --labels."""
+             tta: bool, decisions: Path | None, cache_dir: Path | None) -> None:
+    """Score the model in RUN on labelled images: DATA (its val/ folder if it has one, else all; an SVHN .mat such
+    as test_32x32.mat: all of it) or --labels."""
     from vistrain import api
 
-    result = api.evaluate(run, data_source(data, labels), image_root, cache_dir, tta, output_format == "table")
+    result = api.evaluate(run, data_source(data, labels), image_root, cache_dir, tta, output_format == "table",
+                          decisions)
     if output_format == "json":
         skipped = [{"file": str(s.path), "reason": s.reason} for s in result.skipped]
         click.echo(json.dumps({**result.metrics, "skipped": skipped}, indent=2))
@@ -59,27 +63,30 @@ def predict(run: Path, paths: tuple[Path, ...], top_k: int, threshold: float | N
 
     predictor = Predictor.from_run(run)
     predictor.check_threshold(threshold)
-    files = expand_paths(list(paths))
+    files, links = expand_paths(list(paths))
     result = predictor.predict(files, cache_dir, show_progress=output_format == "table", tta=tta)
     k = min(top_k, len(predictor.classes))
     rows = [{"file": str(path), **row, "error": ""}
             for path, row in zip(result.paths, predictor.describe(result.outputs, threshold, k))]
     rows += [{"file": str(s.path), "class": "", "probability": None, "uncertain": False, "top": [],
-              "error": s.reason} for s in result.skipped]
+              "error": s.reason} for s in links + result.skipped]
     order_of = {str(p): i for i, p in enumerate(files)}
-    rows.sort(key=lambda row: order_of[row["file"]])
+    rows.sort(key=lambda row: order_of.get(row["file"], len(files)))  # links to folders last
     print_predictions(rows, output_format, k)
 
 
 @main.command("inspect")
 @RUN
-@click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@DATA
 @label_options
 @click.option("--top", default=10, type=click.IntRange(1), help="Images per list.")
+@click.option("--audit", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A `vistrain audit` folder: rank the run's training images by their out-of-sample predictions "
+                   "(the run's own model has fitted their labels, wrong ones included).")
 @CACHE_DIR
 @friendly_errors
 def inspect_command(run: Path, data: Path | None, labels: Path | None, image_root: Path | None, top: int,
-                    cache_dir: Path | None) -> None:
+                    audit: Path | None, cache_dir: Path | None) -> None:
     """Per class: the most confident, least confident and confidently wrong images, and possible label errors;
     per label for multi-label models; the largest errors for regression.
 
@@ -89,7 +96,7 @@ def inspect_command(run: Path, data: Path | None, labels: Path | None, image_roo
     from vistrain import api
     from vistrain.analysis.ranking import LIST_TITLES
 
-    result = api.inspect(run, data_source(data, labels, required=False), top, cache_dir, image_root)
+    result = api.inspect(run, data_source(data, labels, required=False), top, cache_dir, image_root, audit=audit)
     for lists in result.lists.values():
         for list_name, by_class in lists.items():
             for class_name, entries in by_class.items():
@@ -98,7 +105,9 @@ def inspect_command(run: Path, data: Path | None, labels: Path | None, image_roo
         regression = result.label_errors[0].error is not None
         print_entries(LIST_TITLES["largest_errors" if regression else "label_errors"], result.label_errors, top)
     console.print(("reused the saved predictions; " if result.reused_predictions else "")
-                  + f"CSV files in {run}/inspect_*.csv; report: {result.report}")
+                  + (f"{result.out_of_sample} training images ranked by the audit's out-of-sample predictions; "
+                     if result.out_of_sample else "")
+                  + f"CSV files in {escape(str(run))}/inspect_*.csv; report: {escape(str(result.report))}")
 
 
 @main.command()
@@ -113,7 +122,7 @@ def export(run: Path, output_format: str, out: Path | None) -> None:
     from vistrain import api
 
     path = api.export(run, output_format, out)
-    console.print(f"{output_format} model -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    console.print(f"{output_format} model -> {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 @main.command()

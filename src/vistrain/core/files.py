@@ -1,7 +1,11 @@
-"""Files vistrain writes (always atomically) and the digests of files it reads.
+"""Files vistrain writes (always atomically), and the one way it opens the data files it reads.
 
 Every file is written to a temporary name beside its destination and renamed into place, so a reader, a crash or
 a second process never sees it half-written, and a failed write leaves no temporary file behind.
+
+Every data file (an image, a file to hash or to copy) is opened with `open_data_file`, which refuses what is not a
+regular file (a FIFO would block forever, a device such as /dev/zero never ends) and files over MAX_FILE_BYTES,
+before reading a byte.
 """
 
 from __future__ import annotations
@@ -11,11 +15,20 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-CHUNK = 1 << 20  # bytes read at a time when hashing
+CHUNK = 1 << 20  # bytes read at a time when hashing or copying
+MAX_FILE_BYTES = 256 * 2**20  # larger data files are refused unread (no image a classifier trains on is that big)
+NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # POSIX: opening a FIFO returns at once instead of waiting for a writer
+KINDS = {stat.S_ISFIFO: "FIFO", stat.S_ISCHR: "character device", stat.S_ISBLK: "block device",
+         stat.S_ISSOCK: "socket", stat.S_ISDIR: "directory"}
+
+
+class RefusedFile(OSError):
+    """A data file vistrain will not read: not a regular file, or over the size limit; the message says why."""
 
 
 def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
@@ -29,6 +42,22 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def make_folder(path: Path, what: str) -> Path:
+    """`path` as a folder, made with its parents if needed; a ValueError naming `what` when it cannot be (a file
+    in the way, no permission)."""
+    path = Path(path)
+    file = next((p for p in (path, *path.parents) if p.is_file()), None)
+    if file == path:
+        raise ValueError(f"{what} {path} is a file, not a folder")
+    if file is not None:
+        raise ValueError(f"{what} {path} cannot be made: {file} is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{what} {path} cannot be made: {error.strerror or error}") from None
+    return path
 
 
 def write_json(path: Path, value: dict | list) -> None:
@@ -51,9 +80,43 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
-def sha256_file(path: Path | str) -> str:
-    """The SHA-256 of a file's bytes, read a chunk at a time (memory stays flat whatever the file's size)."""
-    with open(path, "rb") as file:
+def default_cache_dir() -> Path:
+    """Where vistrain keeps what it computes once (features, the exported backbones, converted datasets):
+    $VISTRAIN_CACHE, else $XDG_CACHE_HOME/vistrain, else ~/.cache/vistrain."""
+    if "VISTRAIN_CACHE" in os.environ:
+        return Path(os.environ["VISTRAIN_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vistrain"
+
+
+def open_data_file(path: Path | str, max_bytes: int | None = MAX_FILE_BYTES) -> BinaryIO:
+    """`path` opened for binary reading; RefusedFile (an OSError) when it is not a regular file (links are followed)
+    or is over `max_bytes` (None: no limit). Checked before opening, so no device is ever opened, and again on the open
+    file (it may have been replaced in between); opened non-blocking, so a FIFO cannot hang."""
+    _refuse(os.stat(path), max_bytes)
+    handle = os.open(path, os.O_RDONLY | NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    try:
+        _refuse(os.fstat(handle), max_bytes)
+        if NONBLOCK:
+            os.set_blocking(handle, True)
+        return os.fdopen(handle, "rb")
+    except BaseException:
+        os.close(handle)
+        raise
+
+
+def _refuse(info: os.stat_result, max_bytes: int | None) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in KINDS.items() if test(info.st_mode)), "unknown kind")
+        raise RefusedFile(f"not a regular file ({kind})")
+    if max_bytes is not None and info.st_size > max_bytes:
+        raise RefusedFile(f"{info.st_size / 2**20:,.0f} MiB is over the limit of {max_bytes / 2**20:,.0f} MiB "
+                          "for a data file")
+
+
+def sha256_file(path: Path | str, max_bytes: int | None = MAX_FILE_BYTES) -> str:
+    """The SHA-256 of a file's bytes (opened with `open_data_file`), read a chunk at a time: memory stays flat
+    whatever the file's size."""
+    with open_data_file(path, max_bytes) as file:
         return sha256_stream(file)
 
 

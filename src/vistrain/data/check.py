@@ -17,6 +17,7 @@ import imagehash
 import numpy as np
 
 from vistrain.core.files import sha256_file, write_csv
+from vistrain.data.decisions import Decisions, apply_to_files
 from vistrain.data.folders import find_split_dirs, read_class_folders
 from vistrain.data.images import UnreadableImage, load_rgb
 from vistrain.data.samples import Skipped
@@ -57,6 +58,7 @@ class CheckResult:
     records: list[Record]
     unreadable: list[Skipped]
     pairs: list[Pair] = field(default_factory=list)
+    excluded: list[Skipped] = field(default_factory=list)  # left out by review decisions
 
     def leaks(self) -> list[Pair]:
         return [p for p in self.pairs if p.a.split != p.b.split]
@@ -97,18 +99,22 @@ def near_pairs(records: list[Record], threshold: int, chunk: int = 1024) -> list
     return found
 
 
-def check_dataset(root: Path, threshold: int = 4,
-                  on_file: Callable[[int, int], None] = lambda done, total: None) -> CheckResult:
+def check_dataset(root: Path, threshold: int = 4, on_file: Callable[[int, int], None] = lambda done, total: None,
+                  decisions: Decisions | None = None) -> CheckResult:
     """Read every file once and find unreadable ones, exact and near duplicates; `on_file(done, total)` after
-    each file."""
+    each file. Review decisions (`decisions`, else the file beside ROOT) are honoured."""
     unreadable: list[Skipped] = []
+    excluded: list[Skipped] = []
     counts: dict[str, dict[str, int]] = {}
     work = []
+    decisions = decisions if decisions is not None else Decisions.beside(root)
     for split, folder in split_folders(root).items():
         labelled = read_class_folders(folder)
+        files, left_out = apply_to_files(labelled.files, decisions)
         unreadable += labelled.skipped
-        counts[split] = {label: 0 for label in labelled.files}
-        work += [(split, label, path) for label, paths in labelled.files.items() for path in paths]
+        excluded += left_out
+        counts[split] = {label: 0 for label in files}
+        work += [(split, label, path) for label, paths in files.items() for path in paths]
     records = []
     for done, (split, label, path) in enumerate(work, 1):
         try:
@@ -117,7 +123,7 @@ def check_dataset(root: Path, threshold: int = 4,
         except (UnreadableImage, OSError) as error:
             unreadable.append(Skipped(path, str(error)))
         on_file(done, len(work))
-    result = CheckResult(counts, records, unreadable)
+    result = CheckResult(counts, records, unreadable, excluded=excluded)
     by_digest: dict[str, list[int]] = defaultdict(list)
     for i, record in enumerate(records):
         by_digest[record.digest].append(i)

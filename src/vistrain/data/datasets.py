@@ -1,11 +1,12 @@
 """Find the labelled images and split them into training and validation sets.
 
-Three sources are understood:
+Four sources are understood:
 
 * ``DATA/train/<class>/...`` with ``DATA/val/<class>/...`` (or ``validation/``);
 * ``DATA/<class>/...``, split by a seeded, stratified validation fraction (`vistrain.data.splits`);
 * a CSV list (`vistrain.data.labels_csv`), the only source for multi-label and regression targets besides
-  folders named by numbers.
+  folders named by numbers;
+* an SVHN ``.mat`` file (`vistrain.data.matlab`), read as the class folders it is converted into once.
 
 Class ids are the sorted class names. Files are not opened here: whether a file is an image is decided by its
 content when it is decoded, and a file that is not is reported as skipped there.
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vistrain.data.decisions import EXCLUDED, Decisions
 from vistrain.data.folders import find_split_dirs, read_class_folders
-from vistrain.data.labels_csv import infer_kind, parse_targets, read_label_csv
+from vistrain.data.labels_csv import LABEL_SEPARATOR, infer_kind, parse_targets, read_label_csv
+from vistrain.data.matlab import is_mat, svhn_folder
 from vistrain.data.samples import TASKS, DataError, Dataset, Sample, Skipped
 from vistrain.data.splits import stratified_split
 
@@ -65,23 +68,71 @@ def as_targets(samples: list[Sample], kind: str, classes: list[str]) -> tuple[li
 
 
 def load_dataset(source: str | Path, val_fraction: float = 0.2, seed: int = 0, label_depth: int = 1,
-                 task: str = "auto", image_root: Path | None = None) -> Dataset:
-    """Discover the outputs and samples of a data folder or a label CSV, split off a validation set when there
-    is none, and settle the task (see `choose_task`)."""
+                 task: str = "auto", image_root: Path | None = None, decisions: Decisions | None = None,
+                 cache_dir: Path | None = None) -> Dataset:
+    """Discover the outputs and samples of a data folder, a label CSV or an SVHN .mat (converted in `cache_dir`),
+    split off a validation set when there is none, settle the task (see `choose_task`), and honour the review
+    decisions (`decisions`, else the file beside the data, if any: excluded images are skipped, relabelled ones
+    take their new label)."""
     source = Path(source)
     if not source.exists():
         raise DataError(f"{source} does not exist")
-    if source.is_file():
-        return _csv_dataset(source, image_root, val_fraction, seed, task)
-    dataset = _folder_dataset(source, val_fraction, seed, label_depth)
-    kind = label_kind(task)
-    if kind != "classes":
-        classes = dataset.classes
-        dataset.train, dataset.classes = as_targets(dataset.train, kind, classes)
-        dataset.val, _ = as_targets(dataset.val, kind, classes)
-        dataset.layout += f" (folders as {kind} targets)"
-    dataset.task, dataset.task_reason = choose_task(task, kind, len(dataset.classes))
+    if source.is_file() and not is_mat(source):
+        dataset = _csv_dataset(source, image_root, val_fraction, seed, task)
+    else:
+        dataset = _folder_dataset(data_folder(source, cache_dir), val_fraction, seed, label_depth)
+        if is_mat(source):
+            dataset.layout = f"SVHN {source}, {len(dataset.train) + len(dataset.val):,} images read; {dataset.layout}"
+        kind = label_kind(task)
+        if kind != "classes":
+            classes = dataset.classes
+            dataset.train, dataset.classes = as_targets(dataset.train, kind, classes)
+            dataset.val, _ = as_targets(dataset.val, kind, classes)
+            dataset.layout += f" (folders as {kind} targets)"
+        dataset.task, dataset.task_reason = choose_task(task, kind, len(dataset.classes))
+    decisions = decisions if decisions is not None else Decisions.beside(source)
+    if decisions:
+        dataset.train, excluded = apply_decisions(dataset.train, decisions, dataset.task, dataset.classes)
+        dataset.val, excluded_val = apply_decisions(dataset.val, decisions, dataset.task, dataset.classes)
+        dataset.skipped += excluded + excluded_val
+        dataset.layout += f"; {len(decisions)} review decision(s) from {decisions.path}"
     return dataset
+
+
+def apply_decisions(samples: list[Sample], decisions: Decisions, task: str,
+                    classes: list[str]) -> tuple[list[Sample], list[Skipped]]:
+    """`samples` without the excluded images (returned as skipped) and with the relabelled ones' new targets."""
+    kept, excluded = [], []
+    for sample in samples:
+        decision = decisions.get(sample.path)
+        if decision is None or decision.action == "keep":
+            kept.append(sample)
+        elif decision.action == "exclude":
+            excluded.append(Skipped(sample.path, EXCLUDED))
+        else:
+            kept.append(Sample(sample.path, parse_label(decision.label, task, classes, f"{decisions.path}: "
+                                                                                        f"{sample.path.name}")))
+    return kept, excluded
+
+
+def parse_label(label: str, task: str, classes: list[str], where: str) -> int | tuple[float, ...]:
+    """A label as written by a person (a class; labels joined by ';'; numbers joined by ';') as a target."""
+    parts = [part.strip() for part in label.split(LABEL_SEPARATOR) if part.strip()]
+    if task == "regression":
+        try:
+            values = tuple(float(part) for part in parts)
+        except ValueError:
+            values = ()
+        if len(values) != len(classes):
+            raise DataError(f"{where}: {label!r} is not {len(classes)} number(s) separated by '{LABEL_SEPARATOR}'")
+        return values
+    unknown = [part for part in parts if part not in classes]
+    if unknown or not parts or (task != "multilabel" and len(parts) != 1):
+        raise DataError(f"{where}: {label!r} is not {'labels' if task == 'multilabel' else 'a class'} of "
+                        f"{', '.join(classes)}")
+    if task == "multilabel":
+        return tuple(float(name in parts) for name in classes)
+    return classes.index(parts[0])
 
 
 def _folder_dataset(root: Path, val_fraction: float, seed: int, label_depth: int) -> Dataset:
@@ -148,16 +199,33 @@ def _csv_dataset(csv_path: Path, image_root: Path | None, val_fraction: float, s
     return dataset
 
 
-def load_labelled(source: str | Path, classes: list[str], task: str,
-                  image_root: Path | None = None) -> tuple[list[Sample], list[Skipped]]:
+def data_folder(source: Path, cache_dir: Path | None) -> Path:
+    """The folder of class folders a source is: itself, or the conversion of an SVHN .mat (in `cache_dir`)."""
+    return svhn_folder(source, cache_dir)[0] if is_mat(source) else source
+
+
+def load_labelled(source: str | Path, classes: list[str], task: str, image_root: Path | None = None,
+                  decisions: Decisions | None = None, cache_dir: Path | None = None
+                  ) -> tuple[list[Sample], list[Skipped]]:
     """Samples to score a trained model on, with targets in its outputs (`classes`): a folder's validation split
-    if it has one, else all of it; or a CSV's val rows if it has a split column, else all rows."""
+    if it has one, else all of it (an SVHN .mat: all of it); or a CSV's val rows if it has a split column, else
+    all rows. Review decisions are honoured as in `load_dataset`."""
     source = Path(source)
     if not source.exists():
         raise DataError(f"{source} does not exist")
-    if source.is_file():
+    samples, skipped = _labelled(source, classes, task, image_root, cache_dir)
+    decisions = decisions if decisions is not None else Decisions.beside(source)
+    if decisions:
+        samples, excluded = apply_decisions(samples, decisions, task, classes)
+        skipped += excluded
+    return samples, skipped
+
+
+def _labelled(source: Path, classes: list[str], task: str, image_root: Path | None,
+              cache_dir: Path | None) -> tuple[list[Sample], list[Skipped]]:
+    if source.is_file() and not is_mat(source):
         return _labelled_csv(source, classes, task, image_root)
-    train_dir, val_dir = find_split_dirs(source)
+    train_dir, val_dir = find_split_dirs(data_folder(source, cache_dir))
     folder = val_dir or train_dir
     labelled = read_class_folders(folder)
     folders, skipped = labelled.files, labelled.skipped

@@ -24,11 +24,16 @@ from vistrain.data.splits import stratified_split
 TARGET_COLUMNS = {"binary": "label", "multiclass": "label", "multilabel": "labels", "regression": "defect_probability"}
 
 
-def elpv_labels() -> list[tuple[Path, float, str]]:
-    """(image path, defect probability, cell type) for every image the package ships."""
+def elpv_root() -> Path:
+    """The folder of the images the package ships: the image root of the demo's CSVs."""
     import elpv_dataset
 
-    data = Path(elpv_dataset.__file__).parent / "data"
+    return Path(elpv_dataset.__file__).parent / "data"
+
+
+def elpv_labels() -> list[tuple[Path, float, str]]:
+    """(image path, defect probability, cell type) for every image the package ships."""
+    data = elpv_root()
     with open(data / "labels.csv") as file:
         rows = [line.split() for line in file if line.strip()]
     return [(data / name, float(probability), kind) for name, probability, kind in rows]
@@ -44,8 +49,8 @@ def elpv_target(task: str, probability: float, cell_type: str) -> str:
 
 
 def elpv_csv(destination: Path, task: str = "binary", val_fraction: float = 0.2, seed: int = 0) -> Path:
-    """Write `destination/elpv-<task>.csv` (absolute paths, a split column stratified by probability and cell
-    type, the same for every task) and return its path."""
+    """Write `destination/elpv-<task>.csv` (paths relative to its image root, `elpv_root()`; a split column
+    stratified by probability and cell type, the same for every task) and return its path."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     labels = elpv_labels()
@@ -55,6 +60,7 @@ def elpv_csv(destination: Path, task: str = "binary", val_fraction: float = 0.2,
     destination.mkdir(parents=True, exist_ok=True)
     path = destination / f"elpv-{task}.csv"
     write_csv(path, ["path", TARGET_COLUMNS[task], "split"],
-              [[str(image), elpv_target(task, probability, cell_type), "train" if image in in_train else "val"]
+              [[image.relative_to(elpv_root()).as_posix(), elpv_target(task, probability, cell_type),
+                "train" if image in in_train else "val"]
                for image, probability, cell_type in labels])
     return path

@@ -1,19 +1,43 @@
-"""Finding files under a data folder."""
+"""Finding files under a data folder.
+
+Links to folders are not followed: one can loop (`ln -s . loop` lists every file again and again) or lead out of
+the data, into another class or anywhere on the disk (`ln -s .. up`). Each is reported as skipped instead. Links to
+files are listed like files: reading them (`vistrain.core.files.open_data_file`) follows them and refuses what is
+not a regular file.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from vistrain.data.samples import Skipped
+
+FOLDER_LINK = "directory link not followed"
+DECISIONS_FILE = "vistrain-decisions.csv"  # vistrain's own file in a data folder (see `decisions.py`)
+
 
 def is_hidden(path: Path) -> bool:
-    return path.name.startswith(".")
+    """Hidden files and folders, and vistrain's own files, are not data."""
+    return path.name.startswith(".") or path.name == DECISIONS_FILE
 
 
-def list_files(folder: Path) -> list[Path]:
-    """Every non-hidden file below `folder` (hidden folders are not entered), sorted."""
-    files = []
-    for root, dirs, names in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        files.extend(Path(root) / name for name in names if not name.startswith("."))
-    return sorted(files)
+def resolves_inside(path: Path, folder: Path) -> bool:
+    """Whether `path`, every link on the way followed, lies in `folder`, which the caller resolved (once, not for
+    every path); False for a path that cannot be resolved (a link loop, a NUL byte in the name)."""
+    try:
+        return path.resolve().is_relative_to(folder)
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
+def list_files(folder: Path) -> tuple[list[Path], list[Skipped]]:
+    """Every file below `folder` that is not hidden, sorted (hidden folders are not entered), and the links to
+    folders found on the way, as skipped."""
+    files, links = [], []
+    for root, dirs, names in os.walk(folder):
+        here = Path(root)
+        dirs[:] = [d for d in dirs if not is_hidden(Path(d))]
+        links += [Skipped(here / d, FOLDER_LINK) for d in dirs if (here / d).is_symlink()]  # os.walk leaves them
+        files.extend(here / name for name in names if not is_hidden(Path(name)))
+    return sorted(files), sorted(links, key=lambda s: s.path)

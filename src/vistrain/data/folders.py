@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from vistrain.data.files import is_hidden, list_files
+from vistrain.data.files import FOLDER_LINK, is_hidden, list_files
 from vistrain.data.samples import DataError, Skipped
 
 VAL_DIR_NAMES = ("val", "validation")
@@ -39,12 +39,13 @@ def find_split_dirs(root: Path) -> tuple[Path, Path | None]:
 
 def label_class_tree(folder: Path, label_depth: int = 1) -> Labelled:
     """Label each file by the folder `label_depth` levels below `folder` (see the module's rule); files less
-    deep are skipped, and a class folder without files stops with a message naming it."""
+    deep and links to folders (`list_files`) are skipped, and a class folder without files stops with a message
+    naming it."""
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder")
     by_folder: dict[tuple[str, ...], list[Path]] = defaultdict(list)
-    skipped = []
-    for path in list_files(folder):
+    paths, skipped = list_files(folder)
+    for path in paths:
         parts = path.relative_to(folder).parts[:-1]
         if len(parts) < label_depth:
             skipped.append(Skipped(path, "not inside a class folder" if not parts
@@ -52,7 +53,7 @@ def label_class_tree(folder: Path, label_depth: int = 1) -> Labelled:
             continue
         by_folder[parts[:label_depth]].append(path)
     if label_depth == 1:
-        empty = [str(p) for p in sorted(folder.iterdir()) if p.is_dir() and not is_hidden(p)
+        empty = [str(p) for p in sorted(folder.iterdir()) if p.is_dir() and not p.is_symlink() and not is_hidden(p)
                  and (p.name,) not in by_folder]
         if empty:
             raise DataError("empty class folder(s): " + ", ".join(empty))
@@ -72,13 +73,15 @@ def read_class_folders(root: Path, label_depth: int = 1) -> Labelled:
 
 
 def label_flat_folder(folder: Path, pattern: str = DEFAULT_PATTERN) -> Labelled:
-    """Label each file of a flat folder by the regex group `label` matched at the start of its name."""
+    """Label each file of a flat folder by the regex group `label` matched at the start of its name (whether it
+    can be read is decided when it is read); links to folders are skipped."""
     regex = re.compile(pattern)
     if "label" not in regex.groupindex:
         raise DataError(f"--pattern {pattern!r} needs a named group (?P<label>...)")
     files: dict[str, list[Path]] = defaultdict(list)
-    skipped = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not is_hidden(p)):
+    entries = sorted(p for p in folder.iterdir() if not is_hidden(p))
+    skipped = [Skipped(p, FOLDER_LINK) for p in entries if p.is_dir() and p.is_symlink()]
+    for path in (p for p in entries if not p.is_dir()):
         match = regex.match(path.name)
         if match and match.group("label"):
             files[match.group("label")].append(path)

@@ -12,11 +12,14 @@ picture is exact.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from vistrain.core.files import RefusedFile, open_data_file
 
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")  # JPEG includes multi-picture (MPO) files
 MAX_PIXELS = 100_000_000  # larger images are refused as possible decompression bombs
@@ -40,21 +43,23 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS, reduce_to: int | No
     (width, height) of the whole upright picture, reduced or not."""
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
-            raise UnreadableImage("empty file (0 bytes)")
-        with warnings.catch_warnings():
+        with open_data_file(path) as file, warnings.catch_warnings():
+            if os.fstat(file.fileno()).st_size == 0:
+                raise UnreadableImage("empty file (0 bytes)")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.init()  # register every format plugin, not only the common ones
-            with Image.open(path, formats=FORMATS) as image:
+            with Image.open(file, formats=FORMATS) as image:
                 if image.width * image.height > max_pixels:
                     raise TooManyPixels(f"{image.width}x{image.height} pixels is over the limit of {max_pixels:,}")
                 width, height = image.size
                 picture = decode(image, reduce_to)
-                turned = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)  # a quarter turn, mirrored or not
+                turned = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)  # quarter turns
                 picture.info["source_size"] = (height, width) if turned else (width, height)
                 return picture
     except UnreadableImage:
         raise
+    except RefusedFile as error:
+        raise UnreadableImage(str(error)) from None
     except UnidentifiedImageError:
         raise UnreadableImage(f"not an image in a supported format ({', '.join(FORMATS)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:

@@ -6,21 +6,32 @@
 
 A header row is optional; it is recognised by its first cell (path, file, filename, image). A column named
 `split` (train / val) fixes the split instead of --val-fraction. Paths are relative to the image root (by default
-the CSV's folder). Rows that cannot be used (no such file, empty label, a target that is not a number) are
-reported with their line numbers and left out, never guessed.
+the CSV's folder), and must stay inside it once links are followed: a CSV cannot make vistrain read
+/etc/passwd. Rows that cannot be used (outside the image root, no such file, empty label, a target that is not a
+number) are reported with their line numbers and left out, never guessed.
+
+ILSVRC's own validation list, LOC_val_solution.csv from Kaggle's ImageNet Object Localization Challenge, is
+recognised by its exact header `ImageId,PredictionString`: each row's image is `<ImageId>.JPEG` in the image root
+(the flat folder of validation images), and its label is the first token of PredictionString, the synset id
+(`n01751748 0 0 100 100 n01751748 ...`: the boxes after it are left out).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from vistrain.core.files import RefusedFile, open_data_file
+from vistrain.data.files import resolves_inside
 from vistrain.data.samples import DataError, Skipped
 
 PATH_HEADERS = ("path", "file", "filename", "file_name", "image", "image_path")
 SPLIT_HEADER = "split"
+ILSVRC_HEADER = ["ImageId", "PredictionString"]  # LOC_val_solution.csv, as Kaggle publishes it
+ILSVRC_SUFFIX = ".JPEG"
 SPLIT_VALUES = {"train": "train", "val": "val", "validation": "val"}
 LABEL_SEPARATOR = ";"
 KINDS = ("classes", "multilabel", "regression")
@@ -45,14 +56,21 @@ class CsvList:
 
 
 def read_label_csv(csv_path: Path, image_root: Path | None = None) -> CsvList:
-    """Read the rows whose file exists and that have a target; everything else is reported in `skipped`."""
+    """Read the rows whose file exists inside the image root and that have a target; everything else is reported
+    in `skipped`."""
     if not csv_path.is_file():
         raise DataError(f"{csv_path} is not a file")
     root = image_root or csv_path.parent
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        lines = [(n, row) for n, row in enumerate(csv.reader(handle), 1) if any(c.strip() for c in row)]
+    inside = root.resolve()
+    try:
+        with open_data_file(csv_path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
+            lines = [(n, row) for n, row in enumerate(csv.reader(handle), 1) if any(c.strip() for c in row)]
+    except RefusedFile as error:
+        raise DataError(f"{csv_path}: {error}") from None
     if not lines:
         raise DataError(f"{csv_path} is empty")
+    if [c.strip() for c in lines[0][1]] == ILSVRC_HEADER:
+        lines = [(lines[0][0], ["path", "label"])] + [(n, ilsvrc_row(row)) for n, row in lines[1:]]
     header = [c.strip().lower() for c in lines[0][1]]
     has_header = header[0] in PATH_HEADERS
     if has_header:
@@ -69,19 +87,28 @@ def read_label_csv(csv_path: Path, image_root: Path | None = None) -> CsvList:
         where = f"{csv_path.name} line {line}"
         cells = [c.strip() for c in row[1:]] + [""] * (len(names) + 1 - len(row))
         split = cells.pop(split_at).lower() if split_at is not None else None
+        path = root / row[0].strip()
         if not row[0].strip():
             skipped.append(Skipped(Path(f"{csv_path}:{line}"), f"{where}: no path"))
         elif len(row) - 1 > len(names):
             skipped.append(Skipped(Path(row[0].strip()), f"{where}: {len(row)} cells, the header has {len(names) + 1}"))
         elif not all(cells):
-            skipped.append(Skipped(root / row[0].strip(), f"{where}: empty label"))
+            skipped.append(Skipped(path, f"{where}: empty label"))
         elif split is not None and split not in SPLIT_VALUES:
-            skipped.append(Skipped(root / row[0].strip(), f"{where}: split {split!r} is not train or val"))
-        elif not (root / row[0].strip()).is_file():
-            skipped.append(Skipped(root / row[0].strip(), f"{where}: no such file"))
+            skipped.append(Skipped(path, f"{where}: split {split!r} is not train or val"))
+        elif not resolves_inside(path, inside):
+            skipped.append(Skipped(path, f"{where}: outside the image root {root} (links followed)"))
+        elif not path.is_file():
+            skipped.append(Skipped(path, f"{where}: no such file"))
         else:
-            rows.append(CsvRow(line, root / row[0].strip(), tuple(cells), SPLIT_VALUES.get(split)))
+            rows.append(CsvRow(line, path, tuple(cells), SPLIT_VALUES.get(split)))
     return CsvList(csv_path, columns, rows, skipped)
+
+
+def ilsvrc_row(row: list[str]) -> list[str]:
+    """A row of LOC_val_solution.csv as path,label: `<ImageId>.JPEG` and the first token of PredictionString."""
+    image, tokens = row[0].strip(), row[1].split() if len(row) > 1 else []
+    return [f"{image}{ILSVRC_SUFFIX}" if image else "", tokens[0] if tokens else "", *row[2:]]
 
 
 def is_number(text: str) -> bool:

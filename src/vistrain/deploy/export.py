@@ -4,7 +4,8 @@ The exported model takes uint8 RGB images, N x H x W x 3 with H = W = the run's 
 (shorter side) and centre-cropped exactly as `eval_transform(preprocess, output="uint8")` does; see
 `prepare_image`. Inside the model: to float, /255, normalise with the run's mean and std, NCHW, backbone, head and
 the task's activation, giving what `Predictor.outputs` gives (class or label probabilities, or values).
-The run's classes, task, preprocessing and tuned thresholds travel with the file as metadata (`metadata`).
+The run's classes (with their names, if it has them), task, preprocessing and tuned thresholds travel with the file as
+metadata (`metadata`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from vistrain.backbones.preprocess import Preprocess
-from vistrain.core.files import write_atomic
+from vistrain.core.files import make_folder, write_atomic
 from vistrain.data.images import load_rgb
 from vistrain.features.runtime import INPUT, onnx_bytes
 from vistrain.features.transforms import PixelNormalize, eval_transform
@@ -75,6 +76,8 @@ def metadata(predictor: Predictor) -> dict[str, str]:
     }
     if predictor.task == "multilabel":
         values["thresholds"] = json.dumps(predictor.thresholds)
+    if "class_names" in config:
+        values["class_names"] = json.dumps(config["class_names"])
     return values
 
 
@@ -85,7 +88,7 @@ def export(run: str | Path, output_format: str, out: str | Path | None = None) -
         raise ValueError(f"unknown format {output_format!r}; choose one of {', '.join(FORMATS)}")
     predictor = Predictor.from_run(run)
     path = Path(out) if out else Path(run) / f"model{FORMATS[output_format]}"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, "the export's folder")
     model = deployed_model(predictor)
     size = predictor.preprocess.input_size
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)

@@ -88,9 +88,10 @@ def create_app(run: str | Path, threshold: float | None = None, limits: Limits =
     batcher = MicroBatcher(infer, max_batch, max_wait)
     decoders = Decoders(limits)
     largest = min(MAX_PIXELS, Image.MAX_IMAGE_PIXELS, limits.max_pixels)  # over it, the decoder refuses an image
-    info = {"task": predictor.task, "classes": predictor.classes, "backbone": predictor.config["backbone"],
-            "input_size": predictor.preprocess.input_size, "threshold": threshold,
-            "limits": {**limits.to_dict(), "max_image_pixels": largest}}
+    info = {"task": predictor.task, "classes": predictor.classes,
+            **({"class_names": predictor.config["class_names"]} if "class_names" in predictor.config else {}),
+            "backbone": predictor.config["backbone"], "input_size": predictor.preprocess.input_size,
+            "threshold": threshold, "limits": {**limits.to_dict(), "max_image_pixels": largest}}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -103,7 +104,7 @@ def create_app(run: str | Path, threshold: float | None = None, limits: Limits =
     app = FastAPI(title="vistrain", lifespan=lifespan, **{key: path if docs else None for key, path in shown.items()})
     app.state.batcher = batcher
     app.state.decoders = decoders
-    page = render("serve.html.j2", info=info)
+    page = render("serve.html.j2", info=info, labels=predictor.labels)
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> str:

@@ -18,17 +18,11 @@ import numpy as np
 
 from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
-from vistrain.core.files import sha256_text
+from vistrain.core.console import console
+from vistrain.core.files import make_folder, sha256_text
 from vistrain.features.transforms import View
 
 FEATURE_FORMAT = 1  # bump when the way features are computed changes, to invalidate old caches
-
-
-def default_cache_dir() -> Path:
-    """$VISTRAIN_CACHE, else $XDG_CACHE_HOME/vistrain, else ~/.cache/vistrain."""
-    if "VISTRAIN_CACHE" in os.environ:
-        return Path(os.environ["VISTRAIN_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vistrain"
 
 
 class FeatureCache:
@@ -41,28 +35,60 @@ class FeatureCache:
             key_parts["view"] = view.identity()
         identity = json.dumps(key_parts, sort_keys=True)
         key = sha256_text(identity)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / f"features-{backbone.file_stem}-{key}.sqlite"
+        self.path = make_folder(directory, "the feature cache") / f"features-{backbone.file_stem}-{key}.sqlite"
         self.dim = backbone.feature_dim
-        self._db = sqlite3.connect(self.path, timeout=120)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # Each commit reaches the operating system, so a killed process loses nothing; only a power cut may lose the
-        # last batches, never the database itself (SQLite's guarantee for WAL with synchronous=NORMAL).
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS features (digest TEXT PRIMARY KEY, vector BLOB NOT NULL)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS identity (json TEXT)")
-        if not self._db.execute("SELECT 1 FROM identity").fetchone():
-            self._db.execute("INSERT INTO identity VALUES (?)", (identity,))
-        self._db.commit()
+        try:
+            self._db = self._open(identity)
+        except sqlite3.DatabaseError as error:
+            if isinstance(error, sqlite3.OperationalError):  # locked, read-only, disk full: not a damaged file
+                raise
+            self._db = self._start_again(identity, error)
+
+    def _open(self, identity: str) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=120)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # Each commit reaches the operating system, so a killed process loses nothing; only a power cut may lose
+            # the last batches, never the database itself (SQLite's guarantee for WAL with synchronous=NORMAL).
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS features (digest TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS identity (json TEXT)")
+            if not db.execute("SELECT 1 FROM identity").fetchone():
+                db.execute("INSERT INTO identity VALUES (?)", (identity,))
+            db.commit()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _start_again(self, identity: str, error: sqlite3.DatabaseError) -> sqlite3.Connection:
+        """A damaged cache file (not SQLite, or a corrupt one) is moved aside, with its journal, and a new one begun:
+        its features are computed again."""
+        damaged = self.path.with_name(self.path.name + ".damaged")
+        os.replace(self.path, damaged)
+        for journal in ("-wal", "-shm"):
+            Path(f"{self.path}{journal}").unlink(missing_ok=True)
+        console.print(f"[yellow]warning:[/] the feature cache {self.path} is damaged ({error}); moved it to "
+                      f"{damaged.name} and starting a new one (its features are computed again)")
+        return self._open(identity)
 
     def has(self, digests: list[str]) -> set[str]:
-        """Which of `digests` are cached (their vectors are not read)."""
+        """Which of `digests` are cached (their vectors are not read). A vector of the wrong size (a damaged row) is
+        not: it is computed again and replaced."""
         found: set[str] = set()
+        damaged = 0
         for start in range(0, len(digests), 500):
             chunk = digests[start : start + 500]
-            rows = self._db.execute(f"SELECT digest FROM features WHERE digest IN ({','.join('?' * len(chunk))})",
-                                    chunk)
-            found.update(digest for (digest,) in rows)
+            rows = self._db.execute(
+                f"SELECT digest, length(vector) FROM features WHERE digest IN ({','.join('?' * len(chunk))})", chunk)
+            for digest, size in rows:
+                if size == self.dim * 4:  # float32
+                    found.add(digest)
+                else:
+                    damaged += 1
+        if damaged:
+            console.print(f"[yellow]warning:[/] {damaged} feature vector(s) in {self.path} have the wrong size; "
+                          "computing them again")
         return found
 
     def read_into(self, matrix: np.ndarray, digests: list[str]) -> None:

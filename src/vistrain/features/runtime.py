@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
-from vistrain.core.files import sha256_text, write_atomic
+from vistrain.core.console import console
+from vistrain.core.files import make_folder, sha256_text, write_atomic
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -65,7 +66,7 @@ def export_feature_extractor(backbone: Backbone, preprocess: Preprocess, path: P
     import torch
 
     example = torch.zeros(2, 3, preprocess.input_size, preprocess.input_size, dtype=torch.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, "the feature cache")
     write_atomic(path, onnx_bytes(pixel_feature_extractor(backbone, preprocess), example, OUTPUT))
 
 
@@ -75,10 +76,19 @@ def feature_session(backbone: Backbone, preprocess: Preprocess, directory: Path,
     import onnxruntime  # optional at run time: callers fall back to torch when it is missing
 
     path = model_path(directory, backbone, preprocess)
-    if not path.exists():
+    cached = path.exists()
+    if not cached:
         export_feature_extractor(backbone, preprocess, path)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     # Idle threads sleep instead of spinning, leaving the cores to the threads that decode images.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # ONNX Runtime's own kinds (InvalidProtobuf, Fail...) for a damaged file
+        if not cached:
+            raise
+        console.print(f"[yellow]warning:[/] the cached ONNX export {path} cannot be loaded ({type(error).__name__}); "
+                      "exporting the backbone again")
+        export_feature_extractor(backbone, preprocess, path)
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

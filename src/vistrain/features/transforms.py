@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vistrain.backbones.preprocess import Preprocess
+from vistrain.backbones.preprocess import INTERPOLATIONS, Preprocess
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,6 @@ class Augmentation:
 
 
 OUTPUTS = ("normalized", "uint8")
-INTERPOLATIONS = ("bilinear", "bicubic")
 
 
 def eval_transform(preprocess: Preprocess, output: str = "normalized") -> "ImageTransform":

@@ -10,6 +10,7 @@ import numpy as np
 
 from vistrain.core.files import read_csv, write_csv
 from vistrain.data.labels_csv import LABEL_SEPARATOR
+from vistrain.data.samples import SINGLE_LABEL
 
 
 @dataclass
@@ -42,14 +43,19 @@ class Predictions:
 def write_predictions(path: Path, p: Predictions) -> None:
     """file, true, predicted and one column per output (probability, or true and predicted values)."""
     if p.task == "regression":
-        header = ["file", *(f"true_{n}" for n in p.classes), *(f"predicted_{n}" for n in p.classes)]
         rows = [[str(f), *(f"{v:.6g}" for v in t), *(f"{v:.6g}" for v in o)]
                 for f, t, o in zip(p.files, p.targets, p.outputs)]
     else:
-        header = ["file", "true", "predicted", *(f"prob_{name}" for name in p.classes)]
         rows = [[str(f), _names(p, t), _names(p, pred), *(f"{x:.6f}" for x in o)]
                 for f, t, pred, o in zip(p.files, p.targets, p.predicted, p.outputs)]
-    write_csv(path, header, rows)
+    write_csv(path, columns(p.classes, p.task), rows)
+
+
+def columns(classes: list[str], task: str) -> list[str]:
+    """predictions.csv's header."""
+    if task == "regression":
+        return ["file", *(f"true_{n}" for n in classes), *(f"predicted_{n}" for n in classes)]
+    return ["file", "true", "predicted", *(f"prob_{name}" for name in classes)]
 
 
 def _names(p: Predictions, target) -> str:
@@ -59,16 +65,31 @@ def _names(p: Predictions, target) -> str:
 
 
 def read_predictions(path: Path, classes: list[str], task: str, thresholds: list[float] | None) -> Predictions:
-    """What `write_predictions` wrote."""
+    """What `write_predictions` wrote; a ValueError names the column or row that cannot be read."""
     rows = read_csv(path)
+    missing = [column for column in columns(classes, task) if rows and column not in rows[0]]
+    if not rows or missing:
+        raise ValueError(f"{path} has no " + (f"column {', '.join(missing)}" if missing else "predictions"))
+    targets, outputs = [], []
+    for number, row in enumerate(rows, 1):
+        try:
+            target, output = _parse(row, classes, task)
+        except (AttributeError, KeyError, TypeError, ValueError) as error:  # a short row's missing cells are None
+            raise ValueError(f"{path} row {number} cannot be read ({type(error).__name__}: {error})") from None
+        targets.append(target)
+        outputs.append(output)
     files = [Path(row["file"]) for row in rows]
+    shape = (-1, len(classes))
+    targets_array = np.array(targets, dtype=int) if task in SINGLE_LABEL else np.array(targets).reshape(shape)
+    return Predictions(files, targets_array, np.array(outputs).reshape(shape), classes, task,
+                       thresholds if task == "multilabel" else None)
+
+
+def _parse(row: dict, classes: list[str], task: str) -> tuple[int | list[float], list[float]]:
+    """(target, outputs) of one row of predictions.csv."""
     if task == "regression":
-        targets = np.array([[float(row[f"true_{n}"]) for n in classes] for row in rows]).reshape(-1, len(classes))
-        outputs = np.array([[float(row[f"predicted_{n}"]) for n in classes] for row in rows]).reshape(-1, len(classes))
-        return Predictions(files, targets, outputs, classes, task)
-    outputs = np.array([[float(row[f"prob_{n}"]) for n in classes] for row in rows]).reshape(-1, len(classes))
+        return [float(row[f"true_{n}"]) for n in classes], [float(row[f"predicted_{n}"]) for n in classes]
+    outputs = [float(row[f"prob_{n}"]) for n in classes]
     if task == "multilabel":
-        targets = np.array([[float(n in row["true"].split(LABEL_SEPARATOR)) for n in classes] for row in rows])
-        return Predictions(files, targets.reshape(-1, len(classes)), outputs, classes, task, thresholds)
-    index = {name: i for i, name in enumerate(classes)}
-    return Predictions(files, np.array([index[row["true"]] for row in rows], dtype=int), outputs, classes, task)
+        return [float(n in row["true"].split(LABEL_SEPARATOR)) for n in classes], outputs
+    return classes.index(row["true"]), outputs

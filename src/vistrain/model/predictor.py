@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torch import nn
 
-from vistrain.backbones import Backbone, get_backbone
+from vistrain.backbones import Backbone, BackboneUnavailable, get_backbone
+from vistrain.backbones.multi_depth import with_stages
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
 from vistrain.core.files import sha256_file
@@ -20,7 +22,8 @@ from vistrain.features.extract import extract_features
 from vistrain.features.transforms import View
 from vistrain.model import tasks
 from vistrain.model.heads import build_head
-from vistrain.model.run_dir import BACKBONE_WEIGHTS, WEIGHTS, RunError, load_weights, read_config
+from vistrain.model.run_dir import (BACKBONE_WEIGHTS, CONFIG, WEIGHTS, RunError, class_labels_of, load_weights,
+                                    read_config)
 
 
 @dataclass
@@ -39,6 +42,7 @@ class Predictor:
     def __init__(self, config: dict, head: nn.Module, backbone: Backbone):
         self.config = config
         self.classes: list[str] = config["classes"]
+        self.labels: list[str] = class_labels_of(config)  # how the classes are shown: their names, if they have any
         self.task: str = config["task"]
         self.thresholds: list[float] | None = config.get("thresholds")  # multilabel, tuned on validation
         self.preprocess = Preprocess.from_dict(config["preprocess"])
@@ -48,20 +52,20 @@ class Predictor:
     @classmethod
     def from_run(cls, run: str | Path) -> "Predictor":
         config = read_config(run)
-        backbone = get_backbone(config["backbone"]["name"])
+        try:
+            backbone = get_backbone(config["backbone"]["name"])
+        except BackboneUnavailable as error:
+            raise BackboneUnavailable(f"{Path(run) / CONFIG} names a backbone this machine cannot load: {error}") \
+                from None
+        backbone = with_stages(backbone, tuple(config["backbone"].get("stages", ())))
         if backbone.weights != config["backbone"]["weights"]:
             console.print(
-                f"[yellow]warning:[/] the run was trained with {config['backbone']['weights']}, "
-                f"this machine has {backbone.weights}; predictions may differ"
+                f"[yellow]warning:[/] the run was trained with {escape(config['backbone']['weights'])}, "
+                f"this machine has {escape(backbone.weights)}; predictions may differ"
             )
         if config.get("fine_tune", {}).get("sha256"):  # fine-tuning beat the frozen head: the run's own backbone
             backbone = fine_tuned_backbone(backbone, Path(run), config["fine_tune"]["sha256"])
-        head_config = config["head"]
-        head = build_head(
-            head_config["kind"], backbone.feature_dim, tasks.output_units(config["task"], len(config["classes"])),
-            head_config["hidden"], head_config["dropout"], rescale=config["task"] == "regression",
-        )
-        head.load_state_dict(load_weights(Path(run) / WEIGHTS))
+        head = load_head(Path(run), config, backbone)
         return cls(config, head, backbone)
 
     @torch.no_grad()
@@ -90,24 +94,51 @@ class Predictor:
     def describe(self, outputs: np.ndarray, threshold: float | None = None, k: int = 3) -> list[dict]:
         """One plain dict per image: `class` (the top class; the labels over their thresholds joined by ';';
         or the value(s)), `probability` (single-label: of that class), `uncertain` and `top` (name, output)
-        pairs. `threshold`: single-label, abstain below it; multilabel, one threshold for every label instead of
-        the tuned ones."""
+        pairs; classes are shown by their names, if the run has them (`labels`). `threshold`: single-label,
+        abstain below it; multilabel, one threshold for every label instead of the tuned ones."""
         self.check_threshold(threshold)
         rows = []
         for row in outputs:
             if self.task == "regression":
                 rows.append({"class": ", ".join(f"{v:.6g}" for v in row), "probability": None, "uncertain": False,
-                             "top": [(name, float(v)) for name, v in zip(self.classes, row)]})
+                             "top": [(name, float(v)) for name, v in zip(self.labels, row)]})
                 continue
-            top = [(self.classes[i], float(row[i])) for i in np.argsort(-row, kind="stable")[:k]]
+            top = [(self.labels[i], float(row[i])) for i in np.argsort(-row, kind="stable")[:k]]
             if self.task == "multilabel":
                 cut = np.full(len(row), threshold) if threshold is not None else np.asarray(self.thresholds)
-                chosen = [name for name, p, t in zip(self.classes, row, cut) if p >= t]
+                chosen = [name for name, p, t in zip(self.labels, row, cut) if p >= t]
                 rows.append({"class": ";".join(chosen), "probability": None, "uncertain": False, "top": top})
             else:
                 rows.append({"class": top[0][0], "probability": top[0][1], "top": top,
                              "uncertain": threshold is not None and top[0][1] < threshold})
         return rows
+
+
+def load_head(run: Path, config: dict, backbone: Backbone) -> nn.Module:
+    """The head config.json describes, with the weights of RUN/head.safetensors; a RunError when they do not fit
+    (another number of classes, another hidden size, another backbone)."""
+    spec, task, classes = config["head"], config["task"], config["classes"]
+    units = tasks.output_units(task, len(classes))
+    head = build_head(spec["kind"], backbone.feature_dim, units, spec["hidden"], spec["dropout"],
+                      rescale=task == "regression")
+    path = run / WEIGHTS
+    weights = load_weights(path)
+    expected = {name: tuple(tensor.shape) for name, tensor in head.state_dict().items()}
+    found = {name: tuple(tensor.shape) for name, tensor in weights.items()}
+    if found != expected:
+        layers = [f"{name}.weight" for name, layer in head.named_children() if isinstance(layer, nn.Linear)]
+        first, last = found.get(layers[0]), found.get(layers[-1])
+        if set(found) != set(expected):
+            why = f"its layers ({', '.join(sorted(found))}) are not those of a {spec['kind']} head for {task}"
+        elif last[0] != units:
+            why = f"it has {last[0]} output(s); {len(classes)} classes ({task}) need {units}"
+        elif first[1] != backbone.feature_dim:
+            why = f"it takes {first[1]} features; the backbone {backbone.name} gives {backbone.feature_dim}"
+        else:
+            why = f"its hidden layer has {first[0]} units, not {spec['hidden']}"
+        raise RunError(f"{path} does not fit {run / CONFIG}: {why}")
+    head.load_state_dict(weights)
+    return head
 
 
 def fine_tuned_backbone(base: Backbone, run: Path, sha256: str) -> Backbone:
@@ -117,21 +148,26 @@ def fine_tuned_backbone(base: Backbone, run: Path, sha256: str) -> Backbone:
     path = run / BACKBONE_WEIGHTS
     if not path.is_file():
         raise RunError(f"{run} was fine-tuned but has no {BACKBONE_WEIGHTS}")
-    if sha256_file(path) != sha256:
+    weights = load_weights(path)  # a damaged file is refused here, not when features are first computed
+    if sha256_file(path, max_bytes=None) != sha256:
         raise RunError(f"{path} is not the file this run saved (its SHA-256 differs from config.json's)")
 
     def build() -> nn.Module:
         model = base.build()
         model.reset_classifier(0)
-        model.load_state_dict(load_weights(path))
+        model.load_state_dict(weights)
         return model.eval()
 
     return replace(base, build=build, weights=f"{base.weights}, fine-tuned sha256:{sha256}")
 
 
-def expand_paths(inputs: list[str | Path]) -> list[Path]:
-    """Files as given (a missing one is reported when it is read), and every non-hidden file inside folders."""
+def expand_paths(inputs: list[str | Path]) -> tuple[list[Path], list[Skipped]]:
+    """Files as given (a missing one is reported when it is read) and every non-hidden file inside folders; and the
+    links to folders found inside them, as skipped (`list_files`)."""
     paths: list[Path] = []
+    links: list[Skipped] = []
     for item in map(Path, inputs):
-        paths.extend(list_files(item) if item.is_dir() else [item])
-    return paths
+        found, skipped = list_files(item) if item.is_dir() else ([item], [])
+        paths += found
+        links += skipped
+    return paths, links

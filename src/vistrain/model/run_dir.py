@@ -1,7 +1,8 @@
 """The run directory, in one place: what a trained run holds, and how each file is written and read back.
 
-    config.json           backbone, preprocessing, classes in index order, task, head, training settings, data,
-                          versions (written last: a run with a config.json is complete)
+    config.json           backbone, preprocessing, classes in index order (and class_names, {class: name}, when
+                          a mapping named them), task, head, training settings, data, versions (written last: a
+                          run with a config.json is complete)
     head.safetensors      the trained head's weights (no pickle anywhere)
     backbone.safetensors  with a fine-tuning that beat the frozen head: the fine-tuned backbone (its SHA-256 is in
                           config.json)
@@ -24,9 +25,12 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vistrain.core.files import read_csv, sha256_file, write_atomic, write_csv, write_json
-from vistrain.data.samples import Skipped
-from vistrain.model.predictions import Predictions, write_predictions
+from vistrain.backbones.preprocess import Preprocess
+from vistrain.core.files import make_folder, read_csv, sha256_file, write_atomic, write_csv, write_json
+from vistrain.data.class_names import class_labels
+from vistrain.data.samples import TASKS, Skipped
+from vistrain.model import HEADS
+from vistrain.model.predictions import Predictions, read_predictions, write_predictions
 
 if TYPE_CHECKING:
     import torch
@@ -53,24 +57,76 @@ def new_run_dir(out: str | Path | None, overwrite: bool = False) -> Path:
     """Create the run directory: `out`, or runs/<timestamp>. An existing non-empty one needs `overwrite`, and then
     loses the files of the run it held (config.json first, so that it never passes for complete), nothing else."""
     path = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    if path.exists() and not path.is_dir():
-        raise RunError(f"{path} is a file, not a folder; choose another --out")
-    if path.exists() and any(path.iterdir()):
+    if path.is_dir() and any(path.iterdir()):
         if not overwrite:
             raise RunError(f"{path} already holds files; choose another --out or pass --overwrite")
         for name in RUN_FILES:
             (path / name).unlink(missing_ok=True)
         for extra in path.glob("inspect_*.csv"):
             extra.unlink()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return make_folder(path, "the run directory (--out)")
 
 
 def read_config(run: str | Path) -> dict:
+    """RUN/config.json, checked (see `config_problem`): a damaged one is a RunError naming the file and what is
+    wrong, never a KeyError later."""
     path = Path(run) / CONFIG
     if not path.is_file():
         raise RunError(f"{run} is not a vistrain run directory (no {CONFIG})")
-    return json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_bytes())
+    except ValueError as error:  # JSON and UTF-8 errors
+        raise RunError(f"{path} is damaged: not valid JSON ({error})") from None
+    problem = config_problem(config)
+    if problem:
+        raise RunError(f"{path} is damaged: {problem}")
+    return config
+
+
+def config_problem(config: object) -> str | None:
+    """What is wrong with a config.json's contents (the first thing found), or None when predicting can use it."""
+    if not isinstance(config, dict):
+        return f"it holds a JSON {type(config).__name__}, not an object"
+    missing = [key for key in ("backbone", "preprocess", "classes", "task", "head") if key not in config]
+    if missing:
+        return f"no {', '.join(missing)}"
+    task, classes, head, backbone = config["task"], config["classes"], config["head"], config["backbone"]
+    if task not in TASKS:
+        return f"unknown task {task!r} (tasks: {', '.join(TASKS)})"
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)
+            and len(set(classes)) == len(classes)):
+        return f"classes is {classes!r}, not a list of distinct names"
+    if task == "binary" and len(classes) != 2:
+        return f"a binary model has 2 classes, not {len(classes)}"
+    names = config.get("class_names", {})
+    if not isinstance(names, dict):
+        return f"class_names is {names!r}, not an object of class: name"
+    unknown = next((c for c in names if c not in classes), None)
+    if unknown is not None:
+        return f"class_names names {unknown!r}, which is not one of the classes"
+    unnamed = next((c for c, name in names.items() if not (isinstance(name, str) and name.strip())), None)
+    if unnamed is not None:
+        return f"class_names gives {unnamed!r} the name {names[unnamed]!r}, not a name"
+    thresholds = config.get("thresholds")
+    if task == "multilabel" and not (isinstance(thresholds, list) and len(thresholds) == len(classes)
+                                     and all(type(t) in (int, float) for t in thresholds)):
+        return f"a multi-label model needs a threshold per label ({len(classes)}), not {thresholds!r}"
+    if not (isinstance(backbone, dict) and isinstance(backbone.get("name"), str)
+            and isinstance(backbone.get("weights"), str)):
+        return f"backbone is {backbone!r}, not an object with a name and weights"
+    if not isinstance(head, dict) or head.get("kind") not in HEADS:
+        return f"head is {head!r}, not an object whose kind is one of {', '.join(HEADS)}"
+    if type(head.get("hidden")) is not int or head["hidden"] < 1:
+        return f"head.hidden is {head.get('hidden')!r}, not a whole number of units"
+    if type(head.get("dropout")) not in (int, float) or not 0 <= head["dropout"] < 1:
+        return f"head.dropout is {head.get('dropout')!r}, not a number in [0, 1)"
+    if not isinstance(config.get("fine_tune", {}), dict):
+        return f"fine_tune is {config['fine_tune']!r}, not an object"
+    try:
+        Preprocess.from_dict(config["preprocess"])
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def save_weights(path: Path, module: torch.nn.Module) -> None:
@@ -81,12 +137,17 @@ def save_weights(path: Path, module: torch.nn.Module) -> None:
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file written by `save_weights`."""
+    """The tensors of a safetensors file written by `save_weights`; a RunError naming the file when it is missing
+    or damaged (empty, truncated, not safetensors)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     if not path.is_file():
         raise RunError(f"{path.parent} has no {path.name}")
-    return load_file(path)
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as error:
+        raise RunError(f"{path} is damaged ({error}); train the run again") from None
 
 
 def write_skipped(path: Path, skipped: list[Skipped]) -> None:
@@ -94,7 +155,42 @@ def write_skipped(path: Path, skipped: list[Skipped]) -> None:
 
 
 def read_skipped(run: Path) -> list[Skipped]:
-    return [Skipped(Path(row["file"]), row["reason"]) for row in read_csv(run / SKIPPED)]
+    """RUN/skipped.csv ([] when it is not there); a RunError when it is damaged."""
+    return [Skipped(Path(row["file"]), row["reason"]) for row in _read_run_csv(run / SKIPPED, ["file", "reason"])]
+
+
+def read_saved_predictions(run: Path, config: dict) -> Predictions:
+    """RUN/predictions.csv: the validation predictions `train` wrote; a RunError when it is missing or damaged."""
+    path = run / PREDICTIONS
+    if not path.is_file():
+        raise RunError(f"{run} has no {PREDICTIONS}; give `inspect` the images to predict them again")
+    try:
+        return read_predictions(path, config["classes"], config["task"], config.get("thresholds"))
+    except ValueError as error:
+        raise RunError(f"{error}; give `inspect` the images to predict them again") from None
+
+
+def read_history(run: Path) -> list[dict]:
+    """RUN/history.csv's rows ([] when it is not there), numbers as numbers; a RunError when it is damaged."""
+    path = run / HISTORY
+    rows = _read_run_csv(path, ["epoch", "train_loss", "val_loss"])
+    header = list(rows[0]) if rows else []
+    scores = {key.removeprefix("train_") for key in header if key.startswith("train_")} - {"loss"}
+    if rows and (len(scores) != 1 or f"val_{scores.pop()}" not in header):
+        raise RunError(f"{path} is damaged: its columns ({', '.join(header)}) do not name one score")
+    numbers = [key for key in header if key == "epoch" or key.startswith(("train_", "val_"))]
+    try:
+        return [{**row, **{key: (int if key == "epoch" else float)(row[key]) for key in numbers}} for row in rows]
+    except (TypeError, ValueError) as error:  # a short row's missing cells are None
+        raise RunError(f"{path} is damaged: {error}") from None
+
+
+def _read_run_csv(path: Path, needed: list[str]) -> list[dict]:
+    rows = read_csv(path)
+    missing = [column for column in needed if rows and column not in rows[0]]
+    if missing:
+        raise RunError(f"{path} is damaged: no column {', '.join(missing)}")
+    return rows
 
 
 def package_versions() -> dict[str, str]:
@@ -102,18 +198,28 @@ def package_versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{name: version(name) for name in names}}
 
 
+def class_labels_of(config: dict) -> list[str]:
+    """How the run's classes are shown: by the names config.json gives them, else by their ids
+    (`vistrain.data.class_names.class_labels`)."""
+    return class_labels(config["classes"], config.get("class_names", {}))
+
+
 def run_config(backbone: Backbone, classes: list[str], task: str, thresholds: list[float] | None, options: dict,
-               best_epoch: int, fine_tune: dict | None, data: dict) -> dict:
-    """config.json: everything predicting needs (backbone, its preprocessing, classes in index order, task, head,
-    thresholds), and how the run was trained."""
+               best_epoch: int, fine_tune: dict | None, data: dict, class_names: dict[str, str] | None = None,
+               head_fit: dict | None = None) -> dict:
+    """config.json: everything predicting needs (backbone, its preprocessing, classes in index order and their
+    names, task, head, thresholds), and how the run was trained."""
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "backbone": {"name": backbone.name, "weights": backbone.weights, "feature_dim": backbone.feature_dim},
+        "backbone": {"name": backbone.name, "weights": backbone.weights, "feature_dim": backbone.feature_dim,
+                     **({"stages": list(options["feature_stages"])} if options.get("feature_stages") else {})},
         "preprocess": backbone.preprocess.to_dict(),
         "classes": classes,
+        **({"class_names": class_names} if class_names else {}),
         "task": task,
         **({"thresholds": thresholds} if thresholds else {}),
-        "head": {"kind": options["head"], "hidden": options["hidden"], "dropout": options["dropout"]},
+        "head": {"kind": options["head"], "hidden": options["hidden"], "dropout": options["dropout"],
+                 **({"fit": head_fit} if head_fit else {})},
         "training": {**options, "task": task, "optimizer": "adam", "best_epoch": best_epoch,
                      "best_epoch_rule": "lowest validation loss, across stages"},
         **({"fine_tune": fine_tune} if fine_tune else {}),
@@ -125,7 +231,7 @@ def run_config(backbone: Backbone, classes: list[str], task: str, thresholds: li
 def save_backbone(run: Path, backbone: torch.nn.Module) -> dict:
     """RUN/backbone.safetensors (a fine-tuned backbone); returns what config.json records of it."""
     save_weights(run / BACKBONE_WEIGHTS, backbone)
-    return {"weights_file": BACKBONE_WEIGHTS, "sha256": sha256_file(run / BACKBONE_WEIGHTS)}
+    return {"weights_file": BACKBONE_WEIGHTS, "sha256": sha256_file(run / BACKBONE_WEIGHTS, max_bytes=None)}
 
 
 def write_trained_run(run: Path, head: torch.nn.Module, metrics: dict, history: list, stages: list[str],
