@@ -31,12 +31,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def multipart(name: str, data: bytes) -> tuple[bytes, str]:
-    """A multipart/form-data body with one file under `files`, and its content type."""
+def multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body with `files` (name, content) under `files`, and its content type."""
     boundary = uuid.uuid4().hex
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
-            f"Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
+    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+                    f"Content-Type: image/jpeg\r\n\r\n".encode() + data + b"\r\n" for name, data in files)
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def client(port: int, photos: list[tuple[str, bytes]], start: int, until: float, latencies: list[float],
@@ -45,7 +45,7 @@ def client(port: int, photos: list[tuple[str, bytes]], start: int, until: float,
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     i = start
     while time.perf_counter() < until:
-        body, content_type = multipart(*photos[i % len(photos)])
+        body, content_type = multipart([photos[i % len(photos)]])
         started = time.perf_counter()
         try:
             connection.request("POST", "/predict", body, {"Content-Type": content_type})
@@ -97,6 +97,26 @@ def wait_until_healthy(port: int, server: subprocess.Popen, timeout: float = 300
     raise SystemExit("the server did not start")
 
 
+def trained(run: Path | None, scratch: str, epochs: int) -> Path:
+    """`run`, or when None a run trained on cats-vs-dogs for `epochs` epochs under `scratch`."""
+    if run is not None:
+        return run
+    from vistrain.api import train
+    from vistrain.training.options import TrainOptions
+
+    run = Path(scratch) / "run"
+    started = time.perf_counter()
+    train(SHARED, run, TrainOptions(epochs=epochs), verbose=False)
+    print(f"trained {run} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return run
+
+
+def start_server(run: Path, port: int, *options: str) -> subprocess.Popen:
+    """`vistrain serve RUN --port PORT OPTIONS...` in a child process, its output thrown away."""
+    return subprocess.Popen([sys.executable, "-m", "vistrain", "serve", str(run), "--port", str(port), *options],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="A trained run [default: train one on cats-vs-dogs first].")
@@ -108,18 +128,9 @@ def main() -> None:
         raise SystemExit(f"{SHARED} is not on this machine")
     photos = [(p.name, p.read_bytes()) for p in sorted((SHARED / "val").glob("*/*.jpg"))]
     with tempfile.TemporaryDirectory() as scratch:
-        run = args.run
-        if run is None:
-            from vistrain.api import train
-            from vistrain.training.options import TrainOptions
-
-            run = Path(scratch) / "run"
-            started = time.perf_counter()
-            train(SHARED, run, TrainOptions(epochs=args.epochs), verbose=False)
-            print(f"trained {run} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        run = trained(args.run, scratch, args.epochs)
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "vistrain", "serve", str(run), "--port", str(port)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+        server = start_server(run, port)
         try:
             health = wait_until_healthy(port, server)
             print(f"{health['backbone']['name']} {health['task']} {health['classes']}; {len(photos)} photos "

@@ -26,6 +26,7 @@ from PIL import Image
 from conftest import SHARED_DATA, invoke, shape_image
 from vistrain.deploy.export import prepare_image
 from vistrain.model.predictor import Predictor
+from vistrain.deploy.limits import Limits
 from vistrain.deploy.serve import MicroBatcher, create_app
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "onnx_predict.py"
@@ -186,7 +187,7 @@ THRESHOLD = 0.9
 
 @pytest.fixture(scope="module")
 def server(run: Path):
-    with Server(create_app(run, threshold=THRESHOLD, max_bytes=MAX_BYTES)) as started:
+    with Server(create_app(run, threshold=THRESHOLD, limits=Limits(max_bytes=MAX_BYTES))) as started:
         yield started
 
 
@@ -212,15 +213,15 @@ def test_predict_gives_each_file_its_class_and_the_threshold_verdict(server: Ser
         assert row["top"][0] == [row["class"], row["probability"]] and len(row["top"]) == 2
 
 
-@pytest.mark.parametrize("name, data, status, reason", [
-    ("notes.txt", b"hello, not an image", 415, "not an image"),
-    ("broken.jpg", b"\xff\xd8\xff\xe0" + bytes(200), 415, ""),
-    ("empty.png", b"", 400, "empty"),
-    ("huge.png", bytes(MAX_BYTES + 1), 413, "limit"),
+@pytest.mark.parametrize("name, data, status, reason, blamed", [
+    ("notes.txt", b"hello, not an image", 415, "not an image", "notes.txt"),
+    ("broken.jpg", b"\xff\xd8\xff\xe0" + bytes(200), 415, "", "broken.jpg"),
+    ("empty.png", b"", 400, "empty", "empty.png"),
+    ("huge.png", bytes(MAX_BYTES + 1), 413, "limit", ""),  # the request as a whole is refused
 ])
-def test_bad_uploads_are_refused_and_the_next_request_is_served(server: Server, name, data, status, reason):
+def test_bad_uploads_are_refused_and_the_next_request_is_served(server: Server, name, data, status, reason, blamed):
     code, answer = post(server.url, [("fine.png", png(shape_image("circle", 3))), (name, data)])
-    assert code == status and reason in answer["error"] and answer["filename"] == name
+    assert code == status and reason in answer["error"] and answer["filename"] == blamed
     code, answer = post(server.url, [("fine.png", png(shape_image("circle", 3)))])
     assert code == 200 and answer["results"][0]["class"] == "circle"
 

@@ -23,17 +23,18 @@ def write_preview(data: Path, out: Path, augmentation: Augmentation, images: int
     """Write `out` (PNG): `images` training images of DATA, drawn at random (seeded), each beside `views`
     augmented versions, at `backbone`'s input size. Returns the unreadable files passed over."""
     dataset = load_dataset(data, seed=seed)
+    preprocess = get_backbone(backbone).preprocess
     pictures, skipped = [], []
     for path in sample_training_images([s.path for s in dataset.train], images * 3, seed):
         try:
-            pictures.append(load_rgb(path))
+            pictures.append(load_rgb(path, reduce_to=preprocess.resize_size))
         except UnreadableImage as error:
             skipped.append(Skipped(path, str(error)))
         if len(pictures) == images:
             break
     if not pictures:
         raise DataError(f"no readable training images in {data}")
-    write_atomic(out, preview_grid(pictures, get_backbone(backbone).preprocess, augmentation, views, seed))
+    write_atomic(out, preview_grid(pictures, preprocess, augmentation, views, seed))
     return skipped
 
 

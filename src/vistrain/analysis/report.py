@@ -28,7 +28,7 @@ DESCRIPTIONS = {
 def thumbnail(path: Path) -> str:
     """Base64 JPEG thumbnail, or '' when the file cannot be read any more."""
     try:
-        image = load_rgb(path)
+        image = load_rgb(path, reduce_to=THUMBNAIL_SIZE)
     except (UnreadableImage, OSError):
         return ""
     image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))

@@ -11,9 +11,11 @@ from rich.markup import escape
 from vistrain.cli.main import CACHE_DIR, DATA, DECISIONS, data_source, friendly_errors, label_options, main
 from vistrain.cli.show import print_entries, print_metrics, print_predictions, report_skipped
 from vistrain.core.console import console
+from vistrain.deploy.limits import Limits
 
 RUN = click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 TTA = click.option("--tta", is_flag=True, help="Test-time augmentation: average each image's and its mirror's outputs.")
+LIMITS = Limits()
 THRESHOLD = click.option("--threshold", type=click.FloatRange(0, 1),
                          help="Mark predictions whose probability is below this as uncertain; multi-label models: one "
                               "threshold for every label instead of the ones tuned on validation.")
@@ -128,17 +130,27 @@ def export(run: Path, output_format: str, out: Path | None) -> None:
 @click.option("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=8000, type=click.IntRange(0, 65535))
 @THRESHOLD
-@click.option("--max-bytes", default=20_000_000, type=click.IntRange(1), help="Largest image file accepted.")
+@click.option("--max-bytes", default=LIMITS.max_bytes, type=click.IntRange(1),
+              help="Largest request body accepted, all its files together (bytes).")
+@click.option("--max-files", default=LIMITS.max_files, type=click.IntRange(1), help="Most files in one request.")
+@click.option("--max-pixels", default=LIMITS.max_pixels, type=click.IntRange(1),
+              help="Most pixels of all the images of one request together, at their full size.")
+@click.option("--decode-threads", default=LIMITS.decode_threads, type=click.IntRange(1),
+              help="Images decoded at once [default: the number of CPUs].")
+@click.option("--max-queued", default=LIMITS.max_queued, type=click.IntRange(0),
+              help="Images that may wait for a decoding thread; beyond them requests are refused with 503.")
 @click.option("--max-batch", default=16, type=click.IntRange(1), help="Most images in one forward pass.")
 @click.option("--max-wait-ms", default=5.0, type=click.FloatRange(0),
               help="How long the first image of a batch waits for others.")
+@click.option("--docs", is_flag=True, help="Also serve the API's documentation: /docs, /redoc and /openapi.json.")
 @friendly_errors
-def serve(run: Path, host: str, port: int, threshold: float | None, max_bytes: int, max_batch: int,
-          max_wait_ms: float) -> None:
+def serve(run: Path, host: str, port: int, threshold: float | None, max_bytes: int, max_files: int, max_pixels: int,
+          decode_threads: int, max_queued: int, max_batch: int, max_wait_ms: float, docs: bool) -> None:
     """Serve the model in RUN over HTTP: POST /predict (multipart field `files`), GET /health, and a web page at /."""
     import uvicorn
 
     from vistrain.deploy.serve import create_app
 
-    app = create_app(run, threshold, max_bytes, max_batch, max_wait_ms / 1000)
+    limits = Limits(max_bytes, max_files, max_pixels, decode_threads, max_queued)
+    app = create_app(run, threshold, limits, max_batch, max_wait_ms / 1000, docs)
     uvicorn.run(app, host=host, port=port)

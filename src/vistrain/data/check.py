@@ -22,6 +22,8 @@ from vistrain.data.folders import find_split_dirs, read_class_folders
 from vistrain.data.images import UnreadableImage, load_rgb
 from vistrain.data.samples import Skipped
 
+HASHED_FROM = 256  # `reduce_to` for hashing: a shorter side of 2,048+ is hashed from 1,024 (phash looks at 32 x 32)
+
 
 @dataclass(frozen=True)
 class Record:
@@ -77,9 +79,9 @@ def split_folders(root: Path) -> dict[str, Path]:
 def read_record(path: Path, split: str, label: str) -> Record:
     """Digest, perceptual hash and size of one image."""
     digest = sha256_file(path)
-    image = load_rgb(path)
+    image = load_rgb(path, reduce_to=HASHED_FROM)
     phash = int(str(imagehash.phash(image)), 16)
-    return Record(path, split, label, digest, phash, image.width, image.height)
+    return Record(path, split, label, digest, phash, *image.info["source_size"])
 
 
 def near_pairs(records: list[Record], threshold: int, chunk: int = 1024) -> list[tuple[int, int, int]]:

@@ -3,6 +3,11 @@
 Files are recognised by their content, never by their extension. Every Pillow mode becomes RGB:
 transparency is composited onto white, 16-bit grey is scaled to 0-255, CMYK and palettes are
 converted, and the EXIF orientation is applied.
+
+Callers that resize afterwards may say to what shorter side (`reduce_to`): an image far larger than that is then
+decoded at a smaller scale (JPEG: 1/2, 1/4 or 1/8 of each side) and resized right after decoding, before any other
+copy, so that a huge image costs one decoded frame at most, never several full-size copies. Without `reduce_to` the
+picture is exact.
 """
 
 from __future__ import annotations
@@ -12,20 +17,30 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from vistrain.core.files import RefusedFile, open_data_file
 
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")  # JPEG includes multi-picture (MPO) files
 MAX_PIXELS = 100_000_000  # larger images are refused as possible decompression bombs
+REDUCE_MARGIN = 4  # a reduced image keeps a shorter side of 4 x the `reduce_to` asked for (see `reduced_size`)
+REDUCIBLE = ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F")  # modes resizing averages as they are
 
 
 class UnreadableImage(Exception):
     """A file that cannot be used as an image; the message says why."""
 
 
-def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode `path` into an upright 8-bit RGB image, or raise UnreadableImage with the reason."""
+class TooManyPixels(UnreadableImage):
+    """An image over the pixel limit it was read with."""
+
+
+def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS, reduce_to: int | None = None) -> Image.Image:
+    """Decode `path` into an upright 8-bit RGB image, or raise UnreadableImage with the reason.
+
+    With `reduce_to`, an image whose shorter side is at least 2 x REDUCE_MARGIN x `reduce_to` comes back with a
+    shorter side of REDUCE_MARGIN x `reduce_to` (see `reduced_size`). `image.info["source_size"]` is the
+    (width, height) of the whole upright picture, reduced or not."""
     path = Path(path)
     try:
         with open_data_file(path) as file, warnings.catch_warnings():
@@ -35,11 +50,12 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
             Image.init()  # register every format plugin, not only the common ones
             with Image.open(file, formats=FORMATS) as image:
                 if image.width * image.height > max_pixels:
-                    raise UnreadableImage(
-                        f"{image.width}x{image.height} pixels is over the limit of {max_pixels:,}"
-                    )
-                image.load()
-                return to_rgb(ImageOps.exif_transpose(image))
+                    raise TooManyPixels(f"{image.width}x{image.height} pixels is over the limit of {max_pixels:,}")
+                width, height = image.size
+                picture = decode(image, reduce_to)
+                turned = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)  # quarter turns
+                picture.info["source_size"] = (height, width) if turned else (width, height)
+                return picture
     except UnreadableImage:
         raise
     except RefusedFile as error:
@@ -50,6 +66,37 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise UnreadableImage(f"refused as a possible decompression bomb: {error}") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise UnreadableImage(f"cannot decode: {error}") from None
+
+
+def decode(image: Image.Image, reduce_to: int | None) -> Image.Image:
+    """An opened image's pixels as upright RGB; with `reduce_to`, shrunk first where it is far larger than that."""
+    size = reduced_size(image.size, reduce_to) if reduce_to else image.size
+    if size == image.size:
+        image.load()
+        return to_rgb(ImageOps.exif_transpose(image))
+    drafted = image.draft(None, size)  # JPEG: decoded at 1/2, 1/4 or 1/8 scale, never below `size`; others: None
+    extent = drafted[1] if drafted else (0, 0, *image.size)  # the whole picture, in decoded pixels
+    image.load()
+    exif = image.getexif()  # read from the file's own place for it (TIFF: its tags), which a new image lacks
+    if image.mode.startswith("I;16"):
+        image = image.convert("I")  # 16-bit grey: averaged as 32-bit, scaled to 8 bits by to_rgb
+    elif image.mode not in REDUCIBLE:
+        image = to_rgb(image)  # palettes, 1-bit and the rest cannot be averaged as they are
+    small = image.resize(size, Image.Resampling.BICUBIC, box=extent, reducing_gap=3.0)  # reduce(), then bicubic
+    if exif:
+        small.info["exif"] = exif.tobytes()
+    return to_rgb(ImageOps.exif_transpose(small))
+
+
+def reduced_size(size: tuple[int, int], reduce_to: int) -> tuple[int, int]:
+    """`size` when its shorter side is under 2 x REDUCE_MARGIN x `reduce_to`, else REDUCE_MARGIN times the size
+    that resizing the shorter side to `reduce_to` gives (the longer side rounded down, as `resize_shorter_side`
+    does), so that resizing the reduced image gives the same size, and the same geometry, as resizing the original."""
+    short, long = min(size), max(size)
+    if short < 2 * REDUCE_MARGIN * reduce_to:
+        return size
+    reduced = (REDUCE_MARGIN * reduce_to, REDUCE_MARGIN * int(reduce_to * long / short))
+    return reduced if size[0] <= size[1] else (reduced[1], reduced[0])
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

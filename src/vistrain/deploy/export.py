@@ -36,8 +36,9 @@ OUTPUT = "outputs"
 def prepare_image(image: str | Path | Image.Image, preprocess: Preprocess) -> np.ndarray:
     """An image file (read with `load_rgb`: any format, EXIF orientation) or RGB PIL image, resized and
     centre-cropped as `eval_transform` does: the uint8 H x W x 3 array an exported model takes."""
-    picture = load_rgb(image) if isinstance(image, (str, Path)) else image.convert("RGB")
-    return eval_transform(preprocess, output="uint8")(picture).permute(1, 2, 0).numpy()
+    if isinstance(image, (str, Path)):
+        image = load_rgb(image, reduce_to=preprocess.resize_size)  # as `vistrain predict` reads files
+    return eval_transform(preprocess, output="uint8")(image).permute(1, 2, 0).numpy()
 
 
 class DeployedModel(nn.Module):

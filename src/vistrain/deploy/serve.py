@@ -1,38 +1,33 @@
 """`vistrain serve`: a trained run behind HTTP (FastAPI), with a small web page to try it.
 
-The model is loaded once, when the app is made. Each uploaded image is decoded with `load_rgb` and resized and
-cropped with the run's `eval_transform` in a worker thread; a micro-batcher gathers the images of concurrent
-requests (for up to `max_wait` seconds, or `max_batch` images) and runs one forward pass of backbone and head, in a
-thread, so the event loop keeps serving. The backbone runs as `vistrain predict` runs it (`feature_function`: ONNX
-Runtime by default), without the feature cache.
+The model is loaded once, when the app is made. Uploads are read within limits, and each image is decoded, resized
+and cropped with the run's `eval_transform` on a decoding thread (`uploads.py`); a micro-batcher gathers the images
+of concurrent requests (for up to `max_wait` seconds, or `max_batch` images) and runs one forward pass of backbone
+and head, in a thread, so the event loop keeps serving. The backbone runs as `vistrain predict` runs it
+(`feature_function`: ONNX Runtime by default), without the feature cache.
 """
 
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+from PIL import Image
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from vistrain.core.html import render
-from vistrain.data.images import UnreadableImage, load_rgb
+from vistrain.data.images import MAX_PIXELS
+from vistrain.deploy.limits import Limits
+from vistrain.deploy.uploads import FIELD, BadUpload, Decoders, decode_upload, uploaded_files
 from vistrain.features.extract import feature_function
 from vistrain.features.transforms import eval_transform
 from vistrain.model.predictor import Predictor
-
-MAX_BYTES = 20_000_000  # per uploaded file
-MAX_FILES = 64  # per request
-FIELD = "files"
 
 
 class MicroBatcher:
@@ -77,62 +72,38 @@ class MicroBatcher:
                     future.set_result(row)
 
 
-@dataclass
-class BadUpload(Exception):
-    """An upload refused with an HTTP status and the reason."""
-
-    status: int
-    filename: str
-    reason: str
-
-
-def decode(data: bytes, filename: str, transform: Callable) -> torch.Tensor:
-    """Upload bytes -> the model's input tensor, or BadUpload (415) when they are not a readable image."""
-    with tempfile.NamedTemporaryFile(prefix="vistrain-upload-") as file:
-        file.write(data)
-        file.flush()
-        try:
-            return transform(load_rgb(file.name))
-        except UnreadableImage as error:
-            raise BadUpload(415, filename, str(error)) from None
-
-
-async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
-    """The file's bytes; BadUpload for an empty file (400) or one over `max_bytes` (413)."""
-    data = await upload.read(max_bytes + 1)
-    name = upload.filename or ""
-    if not data:
-        raise BadUpload(400, name, "empty file (0 bytes)")
-    if len(data) > max_bytes:
-        raise BadUpload(413, name, f"larger than the limit of {max_bytes:,} bytes")
-    return data
-
-
-def create_app(run: str | Path, threshold: float | None = None, max_bytes: int = MAX_BYTES, max_batch: int = 16,
-               max_wait: float = 0.005) -> FastAPI:
-    """The web app for the model in `run`: POST /predict, GET /health and GET / (the page)."""
+def create_app(run: str | Path, threshold: float | None = None, limits: Limits = Limits(), max_batch: int = 16,
+               max_wait: float = 0.005, docs: bool = False) -> FastAPI:
+    """The web app for the model in `run`: POST /predict, GET /health and GET / (the page); with `docs`, also
+    FastAPI's /docs, /redoc and /openapi.json."""
     predictor = Predictor.from_run(run)
     predictor.check_threshold(threshold)
     transform = eval_transform(predictor.preprocess, output="uint8")
+    reduce_to = predictor.preprocess.resize_size
     features = feature_function(predictor.backbone, predictor.preprocess)
 
     def infer(batch: torch.Tensor) -> np.ndarray:
         return predictor.outputs(features(batch))
 
     batcher = MicroBatcher(infer, max_batch, max_wait)
+    decoders = Decoders(limits)
+    largest = min(MAX_PIXELS, Image.MAX_IMAGE_PIXELS, limits.max_pixels)  # over it, the decoder refuses an image
     info = {"task": predictor.task, "classes": predictor.classes,
             **({"class_names": predictor.config["class_names"]} if "class_names" in predictor.config else {}),
             "backbone": predictor.config["backbone"], "input_size": predictor.preprocess.input_size,
-            "threshold": threshold, "max_bytes": max_bytes}
+            "threshold": threshold, "limits": {**limits.to_dict(), "max_image_pixels": largest}}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         worker = asyncio.create_task(batcher.run())
         yield
         worker.cancel()
+        decoders.close()
 
-    app = FastAPI(title="vistrain", lifespan=lifespan)
+    shown = {"docs_url": "/docs", "redoc_url": "/redoc", "openapi_url": "/openapi.json"}
+    app = FastAPI(title="vistrain", lifespan=lifespan, **{key: path if docs else None for key, path in shown.items()})
     app.state.batcher = batcher
+    app.state.decoders = decoders
     page = render("serve.html.j2", info=info, labels=predictor.labels)
 
     @app.get("/", response_class=HTMLResponse)
@@ -146,20 +117,28 @@ def create_app(run: str | Path, threshold: float | None = None, max_bytes: int =
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
         try:
-            if int(request.headers.get("content-length") or 0) > MAX_FILES * (max_bytes + 4096):
-                raise BadUpload(413, "", f"request larger than {MAX_FILES} files of {max_bytes:,} bytes")
-            async with request.form(max_files=MAX_FILES) as form:
-                uploads = [item for item in form.getlist(FIELD) if isinstance(item, UploadFile)]
+            async with uploaded_files(request, limits) as uploads:
                 if not uploads:
                     raise BadUpload(400, "", f"no files: send images as multipart/form-data under the field '{FIELD}'")
-                names = [upload.filename or "" for upload in uploads]
-                images = [await run_in_threadpool(decode, await read_upload(upload, max_bytes), name, transform)
-                          for upload, name in zip(uploads, names)]
+                names, images, pixels_left = [upload.filename or "" for upload in uploads], [], limits.max_pixels
+                for upload, name in zip(uploads, names):
+                    if not upload.size:
+                        raise BadUpload(400, name, "empty file (0 bytes)")
+                    image, pixels = await decoders.run(decode_upload, upload, transform, reduce_to, pixels_left)
+                    images.append(image)
+                    pixels_left -= pixels
         except BadUpload as bad:
-            return JSONResponse({"error": bad.reason, "filename": bad.filename}, status_code=bad.status)
-        except HTTPException as error:  # the multipart parser's refusals: malformed body, too many files
-            return JSONResponse({"error": error.detail, "filename": ""}, status_code=error.status_code)
+            return refusal(bad)
+        except ClientDisconnect:
+            return JSONResponse({"error": "the client went away", "filename": ""}, status_code=400)
         rows = predictor.describe(await batcher.predict(images), threshold, min(3, len(predictor.classes)))
         return JSONResponse({"results": [{"filename": name, **row} for name, row in zip(names, rows)]})
 
     return app
+
+
+def refusal(bad: BadUpload) -> JSONResponse:
+    """The JSON answer to a refused upload: a body cut off is left unread (`Connection: close`), and a busy server
+    says when to try again."""
+    headers = {"Connection": "close"} if bad.cut_off else {"Retry-After": "1"} if bad.status == 503 else {}
+    return JSONResponse({"error": bad.reason, "filename": bad.filename}, status_code=bad.status, headers=headers)

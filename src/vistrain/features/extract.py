@@ -56,13 +56,15 @@ class _ImageFiles:
         self.paths = paths
         self.digests = digests
         self.transform = view.transform(preprocess)
+        self.reduce_to = preprocess.resize_size
 
     def load(self, positions: range) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
         good, pixels, bad = [], [], []
         with _one_torch_thread():
             for position in positions:
                 try:
-                    pixels.append(self.transform(load_rgb(self.paths[position]), self.digests[position]))
+                    image = load_rgb(self.paths[position], reduce_to=self.reduce_to)
+                    pixels.append(self.transform(image, self.digests[position]))
                     good.append(position)
                 except UnreadableImage as error:
                     bad.append((position, str(error)))

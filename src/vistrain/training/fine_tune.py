@@ -66,14 +66,14 @@ class FineTuned(nn.Module):
 class LabelledImages(torch.utils.data.Dataset):
     """(transformed image, target) pairs."""
 
-    def __init__(self, paths: list[Path], targets: torch.Tensor, transform: Callable):
-        self.paths, self.targets, self.transform = paths, targets, transform
+    def __init__(self, paths: list[Path], targets: torch.Tensor, transform: Callable, reduce_to: int):
+        self.paths, self.targets, self.transform, self.reduce_to = paths, targets, transform, reduce_to
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(load_rgb(self.paths[index])), self.targets[index]
+        return self.transform(load_rgb(self.paths[index], reduce_to=self.reduce_to)), self.targets[index]
 
 
 @torch.no_grad()
@@ -139,10 +139,11 @@ def fine_tune(
     ])
     generator = torch.Generator().manual_seed(seed)
     workers = max(1, min(4, (os.cpu_count() or 2) // 2))  # decoding and augmenting processes
-    loader = training_loader(LabelledImages(*train, train_transform(preprocess, Augmentation())), batch_size,
+    size = preprocess.resize_size
+    loader = training_loader(LabelledImages(*train, train_transform(preprocess, Augmentation()), size), batch_size,
                              generator, sample_weights, context, workers)
-    val_loader = torch.utils.data.DataLoader(LabelledImages(*val, eval_transform(preprocess)), batch_size=batch_size,
-                                             num_workers=workers)
+    val_loader = torch.utils.data.DataLoader(LabelledImages(*val, eval_transform(preprocess), size),
+                                             batch_size=batch_size, num_workers=workers)
     trainer = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
         if context.active else model
     stage = Stage(STAGE, model, trainer, loader, lambda: evaluate_images(model, val_loader, task, weights, device),
