@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from vistrain.data.datasets import load_dataset
 from vistrain.data.demo import elpv_csv, elpv_labels, elpv_root
 from vistrain.data.images import load_rgb
@@ -45,3 +47,21 @@ def test_the_demo_command_gives_its_csv_image_root(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(vistrain.api, "train", load_only)
     assert invoke("demo", "--cache-dir", tmp_path).exit_code == 0
     assert len(loaded[0].train) + len(loaded[0].val) == 2624 and not loaded[0].skipped
+
+
+@pytest.mark.parametrize("args, head", [((), "logistic"), (("--task", "multiclass"), "logistic"),
+                                        (("--task", "regression"), "mlp"), (("--head", "mlp"), "mlp")])
+def test_the_demo_picks_the_head_measured_best_unless_told(tmp_path: Path, monkeypatch, args, head):
+    """The logistic head for classification and the MLP for regression (benchmarks/elpv_tasks.py); --head wins."""
+    import vistrain.api
+    from conftest import invoke
+
+    chosen = []
+
+    def record_head(data, out, options, **kwargs):
+        chosen.append(options.head)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(vistrain.api, "train", record_head)
+    assert invoke("demo", "--cache-dir", tmp_path, *args).exit_code == 0
+    assert chosen == [head]

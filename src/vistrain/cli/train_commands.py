@@ -61,8 +61,8 @@ def train(data: Path | None, labels: Path | None, resume: Path | None, **setting
 @training_options
 @friendly_errors
 def demo(**settings) -> None:
-    """Train on the built-in demo: 2,624 solar-cell photos (PyPI elpv-dataset), with the logistic head unless
-    --head says otherwise (it measured best on these cells).
+    """Train on the built-in demo: 2,624 solar-cell photos (PyPI elpv-dataset), with the logistic head for the
+    classification tasks and the MLP for regression, unless --head says otherwise (measured best on these cells).
 
     --task binary (the default for auto): defective or functional; multiclass: the experts' four defect
     probability levels; multilabel: the cell type (mono/poly) plus defective; regression: the defect probability.
@@ -72,7 +72,8 @@ def demo(**settings) -> None:
 
     settings["task"] = "binary" if settings["task"] == "auto" else settings["task"]
     if click.get_current_context().get_parameter_source("head") is ParameterSource.DEFAULT:
-        settings["head"] = "logistic"  # measured best on these cells (benchmarks/elpv_levers.py)
+        # measured best on these cells (benchmarks/elpv_levers.py, elpv_tasks.py)
+        settings["head"] = "mlp" if settings["task"] == "regression" else "logistic"
     labels = elpv_csv((settings["cache_dir"] or default_cache_dir()) / "datasets", settings["task"])
     console.print(f"demo data: {escape(str(labels))}")
     _train(labels, image_root=elpv_root(), **settings)
