@@ -2,7 +2,8 @@
 
 For each size N, writes N small JPEGs (two classes: circles and squares) and times `vistrain check` and a cold
 `vistrain train --epochs 3` (empty feature cache), each in its own process; prints a Markdown table of wall time,
-images/s and peak RSS (the largest of the process and its data-loader workers, from wait4).
+images/s, peak RSS (the largest of the process and its children, from wait4) and the feature cache's size on disk
+(the cache also holds the exported backbone), a row as each size finishes.
 
     python benchmarks/scale.py [--sizes 1000 10000]
 """
@@ -54,23 +55,20 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--check-only", action="store_true", help="Time `check` alone.")
     args = parser.parse_args()
-    rows = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for n in args.sizes:
-            data = Path(scratch) / f"images-{n}"
-            generate(data, n)
-            check = measured("check", str(data), "--out", str(Path(scratch) / f"check-{n}"))
-            train = (float("nan"), float("nan")) if args.check_only else measured(
-                "train", str(data), "--out", str(Path(scratch) / f"run-{n}"), "--epochs", "3",
-                "--cache-dir", str(Path(scratch) / f"cache-{n}"))
-            rows.append((n, check, train))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores")
     print("| images | check (s) | check img/s | check peak RSS (MiB) | train, cold (s) | train img/s "
-          "| train peak RSS (MiB) |")
-    print("|---|---|---|---|---|---|---|")
-    for n, (check_s, check_rss), (train_s, train_rss) in rows:
-        print(f"| {n:,} | {check_s:.1f} | {n / check_s:.0f} | {check_rss:.0f} | {train_s:.1f} | {n / train_s:.0f} "
-              f"| {train_rss:.0f} |")
+          "| train peak RSS (MiB) | feature cache on disk (MiB) |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        for n in args.sizes:
+            data, cache = Path(scratch) / f"images-{n}", Path(scratch) / f"cache-{n}"
+            generate(data, n)
+            check_s, check_rss = measured("check", str(data), "--out", str(Path(scratch) / f"check-{n}"))
+            train_s, train_rss = (float("nan"), float("nan")) if args.check_only else measured(
+                "train", str(data), "--out", str(Path(scratch) / f"run-{n}"), "--epochs", "3", "--cache-dir", str(cache))
+            cache_mib = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 2**20 if cache.exists() else 0
+            print(f"| {n:,} | {check_s:.1f} | {n / check_s:.0f} | {check_rss:.0f} | {train_s:.1f} | {n / train_s:.0f} "
+                  f"| {train_rss:.0f} | {cache_mib:,.0f} |", flush=True)
 
 
 if __name__ == "__main__":
