@@ -1,7 +1,7 @@
 """Backbone feature extractors on ONNX Runtime: exported to ONNX once, cached on disk, run as inference sessions.
 
 On a CPU, ONNX Runtime runs EfficientNet-Lite0 several times as fast as torch eager, with the same features
-(to about 1e-5). The export takes seconds and is kept in the cache directory, one file per backbone, weights,
+(to about 1e-5). The graph has static shapes except the batch axis (`static_graph.py`). The export takes seconds and is kept in the cache directory, one file per backbone, weights,
 preprocessing and export format. It is written to a temporary file and renamed into place, so runs at the same
 time or interrupted ones never leave a half-written model behind.
 """
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-EXPORT_FORMAT = 2  # bump when the export changes (opset, graph, names), to export again
+EXPORT_FORMAT = 3  # bump when the export changes (opset, graph, names), to export again
 OPSET = 17
 INPUT, OUTPUT = "images", "features"
 
@@ -49,16 +49,21 @@ def pixel_feature_extractor(backbone: Backbone, preprocess: Preprocess) -> nn.Mo
 
 
 def onnx_bytes(model: nn.Module, example: torch.Tensor, output: str) -> bytes:
-    """`model` (input `images` like `example`, any batch size) exported to ONNX at OPSET, as bytes."""
+    """`model` (input `images` like `example`, any batch size) exported to ONNX at OPSET, as bytes. Its TensorFlow
+    "same" padding is first frozen for `example`'s image size, in place, and the graph simplified
+    (`static_graph.py`)."""
     import torch  # slow to import: only when exporting
 
+    from vistrain.features.static_graph import freeze_same_padding, simplify
+
+    frozen = freeze_same_padding(model, example)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # The torch.export-based exporter needs onnxscript; the TorchScript one exports timm CNNs exactly.
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=OPSET, input_names=[INPUT],
                           output_names=[output], dynamic_axes={INPUT: {0: "batch"}, output: {0: "batch"}})
-    return buffer.getvalue()
+    return simplify(buffer.getvalue()) if frozen else buffer.getvalue()
 
 
 def export_feature_extractor(backbone: Backbone, preprocess: Preprocess, path: Path) -> None:
