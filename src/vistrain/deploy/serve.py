@@ -4,7 +4,7 @@ The model is loaded once, when the app is made. Each uploaded image is decoded w
 cropped with the run's `eval_transform` in a worker thread; a micro-batcher gathers the images of concurrent
 requests (for up to `max_wait` seconds, or `max_batch` images) and runs one forward pass of backbone and head, in a
 thread, so the event loop keeps serving. The backbone runs as `vistrain predict` runs it (`feature_function`: ONNX
-Runtime by default), without the feature cache.
+Runtime by default, in the run's precision), without the feature cache.
 """
 
 from __future__ import annotations
@@ -114,14 +114,14 @@ def create_app(run: str | Path, threshold: float | None = None, max_bytes: int =
     predictor = Predictor.from_run(run)
     predictor.check_threshold(threshold)
     transform = eval_transform(predictor.preprocess, output="uint8")
-    features = feature_function(predictor.backbone, predictor.preprocess)
+    features = feature_function(predictor.backbone, predictor.preprocess, precision=predictor.precision)
 
     def infer(batch: torch.Tensor) -> np.ndarray:
         return predictor.outputs(features(batch))
 
     batcher = MicroBatcher(infer, max_batch, max_wait)
     info = {"task": predictor.task, "classes": predictor.classes, "backbone": predictor.config["backbone"],
-            "input_size": predictor.preprocess.input_size, "threshold": threshold, "max_bytes": max_bytes}
+            "precision": predictor.precision.name, "input_size": predictor.preprocess.input_size, "threshold": threshold, "max_bytes": max_bytes}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):

@@ -2,7 +2,7 @@
 and cached as they come.
 
 Features are computed by ONNX Runtime (the default engine, see `runtime.py`) or by torch eager; both share one
-cache.
+cache. int8 features (`int8.py`) are ONNX Runtime's alone, cached apart.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from vistrain.core.files import sha256_file
 from vistrain.data.images import UnreadableImage, load_rgb
 from vistrain.data.samples import Skipped
 from vistrain.features.cache import FeatureCache, default_cache_dir
+from vistrain.features.int8 import FP32, Precision
 from vistrain.features.runtime import INPUT, feature_session, pixel_feature_extractor
 from vistrain.features.transforms import View
 
@@ -125,12 +126,13 @@ def extract_features(
     show_progress: bool = True,
     engine: str | None = None,
     view: View = View(),
+    precision: Precision = FP32,
 ) -> Features:
-    """Feature vectors for `paths` (of `view`: by default the images as validation sees them), reading cached
-    ones and computing (and caching) the rest.
+    """Feature vectors for `paths` (of `view`: by default the images as validation sees them; in `precision`),
+    reading cached ones and computing (and caching) the rest.
 
-    `engine` computes them: "onnx" (ONNX Runtime, falling back to torch with a warning where it cannot run)
-    or "torch" (torch eager); the default is `resolve_engine`'s.
+    `engine` computes them: "onnx" (ONNX Runtime, falling back to torch with a warning where it cannot run, for
+    fp32) or "torch" (torch eager, fp32 only); the default is `resolve_engine`'s.
     """
     engine = resolve_engine(engine)
     cache_dir = cache_dir or default_cache_dir()
@@ -141,14 +143,14 @@ def extract_features(
             digests[index] = sha256_file(path)
         except OSError as error:
             skipped[index] = f"cannot read: {error.strerror or error}"
-    cache = FeatureCache(cache_dir, backbone, preprocess, view)
+    cache = FeatureCache(cache_dir, backbone, preprocess, view, precision)
     try:
         cached = cache.has(sorted(set(digests.values())))
         missing = [i for i, digest in digests.items() if digest not in cached]
         started = time.perf_counter()
         if missing:
             at_once, threads_each = extraction_threads()
-            forward = feature_function(backbone, preprocess, cache_dir, engine, threads_each)
+            forward = feature_function(backbone, preprocess, cache_dir, engine, threads_each, precision)
             failures = _compute_into_cache([paths[i] for i in missing], [digests[i] for i in missing], forward,
                                            preprocess, view, cache, batch_size, at_once, show_progress)
             skipped.update({missing[position]: reason for position, reason in failures.items()})
@@ -178,18 +180,25 @@ def feature_matrix(rows: int, dim: int, directory: Path) -> np.ndarray:
 
 
 def feature_function(backbone: Backbone, preprocess: Preprocess, cache_dir: Path | None = None,
-                     engine: str | None = None, threads: int | None = None) -> Callable[[torch.Tensor], np.ndarray]:
-    """The feature extractor on `engine` (see `extract_features`): uint8 N x 3 x H x W pixels (a view's
-    transform) -> (N, dim) float32 features. `threads`: ONNX Runtime threads per call (default: every core).
+                     engine: str | None = None, threads: int | None = None,
+                     precision: Precision = FP32) -> Callable[[torch.Tensor], np.ndarray]:
+    """The feature extractor in `precision` on `engine` (see `extract_features`): uint8 N x 3 x H x W pixels (a
+    view's transform) -> (N, dim) float32 features. `threads`: ONNX Runtime threads per call (default: every core).
     Several threads may call it at once: ONNX Runtime runs the calls in parallel, torch one after another."""
     engine = resolve_engine(engine)
+    if precision != FP32 and engine != "onnx":
+        raise ValueError(f"{precision.name} features are computed by ONNX Runtime only, not by the {engine} engine "
+                         "(VISTRAIN_ENGINE)")
     if engine == "onnx":
         try:
             session = feature_session(backbone, preprocess, cache_dir or default_cache_dir(),
-                                      threads=threads or os.cpu_count() or 1)
+                                      threads=threads or os.cpu_count() or 1, precision=precision)
         except BackboneUnavailable:
             raise
-        except Exception as error:  # onnxruntime missing, or the export or load failed: torch computes the same
+        except Exception as error:
+            if precision != FP32:  # torch cannot compute these: no fallback
+                raise
+            # onnxruntime missing, or the export or load failed: torch computes the same
             console.print(f"[yellow]warning:[/] ONNX Runtime cannot run the backbone "
                           f"({type(error).__name__}: {error}); "
                           "computing features with torch instead (slower)")
