@@ -46,7 +46,7 @@ class Features:
     kept: list[int]
     digests: dict[int, str]  # input index -> SHA-256 of the file's bytes
     skipped: list[Skipped]
-    computed: int  # how many were computed now rather than read from the cache
+    computed: int  # how many were computed now rather than read from the cache (by any part of a concatenation)
     compute_seconds: float
 
 
@@ -143,31 +143,50 @@ def extract_features(
             digests[index] = sha256_file(path)
         except OSError as error:
             skipped[index] = f"cannot read: {error.strerror or error}"
-    cache = FeatureCache(cache_dir, backbone, preprocess, view, precision)
+    parts = backbone.parts or (backbone,)  # a concatenation's parts are cached each on its own
+    caches = []
     try:
-        cached = cache.has(sorted(set(digests.values())))
-        missing = [i for i, digest in digests.items() if digest not in cached]
         started = time.perf_counter()
-        if missing:
-            at_once, threads_each = extraction_threads()
-            forward = feature_function(backbone, preprocess, cache_dir, engine, threads_each, precision)
-            failures = _compute_into_cache([paths[i] for i in missing], [digests[i] for i in missing], forward,
-                                           preprocess, view, cache, batch_size, at_once, show_progress)
-            skipped.update({missing[position]: reason for position, reason in failures.items()})
+        computed = 0
+        for part in parts:
+            caches.append(FeatureCache(cache_dir, part, preprocess, view, precision))
+            label = f"features ({part.name})" if backbone.parts else "features"
+            computed = max(computed, _fill_cache(paths, digests, skipped, caches[-1], part, preprocess, cache_dir,
+                                                 batch_size, show_progress, engine, view, precision, label))
         seconds = time.perf_counter() - started
         kept = [i for i in range(len(paths)) if i not in skipped]
         matrix = feature_matrix(len(kept), backbone.feature_dim, cache_dir)
-        cache.read_into(matrix, [digests[i] for i in kept])
+        columns = np.cumsum([0] + [part.feature_dim for part in parts])
+        for cache, start, end in zip(caches, columns, columns[1:]):
+            cache.read_into(matrix[:, start:end], [digests[i] for i in kept])
     finally:
-        cache.close()
+        for cache in caches:
+            cache.close()
     return Features(
         vectors=matrix,
         kept=kept,
         digests=digests,
         skipped=[Skipped(paths[i], reason) for i, reason in sorted(skipped.items())],
-        computed=len(set(missing) - set(skipped)),
+        computed=computed,
         compute_seconds=seconds,
     )
+
+
+def _fill_cache(paths: list[Path], digests: dict[int, str], skipped: dict[int, str], cache: FeatureCache,
+                backbone: Backbone, preprocess: Preprocess, cache_dir: Path, batch_size: int, show_progress: bool,
+                engine: str, view: View, precision: Precision, label: str) -> int:
+    """Compute the features `cache` lacks of the files not yet `skipped` (adding the unreadable ones to it);
+    returns how many were computed."""
+    cached = cache.has(sorted({digests[i] for i in digests if i not in skipped}))
+    missing = [i for i, digest in digests.items() if digest not in cached and i not in skipped]
+    if not missing:
+        return 0
+    at_once, threads_each = extraction_threads()
+    forward = feature_function(backbone, preprocess, cache_dir, engine, threads_each, precision)
+    failures = _compute_into_cache([paths[i] for i in missing], [digests[i] for i in missing], forward, preprocess,
+                                   view, cache, batch_size, at_once, show_progress, label)
+    skipped.update({missing[position]: reason for position, reason in failures.items()})
+    return len(missing) - len(failures)
 
 
 def feature_matrix(rows: int, dim: int, directory: Path) -> np.ndarray:
@@ -189,6 +208,9 @@ def feature_function(backbone: Backbone, preprocess: Preprocess, cache_dir: Path
     if precision != FP32 and engine != "onnx":
         raise ValueError(f"{precision.name} features are computed by ONNX Runtime only, not by the {engine} engine "
                          "(VISTRAIN_ENGINE)")
+    if backbone.parts:  # as `extract_features` computes them: part by part
+        parts = [feature_function(part, preprocess, cache_dir, engine, threads, precision) for part in backbone.parts]
+        return lambda batch: np.concatenate([part(batch) for part in parts], axis=1)
     if engine == "onnx":
         try:
             session = feature_session(backbone, preprocess, cache_dir or default_cache_dir(),
@@ -216,7 +238,7 @@ def feature_function(backbone: Backbone, preprocess: Preprocess, cache_dir: Path
 
 def _compute_into_cache(
     paths: list[Path], digests: list[str], forward: Callable[[torch.Tensor], np.ndarray], preprocess: Preprocess,
-    view: View, cache: FeatureCache, batch_size: int, at_once: int, show_progress: bool,
+    view: View, cache: FeatureCache, batch_size: int, at_once: int, show_progress: bool, label: str = "features",
 ) -> dict[int, str]:
     """Compute the features of `paths`, `at_once` batches at a time, and cache them under `digests` (each batch
     committed as it comes); returns {position in paths: reason} for unreadable files."""
@@ -228,7 +250,7 @@ def _compute_into_cache(
 
     batches = [range(start, min(start + batch_size, len(paths))) for start in range(0, len(paths), batch_size)]
     failures: dict[int, str] = {}
-    columns = [TextColumn("features"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, disable=not show_progress, transient=True) as progress:
         task = progress.add_task("features", total=len(paths))
         for positions, vectors, bad in in_threads(batches, compute, at_once):

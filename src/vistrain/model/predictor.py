@@ -157,7 +157,7 @@ def fine_tuned_backbone(base: Backbone, run: Path, sha256: str) -> Backbone:
         model.load_state_dict(weights)
         return model.eval()
 
-    return replace(base, build=build, weights=f"{base.weights}, fine-tuned sha256:{sha256}")
+    return replace(base, build=build, weights=f"{base.weights}, fine-tuned sha256:{sha256}", parts=())
 
 
 def expand_paths(inputs: list[str | Path]) -> tuple[list[Path], list[Skipped]]:
