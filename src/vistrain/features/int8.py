@@ -98,10 +98,11 @@ def configure(options: onnxruntime.SessionOptions) -> None:
         options.add_session_config_entry("session.x64quantprecision", "1")
 
 
-def excluded_nodes(model: onnx.ModelProto, first_convs: int) -> list[str]:
+def excluded_nodes(model: onnx.ModelProto, first_convs: int, quantize_head: bool = False) -> list[str]:
     """Nodes to leave in fp32, found by the graph's structure (not by names): the first `first_convs` Convs
     (`graph.node` is in topological order) and each final global pooling (no Conv after it; a squeeze-excite
-    block's pooling is not final) with every node computed from it."""
+    block's pooling is not final) with every node computed from it, but for its Gemm and MatMul layers when
+    `quantize_head` (a trained head's weights, in an exported model)."""
     nodes = list(model.graph.node)
     feeds_a_conv: set[str] = set()  # tensors from which a Conv is reached
     for node in reversed(nodes):
@@ -113,7 +114,8 @@ def excluded_nodes(model: onnx.ModelProto, first_convs: int) -> list[str]:
         final_pool = node.op_type in ("GlobalAveragePool", "ReduceMean") and node.output[0] not in feeds_a_conv
         if final_pool or any(name in after_pool for name in node.input):
             after_pool.update(node.output)
-            excluded.append(node.name)
+            if not (quantize_head and node.op_type in ("Gemm", "MatMul")):
+                excluded.append(node.name)
     return excluded
 
 
@@ -159,11 +161,12 @@ class CalibrationImages:
         return {self.input_name: self.pixels(images)}
 
 
-def quantize(fp32_path: Path, reader: CalibrationImages, first_convs: int, reduce_range: bool = False) -> bytes:
+def quantize(fp32_path: Path, reader: CalibrationImages, first_convs: int, reduce_range: bool = False,
+             quantize_head: bool = False) -> bytes:
     """The model at `fp32_path` prepared for quantisation (onnxruntime.quantization's `quant_pre_process`) and
-    quantised: QDQ, per-channel int8 weights, uint8 activations, MinMax ranges from `reader`'s images, the first
-    `first_convs` Convs and the final pooling left fp32; as bytes. `reduce_range`: 7-bit weights, whose products
-    cannot saturate any CPU's int8 kernels (for models that leave vistrain)."""
+    quantised: QDQ, per-channel int8 weights, uint8 activations, MinMax ranges from `reader`'s images, the nodes
+    `excluded_nodes` names left fp32; as bytes. `reduce_range`: 7-bit weights, whose products cannot saturate any
+    CPU's int8 kernels (for models that leave vistrain)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -174,7 +177,7 @@ def quantize(fp32_path: Path, reader: CalibrationImages, first_convs: int, reduc
         quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
-                        nodes_to_exclude=excluded_nodes(onnx.load(prepared), first_convs),
+                        nodes_to_exclude=excluded_nodes(onnx.load(prepared), first_convs, quantize_head),
                         extra_options={"CalibStridedMinMax": STRIDE})
         return out.read_bytes()
 
