@@ -16,6 +16,7 @@ from skimage import data as skimage_data
 
 from conftest import SHARED_DATA, invoke, shape_image
 from vistrain.backbones import get_backbone
+from vistrain.backbones.multi_depth import with_stages
 from vistrain.features import int8, runtime
 from vistrain.features.cache import FeatureCache
 from vistrain.features.extract import extract_features
@@ -88,6 +89,15 @@ def test_precisions_never_mix_in_the_cache(photos, precision: Precision, cache: 
     assert again.computed == 3
     fp32_model = model_path(cache, LITE0, LITE0.preprocess)
     assert int8_model_path(fp32_model, other).is_file() and int8_model_path(fp32_model, precision).is_file()
+
+
+def test_the_feature_cache_key_covers_precision_and_feature_stages(precision: Precision, tmp_path: Path):
+    staged = with_stages(LITE0, (3, 5))
+    caches = [FeatureCache(tmp_path, backbone, LITE0.preprocess, precision=kind)
+              for backbone in (LITE0, staged) for kind in (FP32, precision)]
+    for cache in caches:
+        cache.close()
+    assert len({cache.path for cache in caches}) == 4
 
 
 def test_the_int8_model_is_named_by_its_calibration_images_and_keeps_the_sensitive_layers(precision: Precision,

@@ -28,13 +28,15 @@ from vistrain.training.train import TrainResult
 
 def train(data: str | Path, out: str | Path | None = None, options: TrainOptions | None = None, *,
           cache_dir: Path | None = None, overwrite: bool = False, image_root: Path | None = None,
-          decisions: Path | None = None, verbose: bool = True, **settings) -> TrainResult:
-    """Train on DATA (a folder, or a label CSV with paths relative to `image_root`) and write the run directory
-    with its report. Settings are `TrainOptions` fields, given as `options` or as keywords (`epochs=5`); review
-    `decisions` (a file) default to the one beside the data, if any."""
+          decisions: Path | None = None, class_names: Path | None = None, verbose: bool = True,
+          **settings) -> TrainResult:
+    """Train on DATA (a folder, a label CSV with paths relative to `image_root`, or an SVHN .mat) and write the run
+    directory with its report. Settings are `TrainOptions` fields, given as `options` or as keywords (`epochs=5`);
+    review `decisions` (a file) default to the one beside the data, if any; `class_names`, a mapping file such as
+    ImageNet's LOC_synset_mapping.txt, names classes known by ids."""
     options = options or TrainOptions(**settings)
     return _with_report(training.train(data, out, options, cache_dir, overwrite, verbose, image_root,
-                                       decisions=decisions), verbose)
+                                       decisions=decisions, class_names=class_names), verbose)
 
 
 def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True) -> TrainResult:

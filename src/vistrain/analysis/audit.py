@@ -28,22 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from vistrain.analysis.audit_scores import (
-    confident_learning,
-    duplicate_pairs,
-    neighbours,
-    out_of_sample,
-    outlier_scores,
-    residual_scores,
-)
+from vistrain.analysis.audit_scores import confident_learning, duplicate_pairs, neighbours, outlier_scores, residual_scores
 from vistrain.backbones import get_backbone
 from vistrain.data.datasets import load_dataset
 from vistrain.data.decisions import Decisions
 from vistrain.data.samples import SINGLE_LABEL, Dataset, Skipped
 from vistrain.features.extract import extract_features
 from vistrain.features.int8 import Precision, calibration_set
+from vistrain.model.linear import out_of_sample
 from vistrain.model.predictions import Predictions
 
 KINDS = ("label issue", "uncertain label", "off-topic", "duplicate: conflicting labels", "duplicate: train/val leakage",
@@ -99,8 +92,7 @@ def audit(source: str | Path, task: str = "auto", image_root: Path | None = None
     splits = ["train" if i < len(dataset.train) else "val" for i in features.kept]
     vectors = np.asarray(features.vectors, dtype=np.float32)
     targets = _targets(dataset, kept)
-    with threadpool_limits(1):  # many small fits: BLAS threads would only contend (10x slower on a busy machine)
-        folds_used, outputs = out_of_sample(vectors, targets, dataset.task, folds, seed)
+    folds_used, outputs = out_of_sample(vectors, targets, dataset.task, folds, seed)
     index, similarity = neighbours(vectors, NEIGHBOURS)
     findings = _label_findings(dataset, kept, splits, targets, outputs, index)
     z = outlier_scores(similarity)

@@ -17,7 +17,7 @@ from vistrain.model.predictor import Predictor
 
 @dataclass
 class Evaluation:
-    metrics: dict  # the task's metrics (see `vistrain.model.metrics.task_metrics`), with "task"
+    metrics: dict  # the task's metrics (see `vistrain.model.metrics.task_metrics`; classes by name), with "task"
     predictions: Predictions
     skipped: list[Skipped]
 
@@ -29,7 +29,7 @@ def evaluate(run: str | Path, data: str | Path, image_root: Path | None = None, 
     Review `decisions` (a file; default: the one beside DATA, if any) are honoured."""
     predictor = Predictor.from_run(run)
     samples, skipped = load_labelled(data, predictor.classes, predictor.task, image_root,
-                                     Decisions.load(decisions) if decisions else None)
+                                     Decisions.load(decisions) if decisions else None, cache_dir)
     target_of = {s.path: s.target for s in samples}
     result = predictor.predict([s.path for s in samples], cache_dir, show_progress=show_progress, tta=tta)
     if not result.paths:
@@ -37,7 +37,7 @@ def evaluate(run: str | Path, data: str | Path, image_root: Path | None = None, 
                         f"(first: {result.skipped[0].path}: {result.skipped[0].reason})" if result.skipped
                         else f"{data} holds no labelled images")
     targets = np.array([target_of[p] for p in result.paths])
-    metrics = task_metrics(predictor.task, targets, result.outputs, predictor.classes, predictor.thresholds)
+    metrics = task_metrics(predictor.task, targets, result.outputs, predictor.labels, predictor.thresholds)
     metrics["task"] = predictor.task
     predictions = Predictions(result.paths, targets, result.outputs, predictor.classes, predictor.task,
                               predictor.thresholds)

@@ -6,7 +6,7 @@ largest errors (regression), from the validation predictions `train` saved or fr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +20,8 @@ from vistrain.core.files import write_csv
 from vistrain.data.datasets import load_labelled
 from vistrain.data.samples import Skipped
 from vistrain.model.predictions import Predictions, read_predictions
-from vistrain.model.run_dir import RunError, read_config, read_history, read_saved_predictions, read_skipped
+from vistrain.model.run_dir import (RunError, class_labels_of, read_config, read_history, read_saved_predictions,
+                                    read_skipped)
 
 
 @dataclass
@@ -39,7 +40,7 @@ def predictions_for(run: Path, data: Path | None, cache_dir: Path | None = None,
     config = read_config(run)
     if data is None:
         return read_saved_predictions(run, config), _or_nothing(read_skipped, run, "skipped files"), True
-    samples, skipped = load_labelled(data, config["classes"], config["task"], image_root)
+    samples, skipped = load_labelled(data, config["classes"], config["task"], image_root, cache_dir=cache_dir)
     wanted = {s.path.resolve(): s.target for s in samples}
     try:
         saved = read_saved_predictions(run, config)
@@ -94,6 +95,7 @@ def inspect(run: Path, data: Path | None = None, top: int = 10, cache_dir: Path 
     out_of_sample = 0
     if audit is not None:
         predictions, out_of_sample = with_audit(run, predictions, audit)
+    predictions = replace(predictions, classes=class_labels_of(config))  # from here on, classes by their names
     sections, errors = analyse(predictions, top)
     header = ["class", "rank", "file", "true", "predicted", "probability", "probability_of_label"]
     by_list: dict[str, list] = {}

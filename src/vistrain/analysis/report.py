@@ -61,7 +61,7 @@ def render_report(run: Path, config: dict, predictions: Predictions, history: li
     if p.task == "regression":
         figures["scatter"] = _b64(plots.predicted_vs_true(p.targets, p.outputs, p.classes))
     return render("report.html.j2",
-        run_name=run.name, config=config, task=p.task, source=source,
+        run_name=run.name, config=config, classes=p.classes, task=p.task, source=source,
         created=datetime.now().strftime("%Y-%m-%d %H:%M"), metrics=metrics, plots=figures, sections=sections,
         errors=errors, titles=LIST_TITLES, descriptions=DESCRIPTIONS, top=top, thumbs=thumbs,
         reliability=calibration, coverage=abstain,

@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from vistrain.cli.main import DECISIONS, friendly_errors, main
+from vistrain.cli.main import CACHE_DIR, DECISIONS, friendly_errors, main
 from vistrain.cli.show import report_skipped
 from vistrain.core.console import console, results
 from vistrain.data.folders import DEFAULT_PATTERN
@@ -37,20 +37,22 @@ from vistrain.training.options import DEFAULTS
 @click.option("--force", is_flag=True, help="Write into a DEST that is not empty.")
 @click.option("--seed", default=DEFAULTS.seed, type=int)
 @DECISIONS
+@CACHE_DIR
 @friendly_errors
 def split(source: Path, dest: Path, val_fraction: float, test_fraction: float, per_class: int | None, pattern: str,
           label_depth: int, image_root: Path | None, mode: str, force: bool, seed: int,
-          decisions: Path | None) -> None:
-    """Organise SOURCE (a flat folder of files named like cat.1.jpg, a tree of class folders, or a CSV of
-    path,label rows) into DEST/train/<class>/ and DEST/val/<class>/, stratified by class and seeded, as `train`
-    splits a folder of class folders. Review decisions are honoured: excluded images are left out, relabelled ones
-    go to their new class (the cleaned dataset as a new tree); SOURCE is never changed."""
+          decisions: Path | None, cache_dir: Path | None) -> None:
+    """Organise SOURCE (a flat folder of files named like cat.1.jpg, a tree of class folders, a CSV of path,label
+    rows, or SVHN's train_32x32.mat / test_32x32.mat) into DEST/train/<class>/ and DEST/val/<class>/, stratified by
+    class and seeded, as `train` splits a folder of class folders. Review decisions are honoured: excluded images
+    are left out, relabelled ones go to their new class (the cleaned dataset as a new tree); SOURCE is never
+    changed."""
     from vistrain.data.decisions import Decisions
     from vistrain.data.organise import split_dataset
 
     result = split_dataset(source, dest, val_fraction, test_fraction, seed, per_class, pattern, label_depth,
-                           image_root, mode, force, Decisions.load(decisions) if decisions else None)
-    console.print(f"{escape(result.source)} -> {escape(str(dest))} ({mode})")
+                           image_root, mode, force, Decisions.load(decisions) if decisions else None, cache_dir)
+    console.print(f"{escape(result.source)} -> {escape(str(dest))} ({result.mode})")
     table = Table()
     table.add_column("class")
     for name in result.written:

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from vistrain.backbones.registry import BackboneUnavailable
+from vistrain.data.matlab import is_mat
 from vistrain.data.samples import TASKS, DataError
 from vistrain.features import PRECISIONS
 from vistrain.model import HEADS
@@ -41,7 +42,8 @@ def main() -> None:
 
 
 CACHE_DIR = click.option("--cache-dir", type=click.Path(path_type=Path),
-                         help="Feature cache [default: $VISTRAIN_CACHE or ~/.cache/vistrain].")
+                         help="Cache of features, exported backbones and converted datasets (SVHN's .mat) "
+                              "[default: $VISTRAIN_CACHE or ~/.cache/vistrain].")
 PRECISION = click.option("--precision", default=DEFAULTS.precision, type=click.Choice(PRECISIONS),
                          help="Compute features in fp32, or int8: the backbone quantised once, calibrated on 256 "
                               "seeded training images, cached apart. predict, evaluate, inspect and serve use the "
@@ -62,7 +64,10 @@ def training_options(command):
         click.option("--lr", "learning_rate", default=DEFAULTS.learning_rate, type=click.FloatRange(0, min_open=True),
                      help="Adam learning rate."),
         click.option("--head", default=DEFAULTS.head, type=click.Choice(HEADS),
-                     help="mlp: dense -> ReLU -> dropout -> output; linear: dropout -> output."),
+                     help="mlp: dense -> ReLU -> dropout -> output; linear: dropout -> output; logistic: a "
+                          "logistic (ridge, for regression) regression on standardised features, fitted in seconds, "
+                          "its strength chosen by cross-validation on the training images; multi-class decisions "
+                          "tuned for macro F1."),
         click.option("--hidden", default=DEFAULTS.hidden, type=click.IntRange(1),
                      help="Units of the mlp head's dense layer."),
         click.option("--dropout", default=DEFAULTS.dropout, type=click.FloatRange(0, 1, max_open=True)),
@@ -96,6 +101,10 @@ def training_options(command):
                      help="Stop fine-tuning after this many epochs without a lower validation loss; the backbone "
                           "and head keep the weights of the epoch with the lowest."),
         PRECISION,
+        click.option("--feature-stages", default="", callback=_stage_list, metavar="I,J,...",
+                     help="Also pool these stages of the backbone's model.blocks (0-based; EfficientNet-Lite has 0-6) "
+                          "and concatenate them with its final features, in the same forward pass: features from "
+                          "several depths keep texture and thin lines (e.g. 3,4,5,6 for images far from ImageNet)."),
         click.option("--seed", default=DEFAULTS.seed, type=int),
         click.option("--label-depth", default=DEFAULTS.label_depth, type=click.IntRange(1),
                      help="Nested trees: the folder level that names the class (1: the top-level folders, files in "
@@ -112,19 +121,33 @@ DECISIONS = click.option("--decisions", type=click.Path(dir_okay=False, path_typ
                               "the CSV's folder, if there is one].")
 
 
+DATA = click.argument("data", required=False, type=click.Path(exists=True, path_type=Path))
+
+
+def _stage_list(context, parameter, value: str) -> tuple[int, ...]:
+    try:
+        return tuple(sorted({int(part) for part in value.split(",") if part.strip()}))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of stage numbers") from None
+
+
 def label_options(command):
     """DATA or --labels, for `train`, `evaluate` and `inspect`."""
     command = click.option("--image-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
                            help="Folder the --labels paths are relative to [default: the CSV's folder].")(command)
     return click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                         help="CSV of path,label rows (path,\"a;b\" for multi-label; path,value[,value...] for "
-                             "regression; optional header and split column), instead of DATA.")(command)
+                             "regression; optional header and split column), or ILSVRC's LOC_val_solution.csv "
+                             "(recognised by its header ImageId,PredictionString), instead of DATA.")(command)
 
 
 def data_source(data: Path | None, labels: Path | None, required: bool = True) -> Path | None:
-    """DATA or --labels, not both."""
+    """DATA (a folder, or an SVHN .mat file) or --labels, not both."""
     if data is not None and labels is not None:
         raise click.UsageError("give DATA or --labels, not both (--image-root sets where --labels paths start)")
     if required and data is None and labels is None:
-        raise click.UsageError("give DATA (a folder of class folders) or --labels FILE.csv")
+        raise click.UsageError("give DATA (a folder of class folders, or an SVHN .mat file) or --labels FILE.csv")
+    if data is not None and data.is_file() and not is_mat(data):
+        raise click.UsageError(f"DATA {data} is a file: DATA is a folder or an SVHN .mat file; give a CSV list "
+                               "with --labels")
     return data if data is not None else labels

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from vistrain.cli.main import CACHE_DIR, DECISIONS, data_source, friendly_errors, label_options, main
+from vistrain.cli.main import CACHE_DIR, DATA, DECISIONS, data_source, friendly_errors, label_options, main
 from vistrain.cli.show import print_entries, print_metrics, print_predictions, report_skipped
 from vistrain.core.console import console
 
@@ -21,7 +21,7 @@ THRESHOLD = click.option("--threshold", type=click.FloatRange(0, 1),
 
 @main.command()
 @RUN
-@click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@DATA
 @label_options
 @click.option("--format", "output_format", default="table", type=click.Choice(("table", "json")))
 @TTA
@@ -30,7 +30,8 @@ THRESHOLD = click.option("--threshold", type=click.FloatRange(0, 1),
 @friendly_errors
 def evaluate(run: Path, data: Path | None, labels: Path | None, image_root: Path | None, output_format: str,
              tta: bool, decisions: Path | None, cache_dir: Path | None) -> None:
-    """Score the model in RUN on labelled images: DATA (its val/ folder if it has one, else all) or --labels."""
+    """Score the model in RUN on labelled images: DATA (its val/ folder if it has one, else all; an SVHN .mat such
+    as test_32x32.mat: all of it) or --labels."""
     from vistrain import api
 
     result = api.evaluate(run, data_source(data, labels), image_root, cache_dir, tta, output_format == "table",
@@ -74,7 +75,7 @@ def predict(run: Path, paths: tuple[Path, ...], top_k: int, threshold: float | N
 
 @main.command("inspect")
 @RUN
-@click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@DATA
 @label_options
 @click.option("--top", default=10, type=click.IntRange(1), help="Images per list.")
 @click.option("--audit", type=click.Path(exists=True, file_okay=False, path_type=Path),

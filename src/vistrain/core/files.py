@@ -80,6 +80,14 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
+def default_cache_dir() -> Path:
+    """Where vistrain keeps what it computes once (features, the exported backbones, converted datasets):
+    $VISTRAIN_CACHE, else $XDG_CACHE_HOME/vistrain, else ~/.cache/vistrain."""
+    if "VISTRAIN_CACHE" in os.environ:
+        return Path(os.environ["VISTRAIN_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vistrain"
+
+
 def open_data_file(path: Path | str, max_bytes: int | None = MAX_FILE_BYTES) -> BinaryIO:
     """`path` opened for binary reading; RefusedFile (an OSError) when it is not a regular file (links are followed)
     or is over `max_bytes` (None: no limit). Checked before opening, so no device is ever opened, and again on the open

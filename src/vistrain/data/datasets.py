@@ -1,11 +1,12 @@
 """Find the labelled images and split them into training and validation sets.
 
-Three sources are understood:
+Four sources are understood:
 
 * ``DATA/train/<class>/...`` with ``DATA/val/<class>/...`` (or ``validation/``);
 * ``DATA/<class>/...``, split by a seeded, stratified validation fraction (`vistrain.data.splits`);
 * a CSV list (`vistrain.data.labels_csv`), the only source for multi-label and regression targets besides
-  folders named by numbers.
+  folders named by numbers;
+* an SVHN ``.mat`` file (`vistrain.data.matlab`), read as the class folders it is converted into once.
 
 Class ids are the sorted class names. Files are not opened here: whether a file is an image is decided by its
 content when it is decoded, and a file that is not is reported as skipped there.
@@ -18,6 +19,7 @@ from pathlib import Path
 from vistrain.data.decisions import EXCLUDED, Decisions
 from vistrain.data.folders import find_split_dirs, read_class_folders
 from vistrain.data.labels_csv import LABEL_SEPARATOR, infer_kind, parse_targets, read_label_csv
+from vistrain.data.matlab import is_mat, svhn_folder
 from vistrain.data.samples import TASKS, DataError, Dataset, Sample, Skipped
 from vistrain.data.splits import stratified_split
 
@@ -66,17 +68,21 @@ def as_targets(samples: list[Sample], kind: str, classes: list[str]) -> tuple[li
 
 
 def load_dataset(source: str | Path, val_fraction: float = 0.2, seed: int = 0, label_depth: int = 1,
-                 task: str = "auto", image_root: Path | None = None, decisions: Decisions | None = None) -> Dataset:
-    """Discover the outputs and samples of a data folder or a label CSV, split off a validation set when there
-    is none, settle the task (see `choose_task`), and honour the review decisions (`decisions`, else the file
-    beside the data, if any: excluded images are skipped, relabelled ones take their new label)."""
+                 task: str = "auto", image_root: Path | None = None, decisions: Decisions | None = None,
+                 cache_dir: Path | None = None) -> Dataset:
+    """Discover the outputs and samples of a data folder, a label CSV or an SVHN .mat (converted in `cache_dir`),
+    split off a validation set when there is none, settle the task (see `choose_task`), and honour the review
+    decisions (`decisions`, else the file beside the data, if any: excluded images are skipped, relabelled ones
+    take their new label)."""
     source = Path(source)
     if not source.exists():
         raise DataError(f"{source} does not exist")
-    if source.is_file():
+    if source.is_file() and not is_mat(source):
         dataset = _csv_dataset(source, image_root, val_fraction, seed, task)
     else:
-        dataset = _folder_dataset(source, val_fraction, seed, label_depth)
+        dataset = _folder_dataset(data_folder(source, cache_dir), val_fraction, seed, label_depth)
+        if is_mat(source):
+            dataset.layout = f"SVHN {source}, {len(dataset.train) + len(dataset.val):,} images read; {dataset.layout}"
         kind = label_kind(task)
         if kind != "classes":
             classes = dataset.classes
@@ -193,15 +199,21 @@ def _csv_dataset(csv_path: Path, image_root: Path | None, val_fraction: float, s
     return dataset
 
 
+def data_folder(source: Path, cache_dir: Path | None) -> Path:
+    """The folder of class folders a source is: itself, or the conversion of an SVHN .mat (in `cache_dir`)."""
+    return svhn_folder(source, cache_dir)[0] if is_mat(source) else source
+
+
 def load_labelled(source: str | Path, classes: list[str], task: str, image_root: Path | None = None,
-                  decisions: Decisions | None = None) -> tuple[list[Sample], list[Skipped]]:
+                  decisions: Decisions | None = None, cache_dir: Path | None = None
+                  ) -> tuple[list[Sample], list[Skipped]]:
     """Samples to score a trained model on, with targets in its outputs (`classes`): a folder's validation split
-    if it has one, else all of it; or a CSV's val rows if it has a split column, else all rows. Review decisions
-    are honoured as in `load_dataset`."""
+    if it has one, else all of it (an SVHN .mat: all of it); or a CSV's val rows if it has a split column, else
+    all rows. Review decisions are honoured as in `load_dataset`."""
     source = Path(source)
     if not source.exists():
         raise DataError(f"{source} does not exist")
-    samples, skipped = _labelled(source, classes, task, image_root)
+    samples, skipped = _labelled(source, classes, task, image_root, cache_dir)
     decisions = decisions if decisions is not None else Decisions.beside(source)
     if decisions:
         samples, excluded = apply_decisions(samples, decisions, task, classes)
@@ -209,11 +221,11 @@ def load_labelled(source: str | Path, classes: list[str], task: str, image_root:
     return samples, skipped
 
 
-def _labelled(source: Path, classes: list[str], task: str,
-              image_root: Path | None) -> tuple[list[Sample], list[Skipped]]:
-    if source.is_file():
+def _labelled(source: Path, classes: list[str], task: str, image_root: Path | None,
+              cache_dir: Path | None) -> tuple[list[Sample], list[Skipped]]:
+    if source.is_file() and not is_mat(source):
         return _labelled_csv(source, classes, task, image_root)
-    train_dir, val_dir = find_split_dirs(source)
+    train_dir, val_dir = find_split_dirs(data_folder(source, cache_dir))
     folder = val_dir or train_dir
     labelled = read_class_folders(folder)
     folders, skipped = labelled.files, labelled.skipped

@@ -9,20 +9,29 @@ A header row is optional; it is recognised by its first cell (path, file, filena
 the CSV's folder), and must stay inside it once links are followed: a CSV cannot make vistrain read
 /etc/passwd. Rows that cannot be used (outside the image root, no such file, empty label, a target that is not a
 number) are reported with their line numbers and left out, never guessed.
+
+ILSVRC's own validation list, LOC_val_solution.csv from Kaggle's ImageNet Object Localization Challenge, is
+recognised by its exact header `ImageId,PredictionString`: each row's image is `<ImageId>.JPEG` in the image root
+(the flat folder of validation images), and its label is the first token of PredictionString, the synset id
+(`n01751748 0 0 100 100 n01751748 ...`: the boxes after it are left out).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from vistrain.core.files import RefusedFile, open_data_file
 from vistrain.data.files import resolves_inside
 from vistrain.data.samples import DataError, Skipped
 
 PATH_HEADERS = ("path", "file", "filename", "file_name", "image", "image_path")
 SPLIT_HEADER = "split"
+ILSVRC_HEADER = ["ImageId", "PredictionString"]  # LOC_val_solution.csv, as Kaggle publishes it
+ILSVRC_SUFFIX = ".JPEG"
 SPLIT_VALUES = {"train": "train", "val": "val", "validation": "val"}
 LABEL_SEPARATOR = ";"
 KINDS = ("classes", "multilabel", "regression")
@@ -53,10 +62,15 @@ def read_label_csv(csv_path: Path, image_root: Path | None = None) -> CsvList:
         raise DataError(f"{csv_path} is not a file")
     root = image_root or csv_path.parent
     inside = root.resolve()
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        lines = [(n, row) for n, row in enumerate(csv.reader(handle), 1) if any(c.strip() for c in row)]
+    try:
+        with open_data_file(csv_path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
+            lines = [(n, row) for n, row in enumerate(csv.reader(handle), 1) if any(c.strip() for c in row)]
+    except RefusedFile as error:
+        raise DataError(f"{csv_path}: {error}") from None
     if not lines:
         raise DataError(f"{csv_path} is empty")
+    if [c.strip() for c in lines[0][1]] == ILSVRC_HEADER:
+        lines = [(lines[0][0], ["path", "label"])] + [(n, ilsvrc_row(row)) for n, row in lines[1:]]
     header = [c.strip().lower() for c in lines[0][1]]
     has_header = header[0] in PATH_HEADERS
     if has_header:
@@ -89,6 +103,12 @@ def read_label_csv(csv_path: Path, image_root: Path | None = None) -> CsvList:
         else:
             rows.append(CsvRow(line, path, tuple(cells), SPLIT_VALUES.get(split)))
     return CsvList(csv_path, columns, rows, skipped)
+
+
+def ilsvrc_row(row: list[str]) -> list[str]:
+    """A row of LOC_val_solution.csv as path,label: `<ImageId>.JPEG` and the first token of PredictionString."""
+    image, tokens = row[0].strip(), row[1].split() if len(row) > 1 else []
+    return [f"{image}{ILSVRC_SUFFIX}" if image else "", tokens[0] if tokens else "", *row[2:]]
 
 
 def is_number(text: str) -> bool:

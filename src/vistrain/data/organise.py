@@ -1,8 +1,10 @@
-"""`vistrain split`: turn a flat folder, a tree of class folders or a CSV list into train/val(/test) folders.
+"""`vistrain split`: turn a flat folder, a tree of class folders, a CSV list or an SVHN .mat into train/val(/test)
+folders.
 
 Originals are never moved, replaced or deleted: files are hard-linked (default), copied or symlinked into
 DEST/<split>/<class>/, which may be neither inside the source nor around it; a re-split into the same DEST
-takes back only what the earlier split placed (`vistrain.data.placement`).
+takes back only what the earlier split placed (`vistrain.data.placement`). The images of an SVHN .mat are
+vistrain's own PNGs in its cache (`vistrain.data.matlab`), so they are always copied.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from vistrain.data.decisions import Decisions, apply_to_files
 from vistrain.data.files import is_hidden, list_files, resolves_inside
 from vistrain.data.folders import DEFAULT_PATTERN, Labelled, label_flat_folder, read_class_folders
 from vistrain.data.labels_csv import parse_targets, read_label_csv
+from vistrain.data.matlab import is_mat, svhn_folder
 from vistrain.data.placement import (LINK_MODES, SPLITS, Placed, identify, place, planned, prune, take_back,
                                      unique_name, write_manifest)
 from vistrain.data.samples import DataError, Skipped
@@ -52,13 +55,22 @@ def refuse_nesting(root: Path, destination: Path) -> None:
                         "sources; choose a DEST outside it")
 
 
+def label_svhn(mat: Path, cache_dir: Path | None = None) -> Labelled:
+    """The digits of an SVHN .mat, from the class folders it is converted into (`vistrain.data.matlab`)."""
+    folder, count = svhn_folder(mat, cache_dir)
+    labelled = read_class_folders(folder)
+    return Labelled(labelled.files, labelled.skipped, f"SVHN {mat}: {count:,} images read, as PNG in {folder}")
+
+
 def label_source(source: Path, pattern: str = DEFAULT_PATTERN, label_depth: int = 1,
-                 image_root: Path | None = None) -> Labelled:
-    """Pick the reader by what SOURCE is: a CSV file, a folder of class folders, or a flat folder."""
+                 image_root: Path | None = None, cache_dir: Path | None = None) -> Labelled:
+    """Pick the reader by what SOURCE is: a CSV file, an SVHN .mat, a folder of class folders, or a flat folder."""
     if is_csv(source):
         return label_csv(source, image_root)
+    if is_mat(source):
+        return label_svhn(source, cache_dir)
     if not source.is_dir():
-        raise DataError(f"{source} is neither a folder nor a .csv file")
+        raise DataError(f"{source} is neither a folder nor a .csv or .mat file")
     if any(p.is_dir() and not p.is_symlink() and not is_hidden(p) for p in source.iterdir()):
         return read_class_folders(source, label_depth)
     return label_flat_folder(source, pattern)
@@ -162,6 +174,7 @@ def left_alone(destination: Path, written: dict[str, dict[str, list[Path]]]) -> 
 @dataclass
 class SplitResult:
     source: str  # how the labels were found
+    mode: str  # how the files got into DEST (see `LINK_MODES`)
     written: dict[str, dict[str, list[Path]]]  # split -> class -> the files written in DEST
     skipped: list[Skipped]  # files of SOURCE that could not be labelled or placed
     left_alone: list[Path]  # files in DEST's split folders that this split did not place (see `left_alone`)
@@ -170,17 +183,19 @@ class SplitResult:
 def split_dataset(source: Path, destination: Path, val_fraction: float = 0.2, test_fraction: float = 0.0,
                   seed: int = 0, per_class: int | None = None, pattern: str = DEFAULT_PATTERN, label_depth: int = 1,
                   image_root: Path | None = None, mode: str = "hardlink", force: bool = False,
-                  decisions: Decisions | None = None) -> SplitResult:
+                  decisions: Decisions | None = None, cache_dir: Path | None = None) -> SplitResult:
     """`vistrain split`: label SOURCE (`label_source`), honour the review decisions (`decisions`, else the file
-    beside SOURCE: the cleaned dataset as a new tree), split it (`split_files`) and write DEST (`write_splits`).
-    Never changes a byte of its sources (`refuse_nesting`, and `write_splits` keeps every input's last link)."""
+    beside SOURCE: the cleaned dataset as a new tree), split it (`split_files`) and write DEST (`write_splits`;
+    an SVHN .mat's images, converted in `cache_dir`, are copied). Never changes a byte of its sources
+    (`refuse_nesting`, and `write_splits` keeps every input's last link)."""
     refuse_nesting(source_root(source, image_root), destination)
-    labelled = label_source(source, pattern, label_depth, image_root)
+    labelled = label_source(source, pattern, label_depth, image_root, cache_dir)
+    mode = "copy" if is_mat(source) else mode
     files, excluded = apply_to_files(labelled.files, decisions if decisions is not None else Decisions.beside(source))
     if len(files) < 2:
         raise DataError(f"{source}: found {len(files)} class(es) ({labelled.source}); need at least two")
     splits = split_files(files, val_fraction, test_fraction, seed, per_class)
     inputs = inodes([source, *(path for paths in labelled.files.values() for path in paths)])  # excluded ones too
     written, not_placed = write_splits(splits, destination, mode, force, inputs)
-    return SplitResult(labelled.source, written, labelled.skipped + excluded + not_placed,
+    return SplitResult(labelled.source, mode, written, labelled.skipped + excluded + not_placed,
                        left_alone(destination, written))

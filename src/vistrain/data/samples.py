@@ -33,7 +33,8 @@ class Skipped:
 
 @dataclass
 class Dataset:
-    """Training and validation samples with their output names (index = class id, label or target column)."""
+    """Training and validation samples with their output names (index = class id, label or target column), and
+    human names for some of them (`vistrain.data.class_names`)."""
 
     classes: list[str]
     train: list[Sample]
@@ -42,3 +43,4 @@ class Dataset:
     skipped: list[Skipped] = field(default_factory=list)
     task: str = "auto"
     task_reason: str = ""
+    class_names: dict[str, str] = field(default_factory=dict)  # class -> name, for the classes a mapping names

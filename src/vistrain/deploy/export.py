@@ -4,7 +4,8 @@ The exported model takes uint8 RGB images, N x H x W x 3 with H = W = the run's 
 (shorter side) and centre-cropped exactly as `eval_transform(preprocess, output="uint8")` does; see
 `prepare_image`. Inside the model: to float, /255, normalise with the run's mean and std, NCHW, backbone, head and
 the task's activation, giving what `Predictor.outputs` gives (class or label probabilities, or values).
-The run's classes, task, preprocessing and tuned thresholds travel with the file as metadata (`metadata`).
+The run's classes (with their names, if it has them), task, preprocessing and tuned thresholds travel with the file as
+metadata (`metadata`).
 The backbone is the fp32 one whatever the features' precision in training; `--int8` quantises the whole ONNX model
 (`quantized.py`).
 """
@@ -78,6 +79,8 @@ def metadata(predictor: Predictor) -> dict[str, str]:
     }
     if predictor.task == "multilabel":
         values["thresholds"] = json.dumps(predictor.thresholds)
+    if "class_names" in config:
+        values["class_names"] = json.dumps(config["class_names"])
     return values
 
 

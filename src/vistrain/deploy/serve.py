@@ -120,8 +120,10 @@ def create_app(run: str | Path, threshold: float | None = None, max_bytes: int =
         return predictor.outputs(features(batch))
 
     batcher = MicroBatcher(infer, max_batch, max_wait)
-    info = {"task": predictor.task, "classes": predictor.classes, "backbone": predictor.config["backbone"],
-            "precision": predictor.precision.name, "input_size": predictor.preprocess.input_size, "threshold": threshold, "max_bytes": max_bytes}
+    info = {"task": predictor.task, "classes": predictor.classes,
+            **({"class_names": predictor.config["class_names"]} if "class_names" in predictor.config else {}),
+            "backbone": predictor.config["backbone"], "precision": predictor.precision.name,
+            "input_size": predictor.preprocess.input_size, "threshold": threshold, "max_bytes": max_bytes}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -131,7 +133,7 @@ def create_app(run: str | Path, threshold: float | None = None, max_bytes: int =
 
     app = FastAPI(title="vistrain", lifespan=lifespan)
     app.state.batcher = batcher
-    page = render("serve.html.j2", info=info)
+    page = render("serve.html.j2", info=info, labels=predictor.labels)
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> str:

@@ -27,13 +27,6 @@ from vistrain.features.transforms import View
 FEATURE_FORMAT = 1  # bump when the way features are computed changes, to invalidate old caches
 
 
-def default_cache_dir() -> Path:
-    """$VISTRAIN_CACHE, else $XDG_CACHE_HOME/vistrain, else ~/.cache/vistrain."""
-    if "VISTRAIN_CACHE" in os.environ:
-        return Path(os.environ["VISTRAIN_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vistrain"
-
-
 class FeatureCache:
     """Feature vectors of one backbone, preprocessing, view and precision, keyed by image-content digest."""
 

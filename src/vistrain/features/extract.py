@@ -25,10 +25,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from vistrain.backbones import Backbone, BackboneUnavailable
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
-from vistrain.core.files import sha256_file
+from vistrain.core.files import default_cache_dir, sha256_file
 from vistrain.data.images import UnreadableImage, load_rgb
 from vistrain.data.samples import Skipped
-from vistrain.features.cache import FeatureCache, default_cache_dir
+from vistrain.features.cache import FeatureCache
 from vistrain.features.int8 import FP32, Precision
 from vistrain.features.runtime import INPUT, feature_session, pixel_feature_extractor
 from vistrain.features.transforms import View

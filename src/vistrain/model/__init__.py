@@ -5,4 +5,4 @@ run directory's one schema; predictor loads a run and predicts image files. Name
 here, so that `vistrain --help` need not import torch.
 """
 
-HEADS = ("mlp", "linear")  # see heads.build_head
+HEADS = ("mlp", "linear", "logistic")  # see heads.build_head

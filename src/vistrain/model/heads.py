@@ -29,10 +29,24 @@ class Rescale(nn.Module):
         return x * self.std + self.mean
 
 
+class Standardize(nn.Module):
+    """(features - mean) / std, per feature: the `logistic` head's first step, fitted with it (buffers, saved with
+    the head's weights, so predict and export standardise as training did)."""
+
+    def __init__(self, n_features: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 def build_head(kind: str, in_features: int, out_features: int, hidden: int = 256, dropout: float = 0.2,
                rescale: bool = False) -> nn.Sequential:
-    """`mlp`: dense -> ReLU -> dropout -> output, as in the course; `linear`: dropout -> output; `rescale`
-    (regression) appends `Rescale`.
+    """`mlp`: dense -> ReLU -> dropout -> output, as in the course; `linear`: dropout -> output; `logistic`:
+    standardise -> output, fitted in closed form (`vistrain.training.linear_head`); `rescale` (regression) appends
+    `Rescale`.
 
     Global pooling is the backbone's last step, so it is already applied to the features.
     """
@@ -40,6 +54,8 @@ def build_head(kind: str, in_features: int, out_features: int, hidden: int = 256
         layers = [nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_features)]
     elif kind == "linear":
         layers = [nn.Dropout(dropout), nn.Linear(in_features, out_features)]
+    elif kind == "logistic":
+        layers = [Standardize(in_features), nn.Linear(in_features, out_features)]
     else:
         raise ValueError(f"unknown head {kind!r}; choose one of {', '.join(HEADS)}")
     return nn.Sequential(*layers, *([Rescale(out_features)] if rescale else []))

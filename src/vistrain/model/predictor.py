@@ -12,6 +12,7 @@ from rich.markup import escape
 from torch import nn
 
 from vistrain.backbones import Backbone, BackboneUnavailable, get_backbone
+from vistrain.backbones.multi_depth import with_stages
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
 from vistrain.core.files import sha256_file
@@ -21,8 +22,8 @@ from vistrain.features.extract import extract_features
 from vistrain.features.transforms import View
 from vistrain.model import tasks
 from vistrain.model.heads import build_head
-from vistrain.model.run_dir import (BACKBONE_WEIGHTS, CONFIG, WEIGHTS, RunError, load_weights, read_config,
-                                   run_precision)
+from vistrain.model.run_dir import (BACKBONE_WEIGHTS, CONFIG, WEIGHTS, RunError, class_labels_of, load_weights,
+                                    read_config, run_precision)
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Predictor:
     def __init__(self, config: dict, head: nn.Module, backbone: Backbone):
         self.config = config
         self.classes: list[str] = config["classes"]
+        self.labels: list[str] = class_labels_of(config)  # how the classes are shown: their names, if they have any
         self.task: str = config["task"]
         self.thresholds: list[float] | None = config.get("thresholds")  # multilabel, tuned on validation
         self.preprocess = Preprocess.from_dict(config["preprocess"])
@@ -56,6 +58,7 @@ class Predictor:
         except BackboneUnavailable as error:
             raise BackboneUnavailable(f"{Path(run) / CONFIG} names a backbone this machine cannot load: {error}") \
                 from None
+        backbone = with_stages(backbone, tuple(config["backbone"].get("stages", ())))
         if backbone.weights != config["backbone"]["weights"]:
             console.print(
                 f"[yellow]warning:[/] the run was trained with {escape(config['backbone']['weights'])}, "
@@ -93,19 +96,19 @@ class Predictor:
     def describe(self, outputs: np.ndarray, threshold: float | None = None, k: int = 3) -> list[dict]:
         """One plain dict per image: `class` (the top class; the labels over their thresholds joined by ';';
         or the value(s)), `probability` (single-label: of that class), `uncertain` and `top` (name, output)
-        pairs. `threshold`: single-label, abstain below it; multilabel, one threshold for every label instead of
-        the tuned ones."""
+        pairs; classes are shown by their names, if the run has them (`labels`). `threshold`: single-label,
+        abstain below it; multilabel, one threshold for every label instead of the tuned ones."""
         self.check_threshold(threshold)
         rows = []
         for row in outputs:
             if self.task == "regression":
                 rows.append({"class": ", ".join(f"{v:.6g}" for v in row), "probability": None, "uncertain": False,
-                             "top": [(name, float(v)) for name, v in zip(self.classes, row)]})
+                             "top": [(name, float(v)) for name, v in zip(self.labels, row)]})
                 continue
-            top = [(self.classes[i], float(row[i])) for i in np.argsort(-row, kind="stable")[:k]]
+            top = [(self.labels[i], float(row[i])) for i in np.argsort(-row, kind="stable")[:k]]
             if self.task == "multilabel":
                 cut = np.full(len(row), threshold) if threshold is not None else np.asarray(self.thresholds)
-                chosen = [name for name, p, t in zip(self.classes, row, cut) if p >= t]
+                chosen = [name for name, p, t in zip(self.labels, row, cut) if p >= t]
                 rows.append({"class": ";".join(chosen), "probability": None, "uncertain": False, "top": top})
             else:
                 rows.append({"class": top[0][0], "probability": top[0][1], "top": top,

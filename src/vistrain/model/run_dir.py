@@ -1,8 +1,9 @@
 """The run directory, in one place: what a trained run holds, and how each file is written and read back.
 
     config.json           backbone, preprocessing, the features' precision (fp32 or int8) and calibration images
-                          (seeded training images: [file, SHA-256] pairs), classes in index order, task, head,
-                          training settings, data, versions (written last: a run with a config.json is complete)
+                          (seeded training images: [file, SHA-256] pairs), classes in index order (and class_names,
+                          {class: name}, when a mapping named them), task, head, training settings, data, versions
+                          (written last: a run with a config.json is complete)
     head.safetensors      the trained head's weights (no pickle anywhere)
     backbone.safetensors  with a fine-tuning that beat the frozen head: the fine-tuned backbone (its SHA-256 is in
                           config.json)
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.files import make_folder, read_csv, sha256_file, write_atomic, write_csv, write_json
+from vistrain.data.class_names import class_labels
 from vistrain.data.samples import TASKS, Skipped
 from vistrain.features import PRECISIONS
 from vistrain.features.int8 import FP32, Precision
@@ -100,6 +102,15 @@ def config_problem(config: object) -> str | None:
         return f"classes is {classes!r}, not a list of distinct names"
     if task == "binary" and len(classes) != 2:
         return f"a binary model has 2 classes, not {len(classes)}"
+    names = config.get("class_names", {})
+    if not isinstance(names, dict):
+        return f"class_names is {names!r}, not an object of class: name"
+    unknown = next((c for c in names if c not in classes), None)
+    if unknown is not None:
+        return f"class_names names {unknown!r}, which is not one of the classes"
+    unnamed = next((c for c, name in names.items() if not (isinstance(name, str) and name.strip())), None)
+    if unnamed is not None:
+        return f"class_names gives {unnamed!r} the name {names[unnamed]!r}, not a name"
     thresholds = config.get("thresholds")
     if task == "multilabel" and not (isinstance(thresholds, list) and len(thresholds) == len(classes)
                                      and all(type(t) in (int, float) for t in thresholds)):
@@ -208,20 +219,31 @@ def package_versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{name: version(name) for name in names}}
 
 
+def class_labels_of(config: dict) -> list[str]:
+    """How the run's classes are shown: by the names config.json gives them, else by their ids
+    (`vistrain.data.class_names.class_labels`)."""
+    return class_labels(config["classes"], config.get("class_names", {}))
+
+
 def run_config(backbone: Backbone, classes: list[str], task: str, thresholds: list[float] | None, options: dict,
-               best_epoch: int, fine_tune: dict | None, data: dict, calibration: tuple[tuple[str, str], ...]) -> dict:
-    """config.json: everything predicting needs (backbone, its preprocessing, the features' precision and
-    calibration images, classes in index order, task, head, thresholds), and how the run was trained."""
+               best_epoch: int, fine_tune: dict | None, data: dict, calibration: tuple[tuple[str, str], ...],
+               class_names: dict[str, str] | None = None, head_fit: dict | None = None) -> dict:
+    """config.json: everything predicting needs (backbone with its feature stages, its preprocessing, the features'
+    precision and calibration images, classes in index order and their names, task, head, thresholds), and how the
+    run was trained."""
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "backbone": {"name": backbone.name, "weights": backbone.weights, "feature_dim": backbone.feature_dim},
+        "backbone": {"name": backbone.name, "weights": backbone.weights, "feature_dim": backbone.feature_dim,
+                     **({"stages": list(options["feature_stages"])} if options.get("feature_stages") else {})},
         "preprocess": backbone.preprocess.to_dict(),
         "precision": options["precision"],
         "calibration": [list(image) for image in calibration],
         "classes": classes,
+        **({"class_names": class_names} if class_names else {}),
         "task": task,
         **({"thresholds": thresholds} if thresholds else {}),
-        "head": {"kind": options["head"], "hidden": options["hidden"], "dropout": options["dropout"]},
+        "head": {"kind": options["head"], "hidden": options["hidden"], "dropout": options["dropout"],
+                 **({"fit": head_fit} if head_fit else {})},
         "training": {**options, "task": task, "optimizer": "adam", "best_epoch": best_epoch,
                      "best_epoch_rule": "lowest validation loss, across stages"},
         **({"fine_tune": fine_tune} if fine_tune else {}),

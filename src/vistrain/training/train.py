@@ -12,12 +12,13 @@ import torch
 from rich.markup import escape
 
 from vistrain.backbones import Backbone, get_backbone
+from vistrain.backbones.multi_depth import with_stages
 from vistrain.core.console import console
-from vistrain.core.files import make_folder
+from vistrain.core.files import default_cache_dir, make_folder
+from vistrain.data.class_names import class_labels, name_classes
 from vistrain.data.datasets import load_dataset
 from vistrain.data.decisions import Decisions
 from vistrain.data.samples import Dataset, Skipped
-from vistrain.features.cache import default_cache_dir
 from vistrain.features.int8 import Precision, calibration_set
 from vistrain.features.transforms import Augmentation
 from vistrain.model import run_dir, tasks
@@ -31,6 +32,7 @@ from vistrain.training.distributed import Context
 from vistrain.training.engine import BestSoFar, EpochResult, Stage, evaluate, fit, training_loader
 from vistrain.training.features_stage import FeatureSet, compute_features, warn_about_imbalance
 from vistrain.training.fine_tune import STAGE as FINE_TUNE, fine_tune
+from vistrain.training.linear_head import fit_logistic_head
 from vistrain.training.options import TrainOptions
 
 FROZEN = "frozen"
@@ -66,28 +68,32 @@ class Trained:
     best: BestSoFar
     backbone: torch.nn.Module | None = None  # fine-tuned, and better than the frozen head
     fine_tune: dict = field(default_factory=dict)  # what config.json records of fine-tuning
+    head_fit: dict = field(default_factory=dict)  # what config.json records of a closed-form head's fit
 
 
 def train(data: str | Path, out: str | Path | None = None, options: TrainOptions | None = None,
           cache_dir: Path | None = None, overwrite: bool = False, verbose: bool = True,
           image_root: Path | None = None, checkpoint: Checkpoint | None = None,
-          decisions: Path | None = None) -> TrainResult:
-    """Train a head on frozen backbone features of the images in `data` (a folder, or a label CSV whose paths
-    are relative to `image_root`), then, with `options.fine_tune`, the backbone's last blocks with it, and write
-    a run directory. Review decisions come from `decisions`, else the file beside the data (see
-    `vistrain.data.decisions`). Until it is complete, the run directory holds a checkpoint (see `resume`)."""
+          decisions: Path | None = None, class_names: Path | None = None) -> TrainResult:
+    """Train a head on frozen backbone features of the images in `data` (a folder, a label CSV whose paths are
+    relative to `image_root`, or an SVHN .mat), then, with `options.fine_tune`, the backbone's last blocks with it,
+    and write a run directory. Review decisions come from `decisions`, else the file beside the data (see
+    `vistrain.data.decisions`); `class_names`, a mapping file, names the classes (`vistrain.data.class_names`).
+    Until it is complete, the run directory holds a checkpoint (see `resume`)."""
     options = options or TrainOptions()
     if options.precision == "int8" and options.fine_tune:
         raise ValueError("--fine-tune trains the backbone in fp32; int8 features are for a frozen backbone")
-    dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth, options.task, image_root,
-                           Decisions.load(decisions) if decisions else None)
-    backbone = get_backbone(options.backbone)
     cache_dir = make_folder(cache_dir or default_cache_dir(), "the feature cache")  # a bad one stops us before the run
+    dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth, options.task, image_root,
+                           Decisions.load(decisions) if decisions else None, cache_dir)
+    if class_names is not None:
+        dataset.class_names = name_classes(dataset.classes, class_names)
+    backbone = with_stages(get_backbone(options.backbone), tuple(options.feature_stages))
     # Seeded training images: the int8 backbone's calibration, or `export --int8`'s later.
     calibration = calibration_set([s.path for s in dataset.train], options.seed)
     precision = Precision(options.precision, calibration if options.precision == "int8" else ())
-    run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, verbose)
-    describe_data(dataset, run.say)
+    run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, verbose, class_names)
+    describe_data(dataset, run.say, class_names)
     features = compute_features(dataset, backbone, precision, cache_dir, options.augment_views, run.context, run.say,
                                 verbose)
     trained = train_head(features, dataset, backbone, options, run)
@@ -113,11 +119,13 @@ def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True)
         console.print(f"resuming {escape(str(run))} after epoch {epochs_done}")
     return train(job["data"], run, TrainOptions(**job["options"]), cache_dir, verbose=verbose,
                  image_root=Path(job["image_root"]) if job["image_root"] else None, checkpoint=checkpoint,
-                 decisions=Path(job["decisions"]) if job.get("decisions") else None)
+                 decisions=Path(job["decisions"]) if job.get("decisions") else None,
+                 class_names=Path(job["class_names"]) if job.get("class_names") else None)
 
 
 def start_run(data: str | Path, out: str | Path | None, options: TrainOptions, overwrite: bool,
-              image_root: Path | None, decisions: Path | None, checkpoint: Checkpoint | None, verbose: bool) -> Run:
+              image_root: Path | None, decisions: Path | None, checkpoint: Checkpoint | None, verbose: bool,
+              class_names: Path | None = None) -> Run:
     """Join torchrun's processes, if any; create the run directory (rank 0 picks it, the others learn where) and
     its checkpoint, or continue `checkpoint`."""
     context = distributed.setup()
@@ -127,17 +135,26 @@ def start_run(data: str | Path, out: str | Path | None, options: TrainOptions, o
         return Run(checkpoint.path.parent, checkpoint, context, say)
     path = distributed.share(context, run_dir.new_run_dir(out, overwrite) if context.is_main else None)
     job = {"data": str(Path(data).resolve()), "image_root": str(image_root.resolve()) if image_root else None,
-           "decisions": str(Path(decisions).resolve()) if decisions else None, "options": asdict(options)}
+           "decisions": str(Path(decisions).resolve()) if decisions else None,
+           "class_names": str(Path(class_names).resolve()) if class_names else None, "options": asdict(options)}
     checkpoint = Checkpoint(path, job, writes=context.is_main)
     checkpoint.save()
     return Run(path, checkpoint, context, say)
 
 
-def describe_data(dataset: Dataset, say: Callable[..., None]) -> None:
+def describe_data(dataset: Dataset, say: Callable[..., None], names_from: Path | None = None) -> None:
+    """The data, task and classes (with their names from `names_from`, if given, and how many it has) as lines."""
     say(f"data: {escape(dataset.layout)}")
     say(f"task: {dataset.task} ({dataset.task_reason})")
+    names = dataset.class_names
     say(("classes: " if dataset.task in tasks.SINGLE_LABEL else "outputs: ")
-        + ", ".join(f"{i} = {escape(name)}" for i, name in enumerate(dataset.classes)))
+        + ", ".join(f"{i} = {escape(c)}" + (f" ({escape(names[c])})" if c in names else "")
+                    for i, c in enumerate(dataset.classes)))
+    if names_from is not None:
+        unnamed = [c for c in dataset.classes if c not in names]
+        say(f"class names from {escape(str(names_from))}: {len(names)} of {len(dataset.classes)} classes"
+            + (f"; [yellow]{len(unnamed)} not in it, shown by their ids:[/] {escape(', '.join(unnamed[:10]))}"
+               + (", ..." if len(unnamed) > 10 else "") if unnamed else ""))
     say(f"images: {len(dataset.train)} for training, {len(dataset.val)} for validation")
     warn_about_imbalance(dataset, say)
 
@@ -165,6 +182,16 @@ def train_head(features: FeatureSet, dataset: Dataset, backbone: Backbone, optio
                       options.hidden, options.dropout, rescale=task == "regression")
     if task == "regression":
         head[-1].fit(train_y)
+    if options.head == "logistic":
+        if options.class_weight or options.sampler:
+            raise ValueError("--class-weight and --sampler apply to the mlp and linear heads; the logistic head "
+                             "tunes its multi-class decision rule for macro F1 instead")
+        best = BestSoFar()
+        history, details = fit_logistic_head(head, features.train, features.val, task, options.seed, best)
+        run.say(f"logistic head: C = {details['strength']:g} (cross-validated on the training images)"
+                + (f", decision offsets {details['decision_offsets']}" if "decision_offsets" in details else "")
+                + f"; val_loss {history[0].val_loss:.4f}  val_{tasks.SCORE_NAMES[task]} {history[0].val_score:.4f}")
+        return Trained(head, history, [FROZEN], best, head_fit=details)
     weights, sample_weights = _loss_weights(task, train_y, len(dataset.classes), options)
     generator = torch.Generator().manual_seed(options.seed)
     loader = training_loader(torch.utils.data.TensorDataset(train_x, train_y), options.batch_size, generator,
@@ -231,7 +258,8 @@ def score(trained: Trained, features: FeatureSet, dataset: Dataset, run: Run) ->
     task = dataset.task
     val_targets, val_outputs = features.val[1].numpy(), trained.best.outputs.numpy()
     thresholds = tune_thresholds(val_targets, val_outputs) if task == "multilabel" else None
-    metrics = task_metrics(task, val_targets, val_outputs, dataset.classes, thresholds)
+    metrics = task_metrics(task, val_targets, val_outputs, class_labels(dataset.classes, dataset.class_names),
+                           thresholds)
     metrics.update(
         task=task, best_epoch=best_epoch(trained), val_loss=trained.best.loss, n_train=len(features.train_images[0]),
         n_skipped=len(dataset.skipped) + len(features.skipped),
@@ -257,8 +285,10 @@ def write_run(run: Run, data: str | Path, dataset: Dataset, backbone: Backbone, 
             backbone=backbone, classes=dataset.classes, task=dataset.task, thresholds=predictions.thresholds,
             options=asdict(options), best_epoch=best_epoch(trained), fine_tune=fine_tune or None,
             calibration=calibration,
+            head_fit=trained.head_fit or None,
             data={"source": str(Path(data).resolve()), "layout": dataset.layout,
-                  "n_train": len(features.train_images[0]), "n_val": len(features.val_paths)}))
+                  "n_train": len(features.train_images[0]), "n_val": len(features.val_paths)},
+            class_names=dataset.class_names))
     run.checkpoint.remove()
     headline = metrics[HEADLINE[dataset.task]]
     run.say(f"best epoch {metrics['best_epoch']}: validation {HEADLINE[dataset.task].replace('_', ' ')} "

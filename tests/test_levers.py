@@ -1,0 +1,102 @@
+"""Levers for images far from ImageNet: the logistic head (strength chosen by cross-validation on the training
+images, multi-class decisions tuned for macro F1) and features from several depths of the backbone."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import invoke, shape_image
+from vistrain.backbones import get_backbone
+from vistrain.backbones.multi_depth import with_stages
+from vistrain.backbones.registry import BackboneUnavailable
+from vistrain.deploy.export import deployed_model, prepare_image
+from vistrain.features.cache import FeatureCache
+from vistrain.features.extract import extract_features
+from vistrain.model import linear
+from vistrain.model.linear import C_GRID, decision_offsets, fit_linear
+from vistrain.model.predictor import Predictor
+
+LITE0 = get_backbone("efficientnet_lite0")
+
+
+def test_logistic_head_trains_in_closed_form_and_predicts_as_it_validated(shapes_split: Path, tmp_path: Path,
+                                                                           monkeypatch):
+    rows_seen = []
+    original = linear.choose_strength
+    monkeypatch.setattr(linear, "choose_strength", lambda x, *a: rows_seen.append(len(x)) or original(x, *a))
+    result = invoke("train", shapes_split, "--out", tmp_path / "run", "--head", "logistic")
+    assert result.exit_code == 0, result.output
+    assert rows_seen == [32]  # the strength is chosen on the 32 training images only, never on validation
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["head"]["kind"] == "logistic" and config["head"]["fit"]["strength"] in C_GRID
+    history = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
+    assert len(history) == 1 and json.loads((tmp_path / "run" / "metrics.json").read_text())["accuracy"] == 1.0
+    predictor = Predictor.from_run(tmp_path / "run")
+    val = sorted((shapes_split / "val").rglob("*.png"))
+    outputs = predictor.predict(val, show_progress=False).outputs
+    saved = {r["file"]: float(r["prob_square"]) for r in csv.DictReader(open(tmp_path / "run" / "predictions.csv"))}
+    assert outputs[:, 1] == pytest.approx([saved[str(p)] for p in val], abs=1e-4)  # standardisation inside the head
+    with torch.no_grad():
+        exported = deployed_model(predictor)(
+            torch.from_numpy(np.stack([prepare_image(p, predictor.preprocess) for p in val]))).numpy()
+    assert exported == pytest.approx(outputs, abs=1e-4)
+
+
+def test_decision_offsets_raise_macro_f1_on_a_rare_class():
+    rng = np.random.default_rng(0)
+    targets = np.array([0] * 80 + [1] * 15 + [2] * 5)
+    logits = rng.normal(size=(100, 3)) * 0.7
+    logits[np.arange(100), targets] += 2.0  # informative, but the rare class is rarely on top
+    logits[:, 2] -= 2.0
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    offsets = decision_offsets(probabilities, targets)
+    from sklearn.metrics import f1_score
+
+    before = f1_score(targets, probabilities.argmax(1), average="macro")
+    after = f1_score(targets, (np.log(probabilities) + offsets).argmax(1), average="macro")
+    assert offsets[0] == 0 and offsets[2] > 0 and after > before + 0.05
+
+
+def test_multiclass_logistic_fit_keeps_its_offsets_in_the_bias():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(90, 8))
+    targets = (x[:, 0] > 0).astype(int) + (x[:, 1] > 1.2).astype(int)
+    fit = fit_linear(x, targets, "multiclass", tune_offsets=True)
+    assert fit.offsets is not None and fit.offsets.shape == (3,) and fit.weight.shape == (3, 8)
+    assert fit_linear(x, (x[:, 0] > 0).astype(int), "binary").weight.shape == (1, 8)
+    assert fit_linear(x, x[:, :2], "regression").weight.shape == (2, 8)
+
+
+def test_features_from_several_depths_extend_the_plain_features(tmp_path: Path):
+    deep = with_stages(LITE0, (3, 4, 5, 6))
+    assert deep.feature_dim == 1280 + 80 + 112 + 192 + 320 and deep.weights != LITE0.weights
+    paths = []
+    for i, kind in enumerate(("circle", "square")):
+        paths.append(tmp_path / f"{kind}.png")
+        shape_image(kind, seed=i).save(paths[-1])
+    plain = extract_features(paths, LITE0, LITE0.preprocess, tmp_path, show_progress=False)
+    several = extract_features(paths, deep, deep.preprocess, tmp_path, show_progress=False)
+    assert several.vectors.shape == (2, deep.feature_dim) and several.computed == 2
+    assert np.abs(several.vectors[:, -1280:] - plain.vectors).max() < 1e-4  # the final features, unchanged
+    again = extract_features(paths, deep, deep.preprocess, tmp_path, show_progress=False)
+    assert again.computed == 0 and np.array_equal(again.vectors, several.vectors)  # cached, apart from the plain ones
+    assert FeatureCache(tmp_path, deep, deep.preprocess).path != FeatureCache(tmp_path, LITE0, LITE0.preprocess).path
+    with pytest.raises(BackboneUnavailable, match="stages 0 to 6"):
+        with_stages(LITE0, (7,))
+
+
+def test_a_run_with_several_depths_predicts_with_them(shapes_split: Path, tmp_path: Path):
+    result = invoke("train", shapes_split, "--out", tmp_path / "run", "--feature-stages", "4,6", "--epochs", "5")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["backbone"]["stages"] == [4, 6] and config["backbone"]["feature_dim"] == 1280 + 112 + 320
+    predicted = invoke("predict", tmp_path / "run", shapes_split / "val", "--format", "json")
+    assert predicted.exit_code == 0 and "square" in predicted.stdout
+    bad = invoke("train", shapes_split, "--out", tmp_path / "bad", "--feature-stages", "x")
+    assert bad.exit_code != 0 and "stage numbers" in bad.output
