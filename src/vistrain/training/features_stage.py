@@ -49,7 +49,8 @@ def compute_features(dataset: Dataset, backbone: Backbone, precision: Precision,
                                 precision=precision)
     computed = share or features
     rate = computed.computed / computed.compute_seconds if computed.computed else None
-    say(f"features ({precision.name}): {computed.computed} computed" + (f" ({rate:.1f} img/s)" if rate else "")
+    which = "" if precision.name == "fp32" else f" ({precision.name})"  # fp32 says what it always said
+    say(f"features{which}: {computed.computed} computed" + (f" ({rate:.1f} img/s)" if rate else "")
         + (f" by rank 0 of {context.world_size} processes" if context.active
            else f", {len(features.kept) - features.computed} from the cache"))
     n_train = len(dataset.train)
