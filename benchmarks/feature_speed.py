@@ -8,8 +8,11 @@ engine, model already exported); (c) the same with the torch engine. (a) and (b)
 faster (a).
 `--generated N [N ...]` instead times N generated JPEGs per size in a child process each, with its peak RSS,
 to show that memory is set by the batch size, not the number of images.
+`--precision-ab N` instead times the backbone alone on N validation photos, interleaved (each repeat runs every
+model in turn): the fp32 export of before issue 17 (dynamic "same" padding), today's static-shape fp32 export and
+the int8 model (`--precision int8`, calibrated on 256 seeded training photos), and the int8 features' cosine to fp32.
 
-    python benchmarks/feature_speed.py [--data PATH] [--repeats 3] [--generated 2000 20000]
+    python benchmarks/feature_speed.py [--data PATH] [--repeats 3] [--generated 2000 20000] [--precision-ab 256]
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from PIL import Image
 from vistrain.backbones import get_backbone
 from vistrain.features.extract import extract_features, extraction_threads, in_threads
 from vistrain.data.images import load_rgb
-from vistrain.features.runtime import INPUT, feature_session
+from vistrain.features.int8 import Precision, calibration_set, cosines, cpu_has_int8_dot
+from vistrain.features.runtime import INPUT, OPSET, feature_session, pixel_feature_extractor
 from vistrain.features.transforms import eval_transform
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cats-vs-dogs"
@@ -136,14 +140,61 @@ def memory(sizes: list[int]) -> None:
             print(f"| {n} | {seconds:.1f} | {n / seconds:.1f} | {peak_kib / 1024:.0f} |")
 
 
+def dynamic_session(path: Path, threads: int):
+    """A session of the fp32 export as it was before issue 17: the "same" padding computed in the graph."""
+    import onnxruntime
+
+    example = torch.zeros(2, 3, BACKBONE.preprocess.input_size, BACKBONE.preprocess.input_size, dtype=torch.uint8)
+    with torch.no_grad():
+        torch.onnx.export(pixel_feature_extractor(BACKBONE, BACKBONE.preprocess), (example,), path, dynamo=False,
+                          opset_version=OPSET, input_names=[INPUT], output_names=["features"],
+                          dynamic_axes={INPUT: {0: "batch"}, "features": {0: "batch"}})
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def precision_ab(data: Path, n: int, repeats: int) -> None:
+    """fp32 dynamic, fp32 static and int8, backbone alone on `n` validation photos, interleaved."""
+    cores = os.cpu_count() or 1
+    paths = sorted((data / "val").glob("*/*.jpg"))[:: max(1, len(sorted((data / "val").glob("*/*.jpg"))) // n)][:n]
+    calibration = calibration_set(sorted((data / "train").glob("*/*.jpg")), 0)
+    with tempfile.TemporaryDirectory() as scratch:
+        sessions = {"fp32, dynamic padding (before)": dynamic_session(Path(scratch) / "dynamic.onnx", cores),
+                    "fp32, static shape": feature_session(BACKBONE, BACKBONE.preprocess, Path(scratch), cores),
+                    "int8": feature_session(BACKBONE, BACKBONE.preprocess, Path(scratch), cores,
+                                            Precision("int8", calibration))}
+        batches = decoded_batches(paths)
+        seconds = {name: [] for name in sessions}
+        for _ in range(repeats):
+            for name, session in sessions.items():
+                seconds[name].append(backbone_alone(session, batches, 1))
+        vectors = {name: np.concatenate([s.run(None, {INPUT: b})[0] for b in batches]) for name, s in sessions.items()}
+    base = statistics.median(seconds["fp32, dynamic padding (before)"])
+    print(f"machine: {platform.machine()}, {cores} cores, int8 dot products (VNNI): {cpu_has_int8_dot()}; "
+          f"{len(paths)} photos of {data / 'val'}; batch {BATCH}, one batch at a time on {cores} threads; "
+          f"median of {repeats} interleaved repeats; load average before: {os.getloadavg()[0]:.1f}")
+    print("| backbone (Lite0) | images/s | speed-up over before | cosine to fp32 static (median / min) |")
+    print("|---|---|---|---|")
+    for name in sessions:
+        c = cosines(vectors[name], vectors["fp32, static shape"])
+        print(f"| {name} | {len(paths) / statistics.median(seconds[name]):.1f} | "
+              f"{base / statistics.median(seconds[name]):.2f} | {np.median(c):.4f} / {c.min():.4f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--repeats", type=int, default=3, help="times (a) and (b) are measured, alternating")
     parser.add_argument("--generated", type=int, nargs="+", metavar="N",
                         help="time and peak memory on N generated JPEGs instead, for each N")
+    parser.add_argument("--precision-ab", type=int, metavar="N",
+                        help="fp32 dynamic vs fp32 static vs int8 on N validation photos instead")
     args = parser.parse_args()
-    if args.generated:
+    if args.precision_ab:
+        precision_ab(args.data, args.precision_ab, args.repeats)
+    elif args.generated:
         memory(args.generated)
     else:
         speed(args.data, args.repeats)

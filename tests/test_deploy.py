@@ -127,6 +127,35 @@ def test_readme_example_runs_without_vistrain(onnx_file: Path, photos, expected)
         assert float(probability) == pytest.approx(row.max(), abs=2e-3)
 
 
+def test_int8_export_is_small_reports_its_agreement_and_runs_with_onnxruntime_alone(run: Path, shapes_split: Path,
+                                                                                   tmp_path: Path):
+    """`export --int8`: Lite0 in at most 4 MB (plus a byte per weight of the head), metadata saying int8 and the check against the fp32 export
+    (both figures printed); run by examples/onnx_predict.py without vistrain, its top class is `predict`'s on at
+    least the share it states."""
+    import onnx
+
+    out = tmp_path / "model-int8.onnx"
+    result = invoke("export", run, "--int8", "--out", out)
+    assert result.exit_code == 0, result.output
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    check = json.loads(meta["int8_check"])
+    assert meta["precision"] == "int8" and json.loads(meta["classes"]) == ["circle", "square"]
+    head_weights = sum(p.numel() for p in Predictor.from_run(run).head.parameters())  # one byte each in int8
+    assert out.stat().st_size <= 4_000_000 + head_weights and check["fp32_bytes"] > 3 * out.stat().st_size
+    assert check["images"] == 16 and check["calibration_images"] == 32  # the run's val images; its training images
+    assert f"{out.stat().st_size / 1e6:.2f} MB" in result.stderr and f"{check['top1_agreement']:.1%}" in result.stderr
+    photos = sorted((shapes_split / "val").glob("*/*.png"))
+    block_vistrain = ("import runpy, sys; sys.modules['vistrain'] = None; sys.argv = sys.argv[1:]; "
+                      "runpy.run_path(sys.argv[0], run_name='__main__')")
+    output = subprocess.run([sys.executable, "-I", "-c", block_vistrain, EXAMPLE, out, *photos],
+                            check=True, capture_output=True, text=True).stdout
+    predicted = Predictor.from_run(run).predict(photos, tmp_path / "cache", show_progress=False).outputs
+    same = [line.rsplit(" ", 2)[1] == ["circle", "square"][row.argmax()]
+            for line, row in zip(output.strip().splitlines(), predicted, strict=True)]
+    assert check["top1_agreement"] >= 0.99 and np.mean(same) >= check["top1_agreement"]
+    assert invoke("export", run, "--int8", "--format", "torchscript").exit_code != 0
+
+
 # ---- serving ----
 
 

@@ -178,3 +178,36 @@ def test_in_threads_passes_on_an_error():
 
     with pytest.raises(RuntimeError, match="disk on fire"):
         list(features.in_threads(range(6), work, threads=2))
+
+
+def test_a_concatenation_computes_only_the_parts_missing_from_their_own_caches(tmp_path: Path, monkeypatch):
+    """Each part is cached on its own, under the concatenation's preprocessing (the largest part's): Lite2 trained
+    alone, then Lite0+Lite2, computes Lite0 only; the concatenation again computes nothing."""
+    paths = images(tmp_path / "img", 3)
+    (tmp_path / "text.jpg").write_text("not an image")
+    paths.insert(1, tmp_path / "text.jpg")
+    lite2, both = get_backbone("efficientnet_lite2"), get_backbone("efficientnet_lite0+efficientnet_lite2")
+    alone = extract_features(paths, lite2, lite2.preprocess, tmp_path / "cache", show_progress=False)
+    ran = []  # (backbone, images) of every forward pass
+    function = features.feature_function
+
+    def counted(backbone, *args):
+        forward = function(backbone, *args)
+        return lambda batch: ran.append((backbone.name, len(batch))) or forward(batch)
+
+    monkeypatch.setattr(features, "feature_function", counted)
+    joined = extract_features(paths, both, both.preprocess, tmp_path / "cache", show_progress=False)
+    assert ran == [("efficientnet_lite0", 3)] and joined.computed == 3
+    assert joined.kept == alone.kept == [0, 2, 3] and [s.path.name for s in joined.skipped] == ["text.jpg"]
+    np.testing.assert_array_equal(joined.vectors[:, LITE0.feature_dim:], alone.vectors)
+    again = extract_features(paths, both, both.preprocess, tmp_path / "cache", show_progress=False)
+    assert again.computed == 0 and ran == [("efficientnet_lite0", 3)]  # the unreadable file is tried, not run
+    np.testing.assert_array_equal(again.vectors, joined.vectors)
+
+    kept = [paths[i] for i in joined.kept]
+    with torch.no_grad():  # the concatenated module, as export and fine-tuning build it: the same features
+        module = both.build_feature_extractor()(torch.stack([eval_transform(both.preprocess)(load_rgb(p)) for p in kept]))
+    assert np.abs(joined.vectors - module.numpy()).max() < 1e-3
+    pixels = torch.stack([eval_transform(both.preprocess, "uint8")(load_rgb(p)) for p in kept])
+    served = function(both, both.preprocess, tmp_path / "cache")(pixels)  # as `serve` computes them
+    assert np.abs(served - joined.vectors).max() < 1e-5

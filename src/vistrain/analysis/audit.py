@@ -35,6 +35,7 @@ from vistrain.data.datasets import load_dataset
 from vistrain.data.decisions import Decisions
 from vistrain.data.samples import SINGLE_LABEL, Dataset, Skipped
 from vistrain.features.extract import extract_features
+from vistrain.features.int8 import Precision, calibration_set
 from vistrain.model.linear import out_of_sample
 from vistrain.model.predictions import Predictions
 
@@ -76,14 +77,16 @@ class Audit:
 
 def audit(source: str | Path, task: str = "auto", image_root: Path | None = None, backbone: str = "efficientnet_lite0",
           folds: int = 5, seed: int = 0, label_depth: int = 1, cache_dir: Path | None = None,
-          decisions: Decisions | None = None, show_progress: bool = True) -> Audit:
-    """Audit every image of SOURCE (a data folder or a label CSV; training and validation together)."""
+          decisions: Decisions | None = None, show_progress: bool = True, precision: str = "fp32") -> Audit:
+    """Audit every image of SOURCE (a data folder or a label CSV; training and validation together), on features
+    in `precision` (int8: calibrated on the training images, as `train` does)."""
     dataset = load_dataset(source, seed=seed, label_depth=label_depth, task=task, image_root=image_root,
                            decisions=decisions)
     model = get_backbone(backbone)
     samples = dataset.train + dataset.val
+    calibration = calibration_set([s.path for s in dataset.train], seed) if precision == "int8" else ()
     features = extract_features([s.path for s in samples], model, model.preprocess, cache_dir,
-                                show_progress=show_progress)
+                                show_progress=show_progress, precision=Precision(precision, calibration))
     started = time.perf_counter()
     kept = [samples[i] for i in features.kept]
     splits = ["train" if i < len(dataset.train) else "val" for i in features.kept]

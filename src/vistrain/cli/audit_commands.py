@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from vistrain.cli.main import CACHE_DIR, data_source, friendly_errors, label_options, main
+from vistrain.cli.main import CACHE_DIR, PRECISION, data_source, friendly_errors, label_options, main
 from vistrain.cli.show import report_skipped
 from vistrain.core.console import console, results
 from vistrain.data.samples import TASKS
@@ -29,6 +29,7 @@ def audit_options(command):
         click.option("--decisions", type=click.Path(dir_okay=False, path_type=Path),
                      help="Decisions file [default: vistrain-decisions.csv in the data folder, or the CSV's folder]."),
         click.option("--top", default=20, type=click.IntRange(1), help="Findings shown in the terminal."),
+        PRECISION,
         CACHE_DIR,
     ]
     for option in reversed(options):
@@ -36,14 +37,16 @@ def audit_options(command):
     return command
 
 
-def run_audit(data, labels, image_root, task, backbone, folds, seed, label_depth, out, decisions, top, cache_dir):
+def run_audit(data, labels, image_root, task, backbone, folds, seed, label_depth, out, decisions, top, precision,
+              cache_dir):
     from vistrain.analysis.audit import audit
     from vistrain.analysis.audit_report import write_audit
     from vistrain.data.decisions import Decisions, default_path
 
     source = data_source(data, labels)
     chosen = Decisions.load(decisions or default_path(source))
-    result = audit(source, task, image_root, backbone, folds, seed, label_depth, cache_dir, chosen)
+    result = audit(source, task, image_root, backbone, folds, seed, label_depth, cache_dir, chosen,
+                   precision=precision)
     paths = write_audit(out, result, str(source))
     name, value, low, high = result.metric
     console.print(f"audited {len(result.files)} images ({result.task}, {result.folds}-fold cross-validation) in "

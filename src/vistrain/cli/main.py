@@ -14,6 +14,7 @@ import click
 from vistrain.backbones.registry import BackboneUnavailable
 from vistrain.data.matlab import is_mat
 from vistrain.data.samples import TASKS, DataError
+from vistrain.features import PRECISIONS
 from vistrain.model import HEADS
 from vistrain.model.run_dir import RunError
 from vistrain.training.options import DEFAULTS
@@ -43,6 +44,10 @@ def main() -> None:
 CACHE_DIR = click.option("--cache-dir", type=click.Path(path_type=Path),
                          help="Cache of features, exported backbones and converted datasets (SVHN's .mat) "
                               "[default: $VISTRAIN_CACHE or ~/.cache/vistrain].")
+PRECISION = click.option("--precision", default=DEFAULTS.precision, type=click.Choice(PRECISIONS),
+                         help="Compute features in fp32, or int8: the backbone quantised once, calibrated on 256 "
+                              "seeded training images, cached apart. predict, evaluate, inspect and serve use the "
+                              "run's own. On this project's 2-core AVX2 machine int8 was no faster (see README).")
 
 
 def training_options(command):
@@ -95,6 +100,7 @@ def training_options(command):
         click.option("--patience", default=DEFAULTS.patience, type=click.IntRange(1),
                      help="Stop fine-tuning after this many epochs without a lower validation loss; the backbone "
                           "and head keep the weights of the epoch with the lowest."),
+        PRECISION,
         click.option("--feature-stages", default="", callback=_stage_list, metavar="I,J,...",
                      help="Also pool these stages of the backbone's model.blocks (0-based; EfficientNet-Lite has 0-6) "
                           "and concatenate them with its final features, in the same forward pass: features from "

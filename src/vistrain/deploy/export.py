@@ -6,6 +6,8 @@ The exported model takes uint8 RGB images, N x H x W x 3 with H = W = the run's 
 the task's activation, giving what `Predictor.outputs` gives (class or label probabilities, or values).
 The run's classes (with their names, if it has them), task, preprocessing and tuned thresholds travel with the file as
 metadata (`metadata`).
+The backbone is the fp32 one whatever the features' precision in training; `--int8` quantises the whole ONNX model
+(`quantized.py`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import nn
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.files import make_folder, write_atomic
 from vistrain.data.images import load_rgb
+from vistrain.deploy.quantized import quantized_export
 from vistrain.features.runtime import INPUT, onnx_bytes
 from vistrain.features.transforms import PixelNormalize, eval_transform
 from vistrain.model import tasks
@@ -72,6 +75,7 @@ def metadata(predictor: Predictor) -> dict[str, str]:
         "input": f"{INPUT}: uint8 RGB, N x {predictor.preprocess.input_size} x {predictor.preprocess.input_size} x 3, "
                  "resized (shorter side) and centre-cropped",
         "backbone": json.dumps(config["backbone"]),
+        "precision": "fp32",
         "vistrain_version": version("vistrain"),
     }
     if predictor.task == "multilabel":
@@ -81,19 +85,23 @@ def metadata(predictor: Predictor) -> dict[str, str]:
     return values
 
 
-def export(run: str | Path, output_format: str, out: str | Path | None = None) -> Path:
-    """Write RUN's model as `output_format` ('onnx' or 'torchscript'); returns the file written
-    [default: RUN/model.onnx or RUN/model.pt]."""
+def export(run: str | Path, output_format: str, out: str | Path | None = None, int8: bool = False) -> Path:
+    """Write RUN's model as `output_format` ('onnx' or 'torchscript'), with `int8` (ONNX only) quantised to int8
+    (`quantized.py`); returns the file written [default: RUN/model.onnx, RUN/model-int8.onnx or RUN/model.pt]."""
     if output_format not in FORMATS:
         raise ValueError(f"unknown format {output_format!r}; choose one of {', '.join(FORMATS)}")
+    if int8 and output_format != "onnx":
+        raise ValueError("an int8 export is an ONNX model: --int8 needs --format onnx")
     predictor = Predictor.from_run(run)
-    path = Path(out) if out else Path(run) / f"model{FORMATS[output_format]}"
+    path = Path(out) if out else Path(run) / f"model{'-int8' if int8 else ''}{FORMATS[output_format]}"
     make_folder(path.parent, "the export's folder")
     model = deployed_model(predictor)
     size = predictor.preprocess.input_size
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
     with torch.no_grad():
         data = (_onnx_bytes if output_format == "onnx" else _torchscript_bytes)(model, example, metadata(predictor))
+    if int8:
+        data = quantized_export(data, predictor, Path(run))
     write_atomic(path, data)
     return path
 

@@ -4,7 +4,7 @@ The model is loaded once, when the app is made. Uploads are read within limits, 
 and cropped with the run's `eval_transform` on a decoding thread (`uploads.py`); a micro-batcher gathers the images
 of concurrent requests (for up to `max_wait` seconds, or `max_batch` images) and runs one forward pass of backbone
 and head, in a thread, so the event loop keeps serving. The backbone runs as `vistrain predict` runs it
-(`feature_function`: ONNX Runtime by default), without the feature cache.
+(`feature_function`: ONNX Runtime by default, in the run's precision), without the feature cache.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def create_app(run: str | Path, threshold: float | None = None, limits: Limits =
     predictor.check_threshold(threshold)
     transform = eval_transform(predictor.preprocess, output="uint8")
     reduce_to = predictor.preprocess.resize_size
-    features = feature_function(predictor.backbone, predictor.preprocess)
+    features = feature_function(predictor.backbone, predictor.preprocess, precision=predictor.precision)
 
     def infer(batch: torch.Tensor) -> np.ndarray:
         return predictor.outputs(features(batch))
@@ -90,8 +90,9 @@ def create_app(run: str | Path, threshold: float | None = None, limits: Limits =
     largest = min(MAX_PIXELS, Image.MAX_IMAGE_PIXELS, limits.max_pixels)  # over it, the decoder refuses an image
     info = {"task": predictor.task, "classes": predictor.classes,
             **({"class_names": predictor.config["class_names"]} if "class_names" in predictor.config else {}),
-            "backbone": predictor.config["backbone"], "input_size": predictor.preprocess.input_size,
-            "threshold": threshold, "limits": {**limits.to_dict(), "max_image_pixels": largest}}
+            "backbone": predictor.config["backbone"], "precision": predictor.precision.name,
+            "input_size": predictor.preprocess.input_size, "threshold": threshold,
+            "limits": {**limits.to_dict(), "max_image_pixels": largest}}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):

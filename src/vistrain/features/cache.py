@@ -1,10 +1,11 @@
-"""The feature cache: one SQLite file per (backbone, weights, preprocessing, view), feature vectors keyed by the
-SHA-256 of an image file's bytes.
+"""The feature cache: one SQLite file per (backbone, weights, preprocessing, view, precision), feature vectors keyed
+by the SHA-256 of an image file's bytes.
 
 Renaming or moving a file keeps its features; editing it computes them again. Each batch is committed as soon as
 it is computed, so an interrupted run keeps everything done so far, and SQLite's locking makes the cache safe for
 several runs at once. Both engines (ONNX Runtime and torch) share a cache: their features agree to about 1e-5,
-far below what changes a trained head, so the engine is not part of the key.
+far below what changes a trained head, so the engine is not part of the key. int8 features differ more (cosine
+about 0.996 to fp32): their precision and calibration set are part of the key, so precisions never mix.
 """
 
 from __future__ import annotations
@@ -20,19 +21,23 @@ from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
 from vistrain.core.files import make_folder, sha256_text
+from vistrain.features.int8 import FP32, Precision
 from vistrain.features.transforms import View
 
 FEATURE_FORMAT = 1  # bump when the way features are computed changes, to invalidate old caches
 
 
 class FeatureCache:
-    """Feature vectors of one backbone, preprocessing and view, keyed by image-content digest."""
+    """Feature vectors of one backbone, preprocessing, view and precision, keyed by image-content digest."""
 
-    def __init__(self, directory: Path, backbone: Backbone, preprocess: Preprocess, view: View = View()):
+    def __init__(self, directory: Path, backbone: Backbone, preprocess: Preprocess, view: View = View(),
+                 precision: Precision = FP32):
         key_parts = {"backbone": backbone.name, "weights": backbone.weights, "preprocess": preprocess.to_dict(),
                      "format": FEATURE_FORMAT}
         if view.identity():
             key_parts["view"] = view.identity()
+        if precision.identity():
+            key_parts["precision"] = precision.identity()
         identity = json.dumps(key_parts, sort_keys=True)
         key = sha256_text(identity)
         self.path = make_folder(directory, "the feature cache") / f"features-{backbone.file_stem}-{key}.sqlite"

@@ -2,7 +2,7 @@
 and cached as they come.
 
 Features are computed by ONNX Runtime (the default engine, see `runtime.py`) or by torch eager; both share one
-cache.
+cache. int8 features (`int8.py`) are ONNX Runtime's alone, cached apart.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from vistrain.core.files import default_cache_dir, sha256_file
 from vistrain.data.images import UnreadableImage, load_rgb
 from vistrain.data.samples import Skipped
 from vistrain.features.cache import FeatureCache
+from vistrain.features.int8 import FP32, Precision
 from vistrain.features.runtime import INPUT, feature_session, pixel_feature_extractor
 from vistrain.features.transforms import View
 
@@ -45,7 +46,7 @@ class Features:
     kept: list[int]
     digests: dict[int, str]  # input index -> SHA-256 of the file's bytes
     skipped: list[Skipped]
-    computed: int  # how many were computed now rather than read from the cache
+    computed: int  # how many were computed now rather than read from the cache (by any part of a concatenation)
     compute_seconds: float
 
 
@@ -127,12 +128,13 @@ def extract_features(
     show_progress: bool = True,
     engine: str | None = None,
     view: View = View(),
+    precision: Precision = FP32,
 ) -> Features:
-    """Feature vectors for `paths` (of `view`: by default the images as validation sees them), reading cached
-    ones and computing (and caching) the rest.
+    """Feature vectors for `paths` (of `view`: by default the images as validation sees them; in `precision`),
+    reading cached ones and computing (and caching) the rest.
 
-    `engine` computes them: "onnx" (ONNX Runtime, falling back to torch with a warning where it cannot run)
-    or "torch" (torch eager); the default is `resolve_engine`'s.
+    `engine` computes them: "onnx" (ONNX Runtime, falling back to torch with a warning where it cannot run, for
+    fp32) or "torch" (torch eager, fp32 only); the default is `resolve_engine`'s.
     """
     engine = resolve_engine(engine)
     cache_dir = cache_dir or default_cache_dir()
@@ -143,31 +145,50 @@ def extract_features(
             digests[index] = sha256_file(path)
         except OSError as error:
             skipped[index] = f"cannot read: {error.strerror or error}"
-    cache = FeatureCache(cache_dir, backbone, preprocess, view)
+    parts = backbone.parts or (backbone,)  # a concatenation's parts are cached each on its own
+    caches = []
     try:
-        cached = cache.has(sorted(set(digests.values())))
-        missing = [i for i, digest in digests.items() if digest not in cached]
         started = time.perf_counter()
-        if missing:
-            at_once, threads_each = extraction_threads()
-            forward = feature_function(backbone, preprocess, cache_dir, engine, threads_each)
-            failures = _compute_into_cache([paths[i] for i in missing], [digests[i] for i in missing], forward,
-                                           preprocess, view, cache, batch_size, at_once, show_progress)
-            skipped.update({missing[position]: reason for position, reason in failures.items()})
+        computed = 0
+        for part in parts:
+            caches.append(FeatureCache(cache_dir, part, preprocess, view, precision))
+            label = f"features ({part.name})" if backbone.parts else "features"
+            computed = max(computed, _fill_cache(paths, digests, skipped, caches[-1], part, preprocess, cache_dir,
+                                                 batch_size, show_progress, engine, view, precision, label))
         seconds = time.perf_counter() - started
         kept = [i for i in range(len(paths)) if i not in skipped]
         matrix = feature_matrix(len(kept), backbone.feature_dim, cache_dir)
-        cache.read_into(matrix, [digests[i] for i in kept])
+        columns = np.cumsum([0] + [part.feature_dim for part in parts])
+        for cache, start, end in zip(caches, columns, columns[1:]):
+            cache.read_into(matrix[:, start:end], [digests[i] for i in kept])
     finally:
-        cache.close()
+        for cache in caches:
+            cache.close()
     return Features(
         vectors=matrix,
         kept=kept,
         digests=digests,
         skipped=[Skipped(paths[i], reason) for i, reason in sorted(skipped.items())],
-        computed=len(set(missing) - set(skipped)),
+        computed=computed,
         compute_seconds=seconds,
     )
+
+
+def _fill_cache(paths: list[Path], digests: dict[int, str], skipped: dict[int, str], cache: FeatureCache,
+                backbone: Backbone, preprocess: Preprocess, cache_dir: Path, batch_size: int, show_progress: bool,
+                engine: str, view: View, precision: Precision, label: str) -> int:
+    """Compute the features `cache` lacks of the files not yet `skipped` (adding the unreadable ones to it);
+    returns how many were computed."""
+    cached = cache.has(sorted({digests[i] for i in digests if i not in skipped}))
+    missing = [i for i, digest in digests.items() if digest not in cached and i not in skipped]
+    if not missing:
+        return 0
+    at_once, threads_each = extraction_threads()
+    forward = feature_function(backbone, preprocess, cache_dir, engine, threads_each, precision)
+    failures = _compute_into_cache([paths[i] for i in missing], [digests[i] for i in missing], forward, preprocess,
+                                   view, cache, batch_size, at_once, show_progress, label)
+    skipped.update({missing[position]: reason for position, reason in failures.items()})
+    return len(missing) - len(failures)
 
 
 def feature_matrix(rows: int, dim: int, directory: Path) -> np.ndarray:
@@ -180,18 +201,28 @@ def feature_matrix(rows: int, dim: int, directory: Path) -> np.ndarray:
 
 
 def feature_function(backbone: Backbone, preprocess: Preprocess, cache_dir: Path | None = None,
-                     engine: str | None = None, threads: int | None = None) -> Callable[[torch.Tensor], np.ndarray]:
-    """The feature extractor on `engine` (see `extract_features`): uint8 N x 3 x H x W pixels (a view's
-    transform) -> (N, dim) float32 features. `threads`: ONNX Runtime threads per call (default: every core).
+                     engine: str | None = None, threads: int | None = None,
+                     precision: Precision = FP32) -> Callable[[torch.Tensor], np.ndarray]:
+    """The feature extractor in `precision` on `engine` (see `extract_features`): uint8 N x 3 x H x W pixels (a
+    view's transform) -> (N, dim) float32 features. `threads`: ONNX Runtime threads per call (default: every core).
     Several threads may call it at once: ONNX Runtime runs the calls in parallel, torch one after another."""
     engine = resolve_engine(engine)
+    if precision != FP32 and engine != "onnx":
+        raise ValueError(f"{precision.name} features are computed by ONNX Runtime only, not by the {engine} engine "
+                         "(VISTRAIN_ENGINE)")
+    if backbone.parts:  # as `extract_features` computes them: part by part
+        parts = [feature_function(part, preprocess, cache_dir, engine, threads, precision) for part in backbone.parts]
+        return lambda batch: np.concatenate([part(batch) for part in parts], axis=1)
     if engine == "onnx":
         try:
             session = feature_session(backbone, preprocess, cache_dir or default_cache_dir(),
-                                      threads=threads or os.cpu_count() or 1)
+                                      threads=threads or os.cpu_count() or 1, precision=precision)
         except BackboneUnavailable:
             raise
-        except Exception as error:  # onnxruntime missing, or the export or load failed: torch computes the same
+        except Exception as error:
+            if precision != FP32:  # torch cannot compute these: no fallback
+                raise
+            # onnxruntime missing, or the export or load failed: torch computes the same
             console.print(f"[yellow]warning:[/] ONNX Runtime cannot run the backbone "
                           f"({type(error).__name__}: {error}); "
                           "computing features with torch instead (slower)")
@@ -209,7 +240,7 @@ def feature_function(backbone: Backbone, preprocess: Preprocess, cache_dir: Path
 
 def _compute_into_cache(
     paths: list[Path], digests: list[str], forward: Callable[[torch.Tensor], np.ndarray], preprocess: Preprocess,
-    view: View, cache: FeatureCache, batch_size: int, at_once: int, show_progress: bool,
+    view: View, cache: FeatureCache, batch_size: int, at_once: int, show_progress: bool, label: str = "features",
 ) -> dict[int, str]:
     """Compute the features of `paths`, `at_once` batches at a time, and cache them under `digests` (each batch
     committed as it comes); returns {position in paths: reason} for unreadable files."""
@@ -221,7 +252,7 @@ def _compute_into_cache(
 
     batches = [range(start, min(start + batch_size, len(paths))) for start in range(0, len(paths), batch_size)]
     failures: dict[int, str] = {}
-    columns = [TextColumn("features"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, disable=not show_progress, transient=True) as progress:
         task = progress.add_task("features", total=len(paths))
         for positions, vectors, bad in in_threads(batches, compute, at_once):

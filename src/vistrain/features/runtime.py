@@ -1,9 +1,10 @@
 """Backbone feature extractors on ONNX Runtime: exported to ONNX once, cached on disk, run as inference sessions.
 
 On a CPU, ONNX Runtime runs EfficientNet-Lite0 several times as fast as torch eager, with the same features
-(to about 1e-5). The export takes seconds and is kept in the cache directory, one file per backbone, weights,
-preprocessing and export format. It is written to a temporary file and renamed into place, so runs at the same
-time or interrupted ones never leave a half-written model behind.
+(to about 1e-5). The graph's shapes are static but for the batch axis (`static_graph.py`). The export takes
+seconds and is kept in the cache directory, one file per backbone, weights, preprocessing and export format, with
+any int8 version of it beside it (`int8.py`). Each is written to a temporary file and renamed into place, so runs at
+the same time or interrupted ones never leave a half-written model behind.
 """
 
 from __future__ import annotations
@@ -12,19 +13,20 @@ import io
 import json
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
 from vistrain.core.files import make_folder, sha256_text, write_atomic
+from vistrain.features.int8 import FP32, Precision, configure, int8_model_path, quantize_features
 
 if TYPE_CHECKING:
     import onnxruntime
     import torch
     from torch import nn
 
-EXPORT_FORMAT = 2  # bump when the export changes (opset, graph, names), to export again
+EXPORT_FORMAT = 3  # bump when the export changes (opset, graph, names), to export again
 OPSET = 17
 INPUT, OUTPUT = "images", "features"
 
@@ -49,16 +51,22 @@ def pixel_feature_extractor(backbone: Backbone, preprocess: Preprocess) -> nn.Mo
 
 
 def onnx_bytes(model: nn.Module, example: torch.Tensor, output: str) -> bytes:
-    """`model` (input `images` like `example`, any batch size) exported to ONNX at OPSET, as bytes."""
+    """`model` (input `images` like `example`, any batch size) exported to ONNX at OPSET, as bytes. Its TensorFlow
+    "same" padding is first frozen for `example`'s image size, in place, and the graph simplified
+    (`static_graph.py`)."""
     import torch  # slow to import: only when exporting
 
+    from vistrain.features.static_graph import freeze_same_padding, simplify
+
+    frozen = freeze_same_padding(model, example)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # The torch.export-based exporter needs onnxscript; the TorchScript one exports timm CNNs exactly.
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", "Constant folding", UserWarning)  # `simplify` folds what torch leaves
         torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=OPSET, input_names=[INPUT],
                           output_names=[output], dynamic_axes={INPUT: {0: "batch"}, output: {0: "batch"}})
-    return buffer.getvalue()
+    return simplify(buffer.getvalue()) if frozen else buffer.getvalue()
 
 
 def export_feature_extractor(backbone: Backbone, preprocess: Preprocess, path: Path) -> None:
@@ -70,25 +78,42 @@ def export_feature_extractor(backbone: Backbone, preprocess: Preprocess, path: P
     write_atomic(path, onnx_bytes(pixel_feature_extractor(backbone, preprocess), example, OUTPUT))
 
 
-def feature_session(backbone: Backbone, preprocess: Preprocess, directory: Path,
-                    threads: int) -> onnxruntime.InferenceSession:
-    """An ONNX Runtime session of `backbone`'s feature extractor, exported into `directory` on first use."""
+def feature_session(backbone: Backbone, preprocess: Preprocess, directory: Path, threads: int,
+                    precision: Precision = FP32) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session of `backbone`'s feature extractor in `precision`, exported (and quantised, see
+    `int8.py`) into `directory` on first use; a cached model that cannot be loaded is made again."""
     import onnxruntime  # optional at run time: callers fall back to torch when it is missing
 
-    path = model_path(directory, backbone, preprocess)
-    cached = path.exists()
-    if not cached:
-        export_feature_extractor(backbone, preprocess, path)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     # Idle threads sleep instead of spinning, leaving the cores to the threads that decode images.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    path = model_path(directory, backbone, preprocess)
+    exported = _load(path, lambda: export_feature_extractor(backbone, preprocess, path), options,
+                     "ONNX export", "exporting the backbone again")
+    if precision.name == "fp32":
+        return exported
+    configure(options)
+    int8 = int8_model_path(path, precision)
+    return _load(int8, lambda: quantize_features(path, int8, precision, preprocess, INPUT, options), options,
+                 "int8 model", "quantising it again")
+
+
+def _load(path: Path, make: Callable[[], None], options: onnxruntime.SessionOptions, what: str,
+          again: str) -> onnxruntime.InferenceSession:
+    """A session of the model cached at `path`, made first if it is not there, and made again (saying so) if
+    ONNX Runtime cannot load it."""
+    import onnxruntime
+
+    cached = path.exists()
+    if not cached:
+        make()
     try:
         return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # ONNX Runtime's own kinds (InvalidProtobuf, Fail...) for a damaged file
         if not cached:
             raise
-        console.print(f"[yellow]warning:[/] the cached ONNX export {path} cannot be loaded ({type(error).__name__}); "
-                      "exporting the backbone again")
-        export_feature_extractor(backbone, preprocess, path)
+        console.print(f"[yellow]warning:[/] the cached {what} {path} cannot be loaded ({type(error).__name__}); "
+                      f"{again}")
+        make()
         return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

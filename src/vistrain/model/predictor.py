@@ -1,5 +1,5 @@
-"""A trained run, loaded: its backbone (fine-tuned, if it was) with its exact preprocessing from config.json, then its
-head; predicts image files through the feature cache."""
+"""A trained run, loaded: its backbone (fine-tuned, if it was) with its exact preprocessing and its features'
+precision from config.json, then its head; predicts image files through the feature cache."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from vistrain.features.transforms import View
 from vistrain.model import tasks
 from vistrain.model.heads import build_head
 from vistrain.model.run_dir import (BACKBONE_WEIGHTS, CONFIG, WEIGHTS, RunError, class_labels_of, load_weights,
-                                    read_config)
+                                    read_config, run_precision)
 
 
 @dataclass
@@ -46,6 +46,7 @@ class Predictor:
         self.task: str = config["task"]
         self.thresholds: list[float] | None = config.get("thresholds")  # multilabel, tuned on validation
         self.preprocess = Preprocess.from_dict(config["preprocess"])
+        self.precision = run_precision(config)  # as the head was trained: fp32 or int8 features, never mixed
         self.backbone = backbone
         self.head = head.eval()
 
@@ -77,11 +78,12 @@ class Predictor:
                 tta: bool = False) -> ImagePredictions:
         """Predict image files (features cached like training's); unreadable files are returned as skipped.
         `tta`: average the outputs for each image and its mirror image (test-time augmentation)."""
-        features = extract_features(paths, self.backbone, self.preprocess, cache_dir, show_progress=show_progress)
+        features = extract_features(paths, self.backbone, self.preprocess, cache_dir, show_progress=show_progress,
+                                    precision=self.precision)
         outputs = self.outputs(features.vectors)
         if tta:
             mirrored = extract_features([paths[i] for i in features.kept], self.backbone, self.preprocess, cache_dir,
-                                        show_progress=show_progress, view=View("flip"))
+                                        show_progress=show_progress, view=View("flip"), precision=self.precision)
             outputs = (outputs + self.outputs(mirrored.vectors)) / 2
         return ImagePredictions([paths[i] for i in features.kept], outputs, features.skipped)
 
@@ -158,7 +160,7 @@ def fine_tuned_backbone(base: Backbone, run: Path, sha256: str) -> Backbone:
         model.load_state_dict(weights)
         return model.eval()
 
-    return replace(base, build=build, weights=f"{base.weights}, fine-tuned sha256:{sha256}")
+    return replace(base, build=build, weights=f"{base.weights}, fine-tuned sha256:{sha256}", parts=())
 
 
 def expand_paths(inputs: list[str | Path]) -> tuple[list[Path], list[Skipped]]:

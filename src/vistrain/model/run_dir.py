@@ -1,8 +1,9 @@
 """The run directory, in one place: what a trained run holds, and how each file is written and read back.
 
-    config.json           backbone, preprocessing, classes in index order (and class_names, {class: name}, when
-                          a mapping named them), task, head, training settings, data, versions (written last: a
-                          run with a config.json is complete)
+    config.json           backbone, preprocessing, the features' precision (fp32 or int8) and calibration images
+                          (seeded training images: [file, SHA-256] pairs), classes in index order (and class_names,
+                          {class: name}, when a mapping named them), task, head, training settings, data, versions
+                          (written last: a run with a config.json is complete)
     head.safetensors      the trained head's weights (no pickle anywhere)
     backbone.safetensors  with a fine-tuning that beat the frozen head: the fine-tuned backbone (its SHA-256 is in
                           config.json)
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -29,6 +31,8 @@ from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.files import make_folder, read_csv, sha256_file, write_atomic, write_csv, write_json
 from vistrain.data.class_names import class_labels
 from vistrain.data.samples import TASKS, Skipped
+from vistrain.features import PRECISIONS
+from vistrain.features.int8 import FP32, Precision
 from vistrain.model import HEADS
 from vistrain.model.predictions import Predictions, read_predictions, write_predictions
 
@@ -122,11 +126,28 @@ def config_problem(config: object) -> str | None:
         return f"head.dropout is {head.get('dropout')!r}, not a number in [0, 1)"
     if not isinstance(config.get("fine_tune", {}), dict):
         return f"fine_tune is {config['fine_tune']!r}, not an object"
+    precision, calibration = config.get("precision", "fp32"), config.get("calibration", [])
+    if precision not in PRECISIONS:
+        return f"precision is {precision!r}, not one of {', '.join(PRECISIONS)}"
+    if not (isinstance(calibration, list) and all(
+            isinstance(image, list) and len(image) == 2 and isinstance(image[0], str)
+            and isinstance(image[1], str) and re.fullmatch("[0-9a-f]{64}", image[1]) for image in calibration)):
+        return "calibration is not a list of [file, SHA-256] pairs"
+    if precision == "int8" and not calibration:
+        return "an int8 model needs its calibration images (calibration is empty)"
     try:
         Preprocess.from_dict(config["preprocess"])
     except ValueError as error:
         return str(error)
     return None
+
+
+def run_precision(config: dict) -> Precision:
+    """The precision of a run's features (fp32 for runs from before there was a choice), with the calibration
+    images that set an int8 backbone's ranges."""
+    if config.get("precision", "fp32") == "fp32":
+        return FP32
+    return Precision(config["precision"], tuple((file, digest) for file, digest in config["calibration"]))
 
 
 def save_weights(path: Path, module: torch.nn.Module) -> None:
@@ -205,15 +226,18 @@ def class_labels_of(config: dict) -> list[str]:
 
 
 def run_config(backbone: Backbone, classes: list[str], task: str, thresholds: list[float] | None, options: dict,
-               best_epoch: int, fine_tune: dict | None, data: dict, class_names: dict[str, str] | None = None,
-               head_fit: dict | None = None) -> dict:
-    """config.json: everything predicting needs (backbone, its preprocessing, classes in index order and their
-    names, task, head, thresholds), and how the run was trained."""
+               best_epoch: int, fine_tune: dict | None, data: dict, calibration: tuple[tuple[str, str], ...],
+               class_names: dict[str, str] | None = None, head_fit: dict | None = None) -> dict:
+    """config.json: everything predicting needs (backbone with its feature stages, its preprocessing, the features'
+    precision and calibration images, classes in index order and their names, task, head, thresholds), and how the
+    run was trained."""
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "backbone": {"name": backbone.name, "weights": backbone.weights, "feature_dim": backbone.feature_dim,
                      **({"stages": list(options["feature_stages"])} if options.get("feature_stages") else {})},
         "preprocess": backbone.preprocess.to_dict(),
+        "precision": options["precision"],
+        "calibration": [list(image) for image in calibration],
         "classes": classes,
         **({"class_names": class_names} if class_names else {}),
         "task": task,

@@ -15,6 +15,7 @@ from vistrain.backbones import Backbone
 from vistrain.data.check import digest_leaks
 from vistrain.data.samples import DataError, Dataset, Sample, Skipped
 from vistrain.features.extract import extract_features
+from vistrain.features.int8 import Precision
 from vistrain.features.transforms import Augmentation, View
 from vistrain.model import tasks
 from vistrain.training import distributed
@@ -35,18 +36,21 @@ class FeatureSet:
     images_per_second: float | None
 
 
-def compute_features(dataset: Dataset, backbone: Backbone, cache_dir: Path | None, augment_views: int,
-                     context: Context, say: Callable[..., None], show_progress: bool) -> FeatureSet:
-    """Features of `dataset`'s training and validation images (see `FeatureSet`)."""
+def compute_features(dataset: Dataset, backbone: Backbone, precision: Precision, cache_dir: Path | None,
+                     augment_views: int, context: Context, say: Callable[..., None],
+                     show_progress: bool) -> FeatureSet:
+    """Features of `dataset`'s training and validation images in `precision` (see `FeatureSet`)."""
     samples = dataset.train + dataset.val
     paths = [s.path for s in samples]
     share = extract_features(paths[context.rank::context.world_size], backbone, backbone.preprocess, cache_dir,
-                             show_progress=show_progress) if context.active else None
+                             show_progress=show_progress, precision=precision) if context.active else None
     distributed.barrier(context)  # every process's share is in the cache
-    features = extract_features(paths, backbone, backbone.preprocess, cache_dir, show_progress=show_progress)
+    features = extract_features(paths, backbone, backbone.preprocess, cache_dir, show_progress=show_progress,
+                                precision=precision)
     computed = share or features
     rate = computed.computed / computed.compute_seconds if computed.computed else None
-    say(f"features: {computed.computed} computed" + (f" ({rate:.1f} img/s)" if rate else "")
+    which = "" if precision.name == "fp32" else f" ({precision.name})"  # fp32 says what it always said
+    say(f"features{which}: {computed.computed} computed" + (f" ({rate:.1f} img/s)" if rate else "")
         + (f" by rank 0 of {context.world_size} processes" if context.active
            else f", {len(features.kept) - features.computed} from the cache"))
     n_train = len(dataset.train)
@@ -59,7 +63,8 @@ def compute_features(dataset: Dataset, backbone: Backbone, cache_dir: Path | Non
     check_usable(dataset.task, train_xy[1], val_xy[1], dataset.classes)
     train_images = ([samples[i].path for i in train_kept], train_xy[1])
     if augment_views:
-        train_xy = with_augmented_views(train_xy, train_images[0], augment_views, backbone, cache_dir, show_progress)
+        train_xy = with_augmented_views(train_xy, train_images[0], augment_views, backbone, precision, cache_dir,
+                                        show_progress)
         say(f"training on {len(train_xy[1])} feature vectors: each training image and {augment_views} "
             f"augmented version(s) of it ({Augmentation().to_dict()})")
     return FeatureSet(train_xy, val_xy, train_images, [samples[i].path for i in val_kept], features.skipped,
@@ -83,7 +88,7 @@ def warn_about_leaks(digests: dict[int, str], samples: list[Sample], n_train: in
 
 
 def with_augmented_views(train_xy: tuple[torch.Tensor, torch.Tensor], paths: list[Path], views: int,
-                         backbone: Backbone, cache_dir: Path | None,
+                         backbone: Backbone, precision: Precision, cache_dir: Path | None,
                          show_progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The training features and targets plus those of `views` augmented versions of every training image
     (cached like any features: the same file and view number always give the same augmentation)."""
@@ -91,7 +96,7 @@ def with_augmented_views(train_xy: tuple[torch.Tensor, torch.Tensor], paths: lis
     for index in range(1, views + 1):
         view = View("augmented", index, Augmentation())
         augmented = extract_features(paths, backbone, backbone.preprocess, cache_dir, show_progress=show_progress,
-                                     view=view)
+                                     view=view, precision=precision)
         vectors.append(torch.from_numpy(augmented.vectors))
         targets.append(train_xy[1][augmented.kept])
     return torch.cat(vectors), torch.cat(targets)

@@ -28,6 +28,7 @@ class TrainOptions:
     fine_tune_epochs: int = 5
     fine_tune_lr: float | None = None  # the backbone's, while fine-tuning [default: learning_rate / 10]
     patience: int = 3  # fine-tuning stops after this many epochs without a lower validation loss
+    precision: str = "fp32"  # "int8": features of the backbone quantised on the training images (features/int8.py)
     feature_stages: tuple[int, ...] = ()  # also pool these stages of the backbone (features from several depths)
 
     @property

@@ -19,6 +19,7 @@ from vistrain.data.class_names import class_labels, name_classes
 from vistrain.data.datasets import load_dataset
 from vistrain.data.decisions import Decisions
 from vistrain.data.samples import Dataset, Skipped
+from vistrain.features.int8 import Precision, calibration_set
 from vistrain.features.transforms import Augmentation
 from vistrain.model import run_dir, tasks
 from vistrain.model.heads import build_head
@@ -80,21 +81,27 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     `vistrain.data.decisions`); `class_names`, a mapping file, names the classes (`vistrain.data.class_names`).
     Until it is complete, the run directory holds a checkpoint (see `resume`)."""
     options = options or TrainOptions()
+    if options.precision == "int8" and options.fine_tune:
+        raise ValueError("--fine-tune trains the backbone in fp32; int8 features are for a frozen backbone")
     cache_dir = make_folder(cache_dir or default_cache_dir(), "the feature cache")  # a bad one stops us before the run
     dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth, options.task, image_root,
                            Decisions.load(decisions) if decisions else None, cache_dir)
     if class_names is not None:
         dataset.class_names = name_classes(dataset.classes, class_names)
     backbone = with_stages(get_backbone(options.backbone), tuple(options.feature_stages))
+    # Seeded training images: the int8 backbone's calibration, or `export --int8`'s later.
+    calibration = calibration_set([s.path for s in dataset.train], options.seed)
+    precision = Precision(options.precision, calibration if options.precision == "int8" else ())
     run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, verbose, class_names)
     describe_data(dataset, run.say, class_names)
-    features = compute_features(dataset, backbone, cache_dir, options.augment_views, run.context, run.say, verbose)
+    features = compute_features(dataset, backbone, precision, cache_dir, options.augment_views, run.context, run.say,
+                                verbose)
     trained = train_head(features, dataset, backbone, options, run)
     if options.fine_tune:
         trained = fine_tune_stage(trained, features, dataset, backbone, options, run)
     metrics, predictions = score(trained, features, dataset, run)
     if run.context.is_main:
-        write_run(run, data, dataset, backbone, options, trained, features, metrics, predictions)
+        write_run(run, data, dataset, backbone, options, calibration, trained, features, metrics, predictions)
     return TrainResult(run.path, metrics, trained.history, dataset.skipped + features.skipped, run.context.is_main)
 
 
@@ -265,7 +272,8 @@ def score(trained: Trained, features: FeatureSet, dataset: Dataset, run: Run) ->
 
 
 def write_run(run: Run, data: str | Path, dataset: Dataset, backbone: Backbone, options: TrainOptions,
-              trained: Trained, features: FeatureSet, metrics: dict, predictions: Predictions) -> None:
+              calibration: tuple[tuple[str, str], ...], trained: Trained, features: FeatureSet, metrics: dict,
+              predictions: Predictions) -> None:
     """Write the run directory (config.json last: a run with a config is complete) and drop the checkpoint."""
     fine_tune = {key: value for key, value in trained.fine_tune.items() if key != "images_per_second"}
     if trained.backbone is not None:
@@ -276,6 +284,7 @@ def write_run(run: Run, data: str | Path, dataset: Dataset, backbone: Backbone, 
         config=run_dir.run_config(
             backbone=backbone, classes=dataset.classes, task=dataset.task, thresholds=predictions.thresholds,
             options=asdict(options), best_epoch=best_epoch(trained), fine_tune=fine_tune or None,
+            calibration=calibration,
             head_fit=trained.head_fit or None,
             data={"source": str(Path(data).resolve()), "layout": dataset.layout,
                   "n_train": len(features.train_images[0]), "n_val": len(features.val_paths)},

@@ -1,0 +1,210 @@
+"""int8 features: the static fp32 export (`runtime.py`) quantised by ONNX Runtime, calibrated on the user's own
+training images.
+
+The recipe (measured in issue 17 on cats-vs-dogs and elpv): QDQ, weights int8 per channel, activations uint8, ranges
+by MinMax over a seeded sample of up to 256 training images (`calibration_set`), taken 64 at a time; the first 5
+convolutions (the most sensitive: the stem and the first depthwise block) and the global pooling with everything
+after it stay fp32 (`excluded_nodes`). The int8 model is cached beside the fp32 export, its file named by the
+calibration images' digests; features are cached apart from fp32 ones (`Precision.identity`).
+
+On x86 CPUs without int8 dot-product instructions (VNNI), ONNX Runtime's default uint8 x int8 kernels saturate
+their 16-bit sums and the features fall apart (median cosine to fp32 0.81 on elpv); there the session asks for
+exact 32-bit accumulation (`session.x64quantprecision`), which gives the same features as exact int8 arithmetic
+(0.996). Every new int8 model is checked against the fp32 one on calibration images before it is used.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vistrain.backbones.preprocess import Preprocess
+from vistrain.core.console import console
+from vistrain.core.files import sha256_file, sha256_text, write_atomic
+from vistrain.features import PRECISIONS
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime
+
+CALIBRATION_IMAGES = 256
+STRIDE = 64  # calibration images whose ranges are gathered at once
+FIRST_CONVS_KEPT = 5  # convolutions left in fp32 at the start of the network
+INT8_DOT = {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"}  # /proc/cpuinfo flags of exact, fast int8 products
+CHECKED_IMAGES = 32
+MIN_COSINE = 0.99  # median cosine to the fp32 features a new int8 model must reach on calibration images
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The arithmetic features are computed in: fp32, or int8 with ranges from `calibration`, the (path, SHA-256)
+    of the training images that set them."""
+
+    name: str = "fp32"
+    calibration: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.name not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.name!r}; precisions: {', '.join(PRECISIONS)}")
+        if (self.name == "int8") != bool(self.calibration):
+            raise ValueError("int8 features need calibration images, and only they do")
+
+    @property
+    def key(self) -> str:
+        """The calibration set's identity: its images' digests, sorted."""
+        return sha256_text(json.dumps(sorted({digest for _, digest in self.calibration})))
+
+    def identity(self) -> dict | None:
+        """What distinguishes these features in a feature-cache key; None for fp32, the key of earlier versions."""
+        return {"precision": self.name, "calibration": self.key} if self.name != "fp32" else None
+
+
+FP32 = Precision()
+
+
+def calibration_set(paths: list[Path], seed: int, count: int = CALIBRATION_IMAGES) -> tuple[tuple[str, str], ...]:
+    """Up to `count` of `paths`, drawn with `seed`, in their order: (absolute path, SHA-256) of the readable ones."""
+    chosen = sorted(np.random.default_rng(seed).choice(len(paths), size=min(count, len(paths)), replace=False))
+    found = []
+    for index in chosen:
+        try:
+            found.append((str(Path(paths[index]).resolve()), sha256_file(paths[index])))
+        except OSError:
+            continue  # unreadable: listed as skipped when its features are computed
+    return tuple(found)
+
+
+def int8_model_path(fp32_path: Path, precision: Precision) -> Path:
+    """Where the int8 model of the fp32 export at `fp32_path` for `precision`'s calibration set is cached."""
+    return fp32_path.with_name(f"{fp32_path.stem}-int8-{precision.key}.onnx")
+
+
+def cpu_has_int8_dot() -> bool:
+    """Whether this CPU has int8 dot-product instructions, with which ONNX Runtime's int8 kernels are exact."""
+    try:
+        return bool(INT8_DOT & set(Path("/proc/cpuinfo").read_text().split()))
+    except OSError:
+        return False
+
+
+def configure(options: onnxruntime.SessionOptions) -> None:
+    """Session options for an int8 model: exact accumulation on CPUs without int8 dot products."""
+    if not cpu_has_int8_dot():
+        options.add_session_config_entry("session.x64quantprecision", "1")
+
+
+def excluded_nodes(model: onnx.ModelProto, first_convs: int, quantize_head: bool = False) -> list[str]:
+    """Nodes to leave in fp32, found by the graph's structure (not by names): the first `first_convs` Convs
+    (`graph.node` is in topological order) and each final global pooling (no Conv after it; a squeeze-excite
+    block's pooling is not final) with every node computed from it, but for its Gemm and MatMul layers when
+    `quantize_head` (a trained head's weights, in an exported model)."""
+    nodes = list(model.graph.node)
+    feeds_a_conv: set[str] = set()  # tensors from which a Conv is reached
+    for node in reversed(nodes):
+        if node.op_type == "Conv" or any(output in feeds_a_conv for output in node.output):
+            feeds_a_conv.update(node.input)
+    after_pool: set[str] = set()
+    excluded = [node.name for node in nodes if node.op_type == "Conv"][:first_convs]
+    for node in nodes:
+        final_pool = node.op_type in ("GlobalAveragePool", "ReduceMean") and node.output[0] not in feeds_a_conv
+        if final_pool or any(name in after_pool for name in node.input):
+            after_pool.update(node.output)
+            if not (quantize_head and node.op_type in ("Gemm", "MatMul")):
+                excluded.append(node.name)
+    return excluded
+
+
+class CalibrationImages:
+    """ONNX Runtime's calibration reader: the images decoded a batch at a time, as `layout` ("nchw": the feature
+    extractor's input; "nhwc": an exported model's) uint8 pixels; each must still have its digest."""
+
+    def __init__(self, images: tuple[tuple[str, str], ...], preprocess: Preprocess, input_name: str,
+                 layout: str = "nchw", batch: int = 16):
+        from vistrain.features.transforms import View
+
+        self.images, self.input_name, self.layout, self.batch = images, input_name, layout, batch
+        self.transform = View().transform(preprocess)
+        self.set_range(0, len(images))
+
+    def __len__(self) -> int:  # a multiple of STRIDE, as ONNX Runtime's strided calibration wants
+        return -(-len(self.images) // STRIDE) * STRIDE
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.position, self.end = start_index, min(end_index, len(self.images))
+
+    def pixels(self, images: tuple[tuple[str, str], ...]) -> np.ndarray:
+        import torch
+
+        from vistrain.data.images import UnreadableImage, load_rgb
+
+        loaded = []
+        for path, digest in images:
+            try:
+                if sha256_file(path) != digest:
+                    raise ValueError(f"calibration image {path} has changed since the int8 model was calibrated")
+                loaded.append(self.transform(load_rgb(Path(path)), digest))
+            except (OSError, UnreadableImage) as error:
+                raise ValueError(f"calibration image {path} cannot be read ({error})") from None
+        batch = torch.stack(loaded)
+        return (batch.permute(0, 2, 3, 1) if self.layout == "nhwc" else batch).contiguous().numpy()
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.position >= self.end:
+            return None
+        images = self.images[self.position : min(self.position + self.batch, self.end)]
+        self.position += self.batch
+        return {self.input_name: self.pixels(images)}
+
+
+def quantize(fp32_path: Path, reader: CalibrationImages, first_convs: int, reduce_range: bool = False,
+             quantize_head: bool = False) -> bytes:
+    """The model at `fp32_path` prepared for quantisation (onnxruntime.quantization's `quant_pre_process`) and
+    quantised: QDQ, per-channel int8 weights, uint8 activations, MinMax ranges from `reader`'s images, the nodes
+    `excluded_nodes` names left fp32; as bytes. `reduce_range`: 7-bit weights, whose products cannot saturate any
+    CPU's int8 kernels (for models that leave vistrain)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="vistrain-int8-") as scratch:  # the tools read and write files
+        prepared, out = Path(scratch) / "prepared.onnx", Path(scratch) / "int8.onnx"
+        quant_pre_process(str(fp32_path), str(prepared))
+        quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=excluded_nodes(onnx.load(prepared), first_convs, quantize_head),
+                        extra_options={"CalibStridedMinMax": STRIDE})
+        return out.read_bytes()
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity."""
+    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+
+def quantize_features(fp32_path: Path, path: Path, precision: Precision, preprocess: Preprocess, input_name: str,
+                      options: onnxruntime.SessionOptions) -> None:
+    """Write the int8 feature extractor for `precision` to `path`, atomically, once it has passed the check: on
+    the first CHECKED_IMAGES calibration images, run with `options`, its features' median cosine to the fp32
+    export's must reach MIN_COSINE (a ValueError otherwise, naming what was measured)."""
+    import onnxruntime
+
+    console.print(f"quantising the backbone to int8, calibrated on {len(precision.calibration)} training images "
+                  f"(once: cached as {path.name})")
+    reader = CalibrationImages(precision.calibration, preprocess, input_name)
+    data = quantize(fp32_path, reader, FIRST_CONVS_KEPT)
+    pixels = {input_name: reader.pixels(precision.calibration[:CHECKED_IMAGES])}
+    fp32 = onnxruntime.InferenceSession(str(fp32_path), options, providers=["CPUExecutionProvider"])
+    int8 = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    agreement = cosines(fp32.run(None, pixels)[0], int8.run(None, pixels)[0])
+    measured = f"median cosine {np.median(agreement):.4f}, lowest {agreement.min():.4f}"
+    if np.median(agreement) < MIN_COSINE:
+        raise ValueError(f"int8 features are not faithful on this CPU ({measured} to the fp32 features on "
+                         f"{len(agreement)} calibration images; at least {MIN_COSINE} needed): use --precision fp32")
+    console.print(f"int8 features against fp32 on {len(agreement)} calibration images: {measured}")
+    write_atomic(path, data)
