@@ -156,6 +156,21 @@ def test_int8_export_is_small_reports_its_agreement_and_runs_with_onnxruntime_al
     assert invoke("export", run, "--int8", "--format", "torchscript").exit_code != 0
 
 
+
+def test_int8_export_whose_check_images_cannot_be_read_is_one_clear_line(run: Path, tmp_path: Path):
+    """A run whose validation images are not where predictions.csv says (moved, or relative to another folder):
+    `export --int8` stops before quantising, naming the run and why, with no traceback."""
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    listed = (moved / "predictions.csv").read_text().splitlines()
+    (moved / "predictions.csv").write_text("\n".join([listed[0]] + ["gone/" + line for line in listed[1:]]) + "\n")
+    result = invoke("export", moved, "--int8", "--out", tmp_path / "model-int8.onnx")
+    assert result.exit_code == 1 and "cannot be checked" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "model-int8.onnx").exists()
+
+
 # ---- serving ----
 
 

@@ -22,7 +22,7 @@ from vistrain.data.images import UnreadableImage
 from vistrain.features.int8 import CALIBRATION_IMAGES, CalibrationImages, calibration_set, quantize
 from vistrain.features.runtime import INPUT
 from vistrain.model.predictor import Predictor
-from vistrain.model.run_dir import read_saved_predictions
+from vistrain.model.run_dir import RunError, read_saved_predictions
 
 BATCH = 32
 
@@ -34,7 +34,12 @@ def calibration_and_held_out(run: Path, predictor: Predictor) -> tuple[tuple[tup
     chosen = recorded[:CALIBRATION_IMAGES] or calibration_set(
         validation, predictor.config.get("training", {}).get("seed", 0), min(CALIBRATION_IMAGES, len(validation) // 2))
     used = {file for file, _ in chosen}
-    return chosen, [path for path in validation if str(path.resolve()) not in used]
+    held_out = [path for path in validation if str(path.resolve()) not in used and path.is_file()]
+    if not chosen or not held_out:
+        raise RunError(f"{run}: the int8 model cannot be {'calibrated' if not chosen else 'checked'}: none of the "
+                       f"run's {'calibration' if not chosen else 'validation'} images can be read from here (the "
+                       "paths in predictions.csv are relative to the folder the run was trained in: export from it)")
+    return chosen, held_out
 
 
 def quantized_export(fp32: bytes, predictor: Predictor, run: Path) -> bytes:
