@@ -29,3 +29,13 @@ def test_two_trainings_share_one_cache_at_once(tmp_path: Path):
     assert len(databases) == 1
     with sqlite3.connect(databases[0]) as db:
         assert db.execute("SELECT COUNT(*) FROM features").fetchone()[0] == 120  # every image once
+
+
+def test_atomic_writes_get_the_permissions_a_plain_write_would(tmp_path: Path):
+    """A run shared with a team stays readable: write_atomic's file has the mode `open` gives under the umask,
+    not its private temporary file's 0600."""
+    from vistrain.core.files import write_atomic
+
+    write_atomic(tmp_path / "atomic.json", b"{}")
+    (tmp_path / "plain.json").write_bytes(b"{}")
+    assert (tmp_path / "atomic.json").stat().st_mode == (tmp_path / "plain.json").stat().st_mode

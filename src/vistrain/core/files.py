@@ -31,11 +31,17 @@ class RefusedFile(OSError):
     """A data file vistrain will not read: not a regular file, or over the size limit; the message says why."""
 
 
+UMASK = os.umask(0o022)
+os.umask(UMASK)  # read once, at import: the umask can only be read by setting it
+
+
 def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
-    """Write `data` (bytes, or a function that writes to the open binary file) to `path` atomically."""
+    """Write `data` (bytes, or a function that writes to the open binary file) to `path` atomically, with the
+    permissions `open` would give a new file (a temporary file is private until it is renamed)."""
     path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, 0o666 & ~UMASK)
         with os.fdopen(handle, "wb") as file:
             data(file) if callable(data) else file.write(data)
         os.replace(temporary, path)
