@@ -144,3 +144,18 @@ def test_augmentation_changes_training_images_only():
     assert torch.equal(plain[0], plain[1])
     no_change = Augmentation(rotation=0, shift=0, zoom=0, flip=False)
     assert torch.allclose(train_transform(preprocess, no_change)(image), plain[0], atol=1e-5)
+
+
+def test_a_run_trained_on_a_relative_path_is_read_alike_from_any_folder(shapes_split: Path, tmp_path: Path,
+                                                                        monkeypatch):
+    """predictions.csv names its images absolutely: `inspect` (and `export --int8`) run from another folder find
+    them, where a path relative to the training folder would point at nothing."""
+    monkeypatch.chdir(shapes_split.parent)
+    out = tmp_path / "relative-run"
+    assert invoke("train", shapes_split.name, "--out", out, "--epochs", "2").exit_code == 0
+    monkeypatch.chdir(tmp_path)
+    listed = [Path(row["file"]) for row in rows(out / "predictions.csv")]
+    assert listed and all(path.is_absolute() and path.is_file() for path in listed)
+    result = invoke("inspect", out, "--top", "2")
+    assert result.exit_code == 0 and "reused the saved predictions" in result.stderr
+    assert all(Path(row["file"]).is_file() for row in rows(out / "inspect_most_confident.csv"))

@@ -37,8 +37,8 @@ def calibration_and_held_out(run: Path, predictor: Predictor) -> tuple[tuple[tup
     held_out = [path for path in validation if str(path.resolve()) not in used and path.is_file()]
     if not chosen or not held_out:
         raise RunError(f"{run}: the int8 model cannot be {'calibrated' if not chosen else 'checked'}: none of the "
-                       f"run's {'calibration' if not chosen else 'validation'} images can be read from here (the "
-                       "paths in predictions.csv are relative to the folder the run was trained in: export from it)")
+                       f"run's {'calibration' if not chosen else 'validation'} images can be read from here (moved? "
+                       "runs before 2026-11-30 list them relative to the folder they were trained in: export from it)")
     return chosen, held_out
 
 

@@ -3,6 +3,7 @@ their CSV file."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,13 +42,14 @@ class Predictions:
 
 
 def write_predictions(path: Path, p: Predictions) -> None:
-    """file, true, predicted and one column per output (probability, or true and predicted values)."""
+    """file (absolute, so that the run is read alike from any folder), true, predicted and one column per output
+    (probability, or true and predicted values)."""
+    files = [os.path.abspath(f) for f in p.files]
     if p.task == "regression":
-        rows = [[str(f), *(f"{v:.6g}" for v in t), *(f"{v:.6g}" for v in o)]
-                for f, t, o in zip(p.files, p.targets, p.outputs)]
+        rows = [[f, *(f"{v:.6g}" for v in t), *(f"{v:.6g}" for v in o)] for f, t, o in zip(files, p.targets, p.outputs)]
     else:
-        rows = [[str(f), _names(p, t), _names(p, pred), *(f"{x:.6f}" for x in o)]
-                for f, t, pred, o in zip(p.files, p.targets, p.predicted, p.outputs)]
+        rows = [[f, _names(p, t), _names(p, pred), *(f"{x:.6f}" for x in o)]
+                for f, t, pred, o in zip(files, p.targets, p.predicted, p.outputs)]
     write_csv(path, columns(p.classes, p.task), rows)
 
 
