@@ -7,7 +7,10 @@ import inspect
 import os
 import random
 import stat
+import subprocess
+import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -119,3 +122,12 @@ def sources_unchanged(monkeypatch):
             assert tree_state(root) == before, f"split changed its sources in {root}"
 
     monkeypatch.setattr(organise, "split_dataset", checked)
+
+
+def kill_when(process: subprocess.Popen, ready: Callable[[], bool], limit: float = 300) -> None:
+    """SIGKILL `process` as soon as `ready()` holds (or it has exited, or `limit` seconds have passed), and reap it."""
+    deadline = time.monotonic() + limit
+    while not ready() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.kill()
+    process.wait()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import invoke, shape_image
+from conftest import invoke, kill_when, shape_image
 from test_resume import epochs_done
 from vistrain.backbones import get_backbone
 from vistrain.core.files import sha256_file
@@ -294,13 +294,7 @@ def test_resume_after_overwrite_and_kill_continues_the_new_run(run: Path, shapes
                                 "--overwrite", "--epochs", "30", "--batch-size", "4", "--seed", "3"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = target / "checkpoint.pt"
-    deadline = time.monotonic() + 300
-    while process.poll() is None and time.monotonic() < deadline:  # until an epoch's weights are in the checkpoint
-        if checkpoint.is_file() and checkpoint.stat().st_size > 1_000_000:
-            break
-        time.sleep(0.02)
-    process.kill()
-    process.wait()
+    kill_when(process, lambda: checkpoint.is_file() and checkpoint.stat().st_size > 1_000_000)  # an epoch's weights
     done = epochs_done(target)
     if not 0 < done < 30:
         pytest.fail(f"could not interrupt the new run mid-training (epochs done: {done})")

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import invoke, write_class_folders
+from conftest import invoke, kill_when, write_class_folders
 from vistrain.model.run_dir import CHECKPOINT
 
 ARGS = ["--epochs", "80", "--batch-size", "4", "--seed", "2"]
@@ -35,11 +34,7 @@ def test_killed_training_resumes_to_the_same_result(tmp_path: Path):
     killed = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, "-m", "vistrain", "train", str(data), "--out", str(killed),
                                 "--cache-dir", str(cache), *ARGS], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while epochs_done(killed) < 3 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.kill()
-    process.wait()
+    kill_when(process, lambda: epochs_done(killed) >= 3)
     done = epochs_done(killed)
     if not 0 < done < 80:
         pytest.fail(f"could not interrupt the run mid-training (epochs done: {done})")
@@ -76,11 +71,7 @@ def test_killed_during_feature_extraction_keeps_the_features_computed(tmp_path: 
     process = subprocess.Popen([sys.executable, "-m", "vistrain", "train", str(data), "--out", str(killed),
                                 "--cache-dir", str(cache), "--epochs", "3"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while cached_rows(cache) == 0 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.kill()
-    process.wait()
+    kill_when(process, lambda: cached_rows(cache) > 0)
     kept = cached_rows(cache)
     if not 0 < kept < 96:
         pytest.fail(f"could not interrupt the feature extraction ({kept} of 96 features cached)")
