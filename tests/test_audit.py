@@ -263,3 +263,14 @@ def test_inspect_ranks_training_images_by_the_audits_out_of_sample_predictions(n
     for name in training_flips:  # the run has partly fitted their wrong labels; a model that never saw them has not
         assert out_of_sample[name] < in_sample[name] - 0.05
     assert all(out_of_sample[name] == in_sample[name] for name in validation)  # validation keeps the run's own
+
+
+@pytest.mark.parametrize("label", ["nan", "inf", "0.5;0.2", "high"])
+def test_a_relabel_that_is_not_a_finite_number_stops_a_regression(label: str):
+    """A decision's new value is read as a label CSV's is: 'nan' or 'inf' would train on a target that is no number."""
+    from vistrain.data.datasets import parse_label
+    from vistrain.data.samples import DataError
+
+    assert parse_label("0.25", "regression", ["value"], "decisions.csv") == (0.25,)
+    with pytest.raises(DataError, match="is not 1 number"):
+        parse_label(label, "regression", ["value"], "decisions.csv")

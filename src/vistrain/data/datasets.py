@@ -18,7 +18,7 @@ from pathlib import Path
 
 from vistrain.data.decisions import EXCLUDED, Decisions
 from vistrain.data.folders import find_split_dirs, read_class_folders
-from vistrain.data.labels_csv import LABEL_SEPARATOR, infer_kind, parse_targets, read_label_csv
+from vistrain.data.labels_csv import LABEL_SEPARATOR, infer_kind, is_number, parse_targets, read_label_csv
 from vistrain.data.matlab import is_mat, svhn_folder
 from vistrain.data.samples import TASKS, DataError, Dataset, Sample, Skipped
 from vistrain.data.splits import stratified_split
@@ -119,10 +119,7 @@ def parse_label(label: str, task: str, classes: list[str], where: str) -> int | 
     """A label as written by a person (a class; labels joined by ';'; numbers joined by ';') as a target."""
     parts = [part.strip() for part in label.split(LABEL_SEPARATOR) if part.strip()]
     if task == "regression":
-        try:
-            values = tuple(float(part) for part in parts)
-        except ValueError:
-            values = ()
+        values = tuple(float(part) for part in parts) if all(is_number(part) for part in parts) else ()
         if len(values) != len(classes):
             raise DataError(f"{where}: {label!r} is not {len(classes)} number(s) separated by '{LABEL_SEPARATOR}'")
         return values
