@@ -114,15 +114,14 @@ def choose_strength(x: np.ndarray, targets: np.ndarray, task: str, seed: int) ->
 
 def fit_linear(x: np.ndarray, targets: np.ndarray, task: str, seed: int = 0, strength: float | None = None,
                tune_offsets: bool = False) -> LinearFit:
-    """A linear model of `targets` on features `x`; C chosen by cross-validation unless `strength` is given;
+    """A linear model of `targets` on features `x` (regression targets as given: the caller standardises them);
+    C chosen by cross-validation unless `strength` is given;
     `tune_offsets` (multi-class): the decision offsets that maximise the macro F1 of cross-validated predictions."""
     with threadpool_limits(1):
         if strength is None and task != "regression":
             strength = choose_strength(x, targets, task, seed)
         scaling = Scaling.fit(x)
-        y = (targets - targets.mean(0)) / np.where(targets.std(0) > 0, targets.std(0), 1) \
-            if task == "regression" else targets
-        weight, bias = _fit_rows(scaling(x), y, task, strength or 0.0)
+        weight, bias = _fit_rows(scaling(x), targets, task, strength or 0.0)
         offsets = None
         if tune_offsets and task == "multiclass":
             _, cross_validated = out_of_sample(x, targets, task, 5, seed, strength)

@@ -18,8 +18,10 @@ def fit_logistic_head(head: nn.Sequential, train: tuple[torch.Tensor, torch.Tens
                       best: BestSoFar) -> tuple[list[EpochResult], dict]:
     """Fit `head` (see `heads.build_head("logistic")`) on the training features; returns its history (one epoch:
     the fit) and what config.json records of it (the strength, the offsets)."""
-    x, targets = train[0].numpy().astype(np.float64), train[1].numpy()
-    fit = fit_linear(x, targets, task, seed, tune_offsets=task == "multiclass")
+    x, targets = train[0].numpy().astype(np.float64), train[1]
+    if task == "regression":  # in the units of the head's Rescale, which maps predictions back
+        targets = (targets - head[-1].mean) / head[-1].std
+    fit = fit_linear(x, targets.numpy(), task, seed, tune_offsets=task == "multiclass")
     standardize, linear = head[0], head[1]
     standardize.mean.copy_(torch.from_numpy(fit.scaling.mean))
     standardize.std.copy_(torch.from_numpy(fit.scaling.std))
