@@ -17,9 +17,9 @@ FOLDER_LINK = "directory link not followed"
 DECISIONS_FILE = "vistrain-decisions.csv"  # vistrain's own file in a data folder (see `decisions.py`)
 
 
-def is_hidden(path: Path) -> bool:
-    """Hidden files and folders, and vistrain's own files, are not data."""
-    return path.name.startswith(".") or path.name == DECISIONS_FILE
+def is_hidden(name: str) -> bool:
+    """Hidden files and folders, and vistrain's own files, are not data (by name: listing calls it for every file)."""
+    return name.startswith(".") or name == DECISIONS_FILE
 
 
 def resolves_inside(path: Path, folder: Path) -> bool:
@@ -37,7 +37,7 @@ def list_files(folder: Path) -> tuple[list[Path], list[Skipped]]:
     files, links = [], []
     for root, dirs, names in os.walk(folder):
         here = Path(root)
-        dirs[:] = [d for d in dirs if not is_hidden(Path(d))]
+        dirs[:] = [d for d in dirs if not is_hidden(d)]
         links += [Skipped(here / d, FOLDER_LINK) for d in dirs if (here / d).is_symlink()]  # os.walk leaves them
-        files.extend(here / name for name in names if not is_hidden(Path(name)))
+        files.extend(here / name for name in names if not is_hidden(name))
     return sorted(files), sorted(links, key=lambda s: s.path)

@@ -53,7 +53,7 @@ def label_class_tree(folder: Path, label_depth: int = 1) -> Labelled:
             continue
         by_folder[parts[:label_depth]].append(path)
     if label_depth == 1:
-        empty = [str(p) for p in sorted(folder.iterdir()) if p.is_dir() and not p.is_symlink() and not is_hidden(p)
+        empty = [str(p) for p in sorted(folder.iterdir()) if p.is_dir() and not p.is_symlink() and not is_hidden(p.name)
                  and (p.name,) not in by_folder]
         if empty:
             raise DataError("empty class folder(s): " + ", ".join(empty))
@@ -79,7 +79,7 @@ def label_flat_folder(folder: Path, pattern: str = DEFAULT_PATTERN) -> Labelled:
     if "label" not in regex.groupindex:
         raise DataError(f"--pattern {pattern!r} needs a named group (?P<label>...)")
     files: dict[str, list[Path]] = defaultdict(list)
-    entries = sorted(p for p in folder.iterdir() if not is_hidden(p))
+    entries = sorted(p for p in folder.iterdir() if not is_hidden(p.name))
     skipped = [Skipped(p, FOLDER_LINK) for p in entries if p.is_dir() and p.is_symlink()]
     for path in (p for p in entries if not p.is_dir()):
         match = regex.match(path.name)

@@ -71,7 +71,7 @@ def label_source(source: Path, pattern: str = DEFAULT_PATTERN, label_depth: int 
         return label_svhn(source, cache_dir)
     if not source.is_dir():
         raise DataError(f"{source} is neither a folder nor a .csv or .mat file")
-    if any(p.is_dir() and not p.is_symlink() and not is_hidden(p) for p in source.iterdir()):
+    if any(p.is_dir() and not p.is_symlink() and not is_hidden(p.name) for p in source.iterdir()):
         return read_class_folders(source, label_depth)
     return label_flat_folder(source, pattern)
 
