@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 from datetime import datetime
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from vistrain.analysis import plots
 from vistrain.analysis.ranking import LIST_TITLES, Entry, analyse, coverage, reliability
 from vistrain.core.files import write_atomic
 from vistrain.core.html import render
-from vistrain.data.images import UnreadableImage, load_rgb
+from vistrain.data.images import UnreadableImage, jpeg_thumbnail
 from vistrain.data.samples import Skipped
 from vistrain.model.metrics import task_metrics
 from vistrain.model.predictions import Predictions
@@ -28,13 +27,9 @@ DESCRIPTIONS = {
 def thumbnail(path: Path) -> str:
     """Base64 JPEG thumbnail, or '' when the file cannot be read any more."""
     try:
-        image = load_rgb(path, reduce_to=THUMBNAIL_SIZE)
+        return base64.b64encode(jpeg_thumbnail(path, THUMBNAIL_SIZE, quality=85)).decode()
     except (UnreadableImage, OSError):
         return ""
-    image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def _b64(png: bytes) -> str:

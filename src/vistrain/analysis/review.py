@@ -5,8 +5,6 @@ images can be fetched."""
 
 from __future__ import annotations
 
-import io
-
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
@@ -14,7 +12,7 @@ from pydantic import BaseModel
 from vistrain.analysis.audit import Audit
 from vistrain.core.html import render
 from vistrain.data.decisions import ACTIONS, Decisions
-from vistrain.data.images import UnreadableImage, load_rgb
+from vistrain.data.images import UnreadableImage, jpeg_thumbnail
 from vistrain.data.samples import SINGLE_LABEL, DataError
 
 IMAGE_SIDE = 512  # pixels, the longer side of the images shown
@@ -53,13 +51,10 @@ def create_review_app(result: Audit, decisions: Decisions, source: str) -> FastA
         if not 0 <= index < len(result.findings):
             return JSONResponse({"error": "no such image in the queue"}, status_code=404)
         try:
-            picture = load_rgb(result.findings[index].file)
+            return Response(jpeg_thumbnail(result.findings[index].file, IMAGE_SIDE, quality=88),
+                            media_type="image/jpeg")
         except (UnreadableImage, OSError) as error:
             return JSONResponse({"error": str(error)}, status_code=410)
-        picture.thumbnail((IMAGE_SIDE, IMAGE_SIDE))
-        buffer = io.BytesIO()
-        picture.save(buffer, format="JPEG", quality=88)
-        return Response(buffer.getvalue(), media_type="image/jpeg")
 
     @app.get("/decisions")
     def current() -> list[dict]:

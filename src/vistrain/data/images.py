@@ -12,6 +12,7 @@ picture is exact.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -122,3 +123,13 @@ def _grey_to_uint8(pixels: np.ndarray) -> np.ndarray:
     elif values.max(initial=0) <= 1.0:
         values = values * 255.0
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def jpeg_thumbnail(path: Path, side: int, quality: int) -> bytes:
+    """The image at `path` as a JPEG at most `side` pixels wide and high, reduced while it is decoded; raises
+    UnreadableImage or OSError when it cannot be read."""
+    image = load_rgb(path, reduce_to=side)
+    image.thumbnail((side, side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
