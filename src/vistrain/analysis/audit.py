@@ -63,16 +63,25 @@ class Finding:
 @dataclass
 class Audit:
     findings: list[Finding]  # the review queue, in order
-    task: str
-    classes: list[str]
-    files: list[Path]  # every audited image
-    splits: list[str]
     predictions: Predictions  # out-of-sample, for every audited image
     metric: tuple[str, float, float, float]  # (name, value, low, high): cross-validated, 95% interval
     folds: int
     outlier_z: np.ndarray  # every image's off-topic score (robust z of its neighbour distance)
     skipped: list[Skipped] = field(default_factory=list)
     seconds: float = 0.0
+
+    @property
+    def task(self) -> str:
+        return self.predictions.task
+
+    @property
+    def classes(self) -> list[str]:
+        return self.predictions.classes
+
+    @property
+    def files(self) -> list[Path]:
+        """Every audited image."""
+        return self.predictions.files
 
 
 def audit(source: str | Path, task: str = "auto", image_root: Path | None = None, backbone: str = "efficientnet_lite0",
@@ -100,8 +109,7 @@ def audit(source: str | Path, task: str = "auto", image_root: Path | None = None
                  for i in np.argsort(-z, kind="stable") if z[i] > OUTLIER_Z]
     findings += _duplicate_findings(dataset, kept, splits, targets, vectors)
     predictions = Predictions([s.path for s in kept], targets, outputs, dataset.classes, dataset.task)
-    return Audit(findings, dataset.task, dataset.classes, [s.path for s in kept], splits, predictions,
-                 cross_validated_metric(predictions), folds_used, z, dataset.skipped + features.skipped,
+    return Audit(findings, predictions, cross_validated_metric(predictions), folds_used, z, dataset.skipped + features.skipped,
                  time.perf_counter() - started)
 
 
