@@ -109,8 +109,8 @@ def audit(source: str | Path, task: str = "auto", image_root: Path | None = None
                  for i in np.argsort(-z, kind="stable") if z[i] > OUTLIER_Z]
     findings += _duplicate_findings(dataset, kept, splits, targets, vectors)
     predictions = Predictions([s.path for s in kept], targets, outputs, dataset.classes, dataset.task)
-    return Audit(findings, predictions, cross_validated_metric(predictions), folds_used, z, dataset.skipped + features.skipped,
-                 time.perf_counter() - started)
+    return Audit(findings, predictions, cross_validated_metric(predictions), folds_used, z,
+                 dataset.skipped + features.skipped, time.perf_counter() - started)
 
 
 def _targets(dataset: Dataset, samples: list) -> np.ndarray:
