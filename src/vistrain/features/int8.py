@@ -128,7 +128,7 @@ class CalibrationImages:
         from vistrain.features.transforms import View
 
         self.images, self.input_name, self.layout, self.batch = images, input_name, layout, batch
-        self.transform = View().transform(preprocess)
+        self.transform, self.reduce_to = View().transform(preprocess), preprocess.resize_size
         self.set_range(0, len(images))
 
     def __len__(self) -> int:  # a multiple of STRIDE, as ONNX Runtime's strided calibration wants
@@ -147,7 +147,7 @@ class CalibrationImages:
             try:
                 if sha256_file(path) != digest:
                     raise ValueError(f"calibration image {path} has changed since the int8 model was calibrated")
-                loaded.append(self.transform(load_rgb(Path(path)), digest))
+                loaded.append(self.transform(load_rgb(Path(path), reduce_to=self.reduce_to), digest))  # as extracted
             except (OSError, UnreadableImage) as error:
                 raise ValueError(f"calibration image {path} cannot be read ({error})") from None
         batch = torch.stack(loaded)
