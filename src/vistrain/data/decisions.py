@@ -9,11 +9,10 @@ atomically.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from vistrain.core.files import write_csv
+from vistrain.core.files import read_csv, write_csv
 from vistrain.data.files import DECISIONS_FILE
 from vistrain.data.samples import DataError, Skipped
 
@@ -39,15 +38,12 @@ class Decisions:
     def load(cls, path: Path) -> "Decisions":
         """The decisions in `path` ({} when it does not exist yet); rows that make no sense stop with their line."""
         decisions = cls(path)
-        if not decisions.path.is_file():
-            return decisions
-        with open(decisions.path, newline="", encoding="utf-8") as file:
-            for line, row in enumerate(csv.DictReader(file), 2):
-                action, label = (row.get("decision") or "").strip(), (row.get("label") or "").strip()
-                if not row.get("file") or action not in ACTIONS or (action == "relabel") != bool(label):
-                    raise DataError(f"{decisions.path} line {line}: expected file,decision,label with a decision of "
-                                    f"{', '.join(ACTIONS)} (and a label for relabel only)")
-                decisions.entries[row["file"]] = Decision(action, label)
+        for line, row in enumerate(read_csv(decisions.path), 2):  # [] when there is no file yet
+            action, label = (row.get("decision") or "").strip(), (row.get("label") or "").strip()
+            if not row.get("file") or action not in ACTIONS or (action == "relabel") != bool(label):
+                raise DataError(f"{decisions.path} line {line}: expected file,decision,label with a decision of "
+                                f"{', '.join(ACTIONS)} (and a label for relabel only)")
+            decisions.entries[row["file"]] = Decision(action, label)
         return decisions
 
     @classmethod

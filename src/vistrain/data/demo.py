@@ -58,9 +58,9 @@ def elpv_csv(destination: Path, task: str = "binary", val_fraction: float = 0.2,
     train, _ = stratified_split(strata, val_fraction, seed)
     in_train = {s.path for s in train}
     destination.mkdir(parents=True, exist_ok=True)
-    path = destination / f"elpv-{task}.csv"
+    path, root = destination / f"elpv-{task}.csv", elpv_root()
     write_csv(path, ["path", TARGET_COLUMNS[task], "split"],
-              [[image.relative_to(elpv_root()).as_posix(), elpv_target(task, probability, cell_type),
+              [[image.relative_to(root).as_posix(), elpv_target(task, probability, cell_type),
                 "train" if image in in_train else "val"]
                for image, probability, cell_type in labels])
     return path
