@@ -263,6 +263,8 @@ def test_inspect_ranks_training_images_by_the_audits_out_of_sample_predictions(n
     for name in training_flips:  # the run has partly fitted their wrong labels; a model that never saw them has not
         assert out_of_sample[name] < in_sample[name] - 0.05
     assert all(out_of_sample[name] == in_sample[name] for name in validation)  # validation keeps the run's own
+    without_data = invoke("inspect", tmp_path / "run", "--audit", tmp_path / "audit")  # it would rank nothing
+    assert without_data.exit_code == 1 and "give the data too" in without_data.output
 
 
 @pytest.mark.parametrize("label", ["nan", "inf", "0.5;0.2", "high"])

@@ -58,11 +58,10 @@ def predictions_for(run: Path, data: Path | None, cache_dir: Path | None = None,
     return predictions, skipped + result.skipped, False
 
 
-def with_audit(run: Path, predictions: Predictions, audit: Path) -> tuple[Predictions, int]:
+def with_audit(run: Path, config: dict, predictions: Predictions, audit: Path) -> tuple[Predictions, int]:
     """`predictions` with the audit's out-of-sample outputs (AUDIT/predictions.csv, `vistrain audit`) for the run's
     training images it covers: the run's own model has fitted those, so its outputs would hide their label errors.
     Validation images keep the run's predictions. Returns the predictions and how many were replaced."""
-    config = read_config(run)
     path = audit / OUT_OF_SAMPLE
     if not path.is_file():
         raise RunError(f"{audit} holds no audit ({OUT_OF_SAMPLE} is missing); run `vistrain audit` first")
@@ -72,14 +71,11 @@ def with_audit(run: Path, predictions: Predictions, audit: Path) -> tuple[Predic
         raise RunError(f"{path} does not fit this run ({error}); audit the same data and classes") from None
     outputs = {f.resolve(): row for f, row in zip(audited.files, audited.outputs)}
     validation = {f.resolve() for f in read_saved_predictions(run, config).files}
-    replace = [i for i, f in enumerate(predictions.files) if f.resolve() in outputs and f.resolve() not in validation]
-    if not replace:
-        return predictions, 0
+    training = [i for i, f in enumerate(predictions.files) if f.resolve() in outputs and f.resolve() not in validation]
     merged = predictions.outputs.copy()
-    for i in replace:
+    for i in training:
         merged[i] = outputs[predictions.files[i].resolve()]
-    return Predictions(predictions.files, predictions.targets, merged, predictions.classes, predictions.task,
-                       predictions.thresholds), len(replace)
+    return replace(predictions, outputs=merged), len(training)
 
 
 def _key(target) -> tuple | int:
@@ -91,10 +87,14 @@ def inspect(run: Path, data: Path | None = None, top: int = 10, cache_dir: Path 
     """Rank the images, write RUN/inspect_*.csv and RUN/report.html; with `audit` (a `vistrain audit` folder), the
     run's training images are ranked by their out-of-sample predictions (see `with_audit`)."""
     config = read_config(run)
+    if audit is not None and data is None:
+        raise ValueError("--audit ranks the run's training images by the audit's predictions: give the data too "
+                         "(`vistrain inspect RUN DATA --audit AUDIT`); without it, only the validation images are "
+                         "ranked")
     predictions, skipped, reused = predictions_for(run, data, cache_dir, show_progress, image_root)
     out_of_sample = 0
     if audit is not None:
-        predictions, out_of_sample = with_audit(run, predictions, audit)
+        predictions, out_of_sample = with_audit(run, config, predictions, audit)
     predictions = replace(predictions, classes=class_labels_of(config))  # from here on, classes by their names
     sections, errors = analyse(predictions, top)
     header = ["class", "rank", "file", "true", "predicted", "probability", "probability_of_label"]
