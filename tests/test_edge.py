@@ -17,7 +17,7 @@ import pytest
 
 from conftest import SHARED_DATA, invoke
 from test_deploy import expected, photos  # noqa: F401 (fixtures: skimage's photos, shapes; predict's outputs)
-from test_finetune import TUNE_ARGS
+from test_finetune import tuned_run  # noqa: F401 (fixture: a run trained with --fine-tune 1)
 from vistrain.deploy.export import prepare_image
 from vistrain.model.predictor import Predictor
 
@@ -181,14 +181,6 @@ def test_coreml_package_is_an_image_classifier_carrying_the_run(int8: bool, run:
         assert size <= 4_500_000 and quantized >= 40  # every convolution's weights but the smallest
     else:
         assert 6_000_000 <= size <= 8_000_000 and quantized == 0  # Lite0's 3.4 M weights in fp16
-
-
-@pytest.fixture(scope="module")
-def tuned_run(shapes_split: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tuned") / "run"
-    result = invoke("train", shapes_split, "--out", out, *TUNE_ARGS)
-    assert result.exit_code == 0, result.output
-    return out
 
 
 @pytest.fixture(scope="module")
