@@ -93,6 +93,9 @@ def export(run: str | Path, output_format: str, out: str | Path | None = None, i
     chosen = export_format(output_format, int8)
     predictor = Predictor.from_run(run)
     path = Path(out) if out else chosen.default_path(Path(run), int8)
+    if path.is_dir() != chosen.folder and path.exists():
+        raise ValueError(f"{path} is a {'folder' if path.is_dir() else 'file'}: --format {output_format} writes a "
+                         f"{'folder' if chosen.folder else 'file'}")
     make_folder(path.parent, "the export's folder")
     chosen.writer()(predictor, Path(run), path, int8)
     return path

@@ -24,14 +24,15 @@ class ExportFormat:
     """`write` and `read` name, as "module:function", the functions that write it (`write(predictor, run, path,
     int8)`) and read its metadata back (`read_metadata(path)`; formats with an int8 version); `suffix` names the
     default file or folder in the run (model.onnx, model-int8.tflite, model_openvino/); `int8`: whether it has an
-    int8 version; `extra` and `needs`: the vistrain extra that installs its converter and the modules it
-    provides."""
+    int8 version; `folder`: whether it is a folder rather than a file; `extra` and `needs`: the vistrain extra that
+    installs its converter and the modules it provides."""
 
     name: str
     write: str
     read: str | None
     suffix: str
     int8: bool
+    folder: bool = False
     extra: str | None = None
     needs: tuple[str, ...] = ()
 
@@ -56,11 +57,11 @@ def _function(name: str) -> Callable:
     return getattr(importlib.import_module(module), function)
 
 
-def _optional(name: str, suffix: str, needs: tuple[str, ...]) -> ExportFormat:
+def _optional(name: str, suffix: str, needs: tuple[str, ...], folder: bool = False) -> ExportFormat:
     """A format with an int8 version whose converter comes with the extra of its name, written and read by the
     module of its name in vistrain.deploy (`write`, `read_metadata`)."""
     module = f"vistrain.deploy.{name}"
-    return ExportFormat(name, f"{module}:write", f"{module}:read_metadata", suffix, True, name, needs)
+    return ExportFormat(name, f"{module}:write", f"{module}:read_metadata", suffix, True, folder, name, needs)
 
 
 FORMATS = {f.name: f for f in (
@@ -68,8 +69,8 @@ FORMATS = {f.name: f for f in (
                  int8=True),
     ExportFormat("torchscript", "vistrain.deploy.export:write_torchscript", None, ".pt", int8=False),
     _optional("tflite", ".tflite", ("litert_torch", "ai_edge_litert")),
-    _optional("coreml", ".mlpackage", ("coremltools",)),
-    _optional("openvino", "_openvino", ("openvino",)),
+    _optional("coreml", ".mlpackage", ("coremltools",), folder=True),
+    _optional("openvino", "_openvino", ("openvino",), folder=True),
 )}
 
 
