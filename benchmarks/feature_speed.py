@@ -35,7 +35,8 @@ from PIL import Image
 from vistrain.backbones import get_backbone
 from vistrain.features.extract import extract_features, extraction_threads, in_threads
 from vistrain.data.images import load_rgb
-from vistrain.features.int8 import Precision, calibration_set, cosines, cpu_has_int8_dot
+from vistrain.features.cpu import int8_dot_products
+from vistrain.features.int8 import Precision, calibration_set, cosines
 from vistrain.features.runtime import INPUT, OPSET, feature_session, pixel_feature_extractor
 from vistrain.features.transforms import eval_transform
 
@@ -172,7 +173,7 @@ def precision_ab(data: Path, n: int, repeats: int) -> None:
                 seconds[name].append(backbone_alone(session, batches, 1))
         vectors = {name: np.concatenate([s.run(None, {INPUT: b})[0] for b in batches]) for name, s in sessions.items()}
     base = statistics.median(seconds["fp32, dynamic padding (before)"])
-    print(f"machine: {platform.machine()}, {cores} cores, int8 dot products (VNNI): {cpu_has_int8_dot()}; "
+    print(f"machine: {platform.machine()}, {cores} cores, int8 dot products (VNNI): {int8_dot_products()}; "
           f"{len(paths)} photos of {data / 'val'}; batch {BATCH}, one batch at a time on {cores} threads; "
           f"median of {repeats} interleaved repeats; load average before: {os.getloadavg()[0]:.1f}")
     print("| backbone (Lite0) | images/s | speed-up over before | cosine to fp32 static (median / min) |")

@@ -25,7 +25,8 @@ from vistrain.backbones import get_backbone
 from vistrain.data.datasets import load_dataset
 from vistrain.features import int8, runtime
 from vistrain.features.extract import extract_features
-from vistrain.features.int8 import Precision, calibration_set, cosines, cpu_has_int8_dot
+from vistrain.features.cpu import int8_dot_products
+from vistrain.features.int8 import Precision, calibration_set, cosines
 from vistrain.model.run_dir import read_config, read_saved_predictions
 
 CATS_VS_DOGS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cats-vs-dogs"
@@ -74,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["cats-vs-dogs", "elpv"])
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, int8 dot products: {cpu_has_int8_dot()}")
+    print(f"machine: {platform.machine()}, int8 dot products: {int8_dot_products()}")
     print("| data | features | val accuracy | cosine to fp32 (median / 5th pct) | export + quantisation (s) "
           "| train, cold (s) | features/s |")
     print("|---|---|---|---|---|---|---|")

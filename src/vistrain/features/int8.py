@@ -27,6 +27,7 @@ from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
 from vistrain.core.files import sha256_file, sha256_text, write_atomic
 from vistrain.features import PRECISIONS
+from vistrain.features.cpu import int8_dot_products
 
 if TYPE_CHECKING:
     import onnx
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 CALIBRATION_IMAGES = 256
 STRIDE = 64  # calibration images whose ranges are gathered at once
 FIRST_CONVS_KEPT = 5  # convolutions left in fp32 at the start of the network
-INT8_DOT = {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"}  # /proc/cpuinfo flags of exact, fast int8 products
 CHECKED_IMAGES = 32
 MIN_COSINE = 0.99  # median cosine to the fp32 features a new int8 model must reach on calibration images
 
@@ -84,17 +84,9 @@ def int8_model_path(fp32_path: Path, precision: Precision) -> Path:
     return fp32_path.with_name(f"{fp32_path.stem}-int8-{precision.key}.onnx")
 
 
-def cpu_has_int8_dot() -> bool:
-    """Whether this CPU has int8 dot-product instructions, with which ONNX Runtime's int8 kernels are exact."""
-    try:
-        return bool(INT8_DOT & set(Path("/proc/cpuinfo").read_text().split()))
-    except OSError:
-        return False
-
-
 def configure(options: onnxruntime.SessionOptions) -> None:
     """Session options for an int8 model: exact accumulation on CPUs without int8 dot products."""
-    if not cpu_has_int8_dot():
+    if not int8_dot_products():
         options.add_session_config_entry("session.x64quantprecision", "1")
 
 
