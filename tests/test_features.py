@@ -17,6 +17,7 @@ from vistrain.features import extract as features
 from vistrain.features import runtime
 from vistrain.backbones import get_backbone
 from vistrain.features.cache import FeatureCache
+from vistrain.features import inputs
 from vistrain.features.extract import extract_features
 from vistrain.data.images import load_rgb
 from vistrain.features.transforms import eval_transform
@@ -180,34 +181,34 @@ def test_in_threads_passes_on_an_error():
         list(features.in_threads(range(6), work, threads=2))
 
 
-def test_a_concatenation_computes_only_the_parts_missing_from_their_own_caches(tmp_path: Path, monkeypatch):
-    """Each part is cached on its own, under the concatenation's preprocessing (the largest part's): Lite2 trained
-    alone, then Lite0+Lite2, computes Lite0 only; the concatenation again computes nothing."""
+def test_a_concatenation_and_its_parts_alone_share_their_caches_and_decode_once(tmp_path: Path, monkeypatch):
+    """Each part of a concatenation takes its own preprocessing, as it does alone, so Lite0 computed alone, then
+    Lite0+Lite2, computes Lite2 only, and Lite2 alone then computes nothing; each image is decoded once for both."""
     paths = images(tmp_path / "img", 3)
     (tmp_path / "text.jpg").write_text("not an image")
     paths.insert(1, tmp_path / "text.jpg")
     lite2, both = get_backbone("efficientnet_lite2"), get_backbone("efficientnet_lite0+efficientnet_lite2")
-    alone = extract_features(paths, lite2, lite2.preprocess, tmp_path / "cache", show_progress=False)
-    ran = []  # (backbone, images) of every forward pass
-    function = features.feature_function
+    alone = extract_features(paths, LITE0, LITE0.preprocess, tmp_path / "cache", show_progress=False)
+    fresh = extract_features(paths, lite2, lite2.preprocess, tmp_path / "fresh", show_progress=False)
+    ran, decoded = [], []  # (backbone, images) of every forward pass; every file decoded
+    function, load_pixels = features.feature_function, inputs.load_pixels
 
     def counted(backbone, *args):
         forward = function(backbone, *args)
         return lambda batch: ran.append((backbone.name, len(batch))) or forward(batch)
 
     monkeypatch.setattr(features, "feature_function", counted)
+    monkeypatch.setattr(inputs, "load_pixels", lambda path, **kwargs: decoded.append(path) or load_pixels(path, **kwargs))
     joined = extract_features(paths, both, both.preprocess, tmp_path / "cache", show_progress=False)
-    assert ran == [("efficientnet_lite0", 3)] and joined.computed == 3
+    assert ran == [("efficientnet_lite2", 3)] and joined.computed == 3 and sorted(decoded) == sorted(paths)
     assert joined.kept == alone.kept == [0, 2, 3] and [s.path.name for s in joined.skipped] == ["text.jpg"]
-    np.testing.assert_array_equal(joined.vectors[:, LITE0.feature_dim:], alone.vectors)
+    np.testing.assert_array_equal(joined.vectors[:, :LITE0.feature_dim], alone.vectors)
+    part = extract_features(paths, lite2, lite2.preprocess, tmp_path / "cache", show_progress=False)
+    assert part.computed == 0 and ran == [("efficientnet_lite2", 3)]  # the other way round: nothing to compute
+    np.testing.assert_array_equal(joined.vectors[:, LITE0.feature_dim:], part.vectors)
+    np.testing.assert_array_equal(fresh.vectors, part.vectors)  # what Lite2 computes alone, from its own input
     again = extract_features(paths, both, both.preprocess, tmp_path / "cache", show_progress=False)
-    assert again.computed == 0 and ran == [("efficientnet_lite0", 3)]  # the unreadable file is tried, not run
+    assert again.computed == 0 and len(ran) == 1  # the unreadable file is tried, not run
     np.testing.assert_array_equal(again.vectors, joined.vectors)
-
-    kept = [paths[i] for i in joined.kept]
-    with torch.no_grad():  # the concatenated module, as export and fine-tuning build it: the same features
-        module = both.build_feature_extractor()(torch.stack([eval_transform(both.preprocess)(load_rgb(p)) for p in kept]))
-    assert np.abs(joined.vectors - module.numpy()).max() < 1e-3
-    pixels = torch.stack([eval_transform(both.preprocess, "uint8")(load_rgb(p)) for p in kept])
-    served = function(both, both.preprocess, tmp_path / "cache")(pixels)  # as `serve` computes them
-    assert np.abs(served - joined.vectors).max() < 1e-5
+    with pytest.raises(ValueError, match="part by part"):
+        function(both, both.preprocess, tmp_path / "cache")

@@ -93,6 +93,10 @@ def export(run: str | Path, output_format: str, out: str | Path | None = None, i
     if int8 and output_format != "onnx":
         raise ValueError("an int8 export is an ONNX model: --int8 needs --format onnx")
     predictor = Predictor.from_run(run)
+    if any(part.preprocess != predictor.preprocess for part in predictor.backbone.parts):
+        raise ValueError(f"{predictor.backbone.name}: the run's backbones each take their own preprocessing (their "
+                         "features are cached as each computes them alone), and an exported model takes one input; "
+                         "a concatenation cannot be exported")
     path = Path(out) if out else Path(run) / f"model{'-int8' if int8 else ''}{FORMATS[output_format]}"
     make_folder(path.parent, "the export's folder")
     model = deployed_model(predictor)
