@@ -20,7 +20,7 @@ from vistrain.features.cache import FeatureCache
 from vistrain.features import inputs
 from vistrain.features.extract import extract_features
 from vistrain.data.images import load_rgb
-from vistrain.features.transforms import eval_transform
+from vistrain.features.transforms import View, eval_transform
 
 LITE0 = get_backbone("efficientnet_lite0")
 
@@ -212,3 +212,14 @@ def test_a_concatenation_and_its_parts_alone_share_their_caches_and_decode_once(
     np.testing.assert_array_equal(again.vectors, joined.vectors)
     with pytest.raises(ValueError, match="part by part"):
         function(both, both.preprocess, tmp_path / "cache")
+
+def test_each_part_gets_the_pixels_it_gets_alone_even_where_large_images_are_reduced(tmp_path: Path):
+    """A 2,200 px photo is reduced while decoding for Lite0 (at 2,048 px and over) but not for Lite2 (2,336): each
+    part's pixels are those it is given alone, however many decodes that takes."""
+    lite2 = get_backbone("efficientnet_lite2")
+    path = tmp_path / "large.png"
+    shape_image("circle", seed=3, size=2200).save(path)
+    pixels = inputs.PartPixels([LITE0.preprocess, lite2.preprocess], View())(path, "0" * 64, (0, 1))
+    for i, backbone in enumerate((LITE0, lite2)):
+        alone = View().transform(backbone.preprocess)(load_rgb(path, reduce_to=backbone.preprocess.resize_size), "")
+        assert torch.equal(pixels[i], alone), backbone.name
