@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import platform
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +38,17 @@ def int8_dot_products() -> tuple[str, ...]:
         present = ctypes.windll.kernel32.IsProcessorFeaturePresent  # type: ignore[attr-defined]
         return tuple(name for feature, name in WINDOWS_FEATURES.items() if present(feature))
     return ()
+
+
+def cpu_name() -> str:
+    """The CPU's model name, as Linux reports it (else the platform's processor string), for benchmark tables."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def linux_int8_dot_products(cpuinfo: Path) -> tuple[str, ...]:
