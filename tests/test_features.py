@@ -4,6 +4,7 @@ the ONNX Runtime engine, its cached export and the torch fallback."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import time
 from pathlib import Path
@@ -16,11 +17,13 @@ from conftest import shape_image
 from vistrain.features import extract as features
 from vistrain.features import runtime
 from vistrain.backbones import get_backbone
+from vistrain.backbones.preprocess import Preprocess
 from vistrain.features.cache import FeatureCache
 from vistrain.features import inputs
 from vistrain.features.extract import extract_features
 from vistrain.data.images import load_rgb
 from vistrain.features.transforms import View, eval_transform
+from vistrain.model import run_dir
 
 LITE0 = get_backbone("efficientnet_lite0")
 
@@ -223,3 +226,33 @@ def test_each_part_gets_the_pixels_it_gets_alone_even_where_large_images_are_red
     for i, backbone in enumerate((LITE0, lite2)):
         alone = View().transform(backbone.preprocess)(load_rgb(path, reduce_to=backbone.preprocess.resize_size), "")
         assert torch.equal(pixels[i], alone), backbone.name
+
+
+def test_a_concatenation_run_records_each_part_s_preprocessing_and_predicts_with_it(shapes_split: Path,
+                                                                                    tmp_path: Path):
+    """config.json records each part's preprocessing; `predict` feeds each part its own, from the cache `train`
+    filled; runs from before parts took their own (no backbone.parts) keep the one preprocessing they were trained
+    on; the export, which takes one input, refuses."""
+    from conftest import invoke
+    from vistrain.model.predictor import Predictor
+    from vistrain.model.run_dir import part_preprocessing
+
+    out = tmp_path / "both"
+    result = invoke("train", shapes_split, "--out", out, "--backbone", "efficientnet_lite0+efficientnet_lite1",
+                    "--head", "logistic")
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    lite1 = get_backbone("efficientnet_lite1")
+    assert [(part["name"], Preprocess.from_dict(part["preprocess"])) for part in config["backbone"]["parts"]] == [
+        ("efficientnet_lite0", LITE0.preprocess), ("efficientnet_lite1", lite1.preprocess)]
+    predictor = Predictor.from_run(out)
+    assert [part.preprocess for part in predictor.backbone.parts] == [LITE0.preprocess, lite1.preprocess]
+    predicted = json.loads(invoke("predict", out, shapes_split / "val", "--format", "json").stdout)
+    saved = {row["file"]: row for row in run_dir.read_csv(out / "predictions.csv")}
+    for row in predicted:
+        assert row["probability"] == pytest.approx(float(saved[row["file"]][f"prob_{row['class']}"]), abs=1e-5)
+    del config["backbone"]["parts"]  # as issue 17's runs were written
+    older = part_preprocessing(config, get_backbone(config["backbone"]["name"]))
+    assert [part.preprocess for part in older.parts] == [lite1.preprocess] * 2  # the concatenation's one (largest)
+    exported = invoke("export", out, "--format", "onnx")
+    assert exported.exit_code != 0 and "an exported model takes one input" in exported.output

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 CALIBRATION_IMAGES = 256
 STRIDE = 64  # calibration images whose ranges are gathered at once
-FIRST_CONVS_KEPT = 5  # convolutions left in fp32 at the start of the network
+FIRST_CONVS_KEPT = 3  # convolutions left in fp32 at the start of the network (part of `Precision.key`)
 CHECKED_IMAGES = 32
 MIN_COSINE = 0.99  # median cosine to the fp32 features a new int8 model must reach on calibration images
 
@@ -56,8 +56,9 @@ class Precision:
 
     @property
     def key(self) -> str:
-        """The calibration set's identity: its images' digests, sorted."""
-        return sha256_text(json.dumps(sorted({digest for _, digest in self.calibration})))
+        """The int8 model's identity: its calibration images' digests, sorted, and the convolutions left in fp32."""
+        digests = sorted({digest for _, digest in self.calibration})
+        return sha256_text(json.dumps([digests, FIRST_CONVS_KEPT]))
 
     def identity(self) -> dict | None:
         """What distinguishes these features in a feature-cache key; None for fp32, the key of earlier versions."""
