@@ -136,7 +136,8 @@ def extract_features(
     precision: Precision = FP32,
 ) -> Features:
     """Feature vectors for `paths` (of `view`: by default the images as validation sees them; in `precision`),
-    reading cached ones and computing (and caching) the rest.
+    reading cached ones and computing (and caching) the rest. `preprocess` is the run's; a concatenation's parts
+    take their own (`inputs.backbone_inputs`), each image decoded once for all of them.
 
     `engine` computes them: "onnx" (ONNX Runtime, falling back to torch with a warning where it cannot run, for
     fp32) or "torch" (torch eager, fp32 only); the default is `resolve_engine`'s.
