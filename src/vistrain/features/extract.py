@@ -155,7 +155,8 @@ def extract_features(
     caches = []
     try:
         started = time.perf_counter()
-        caches = [FeatureCache(cache_dir, part, part_preprocess, view, precision) for part, part_preprocess in inputs]
+        for part, part_preprocess in inputs:  # one at a time, so that each opened is closed below
+            caches.append(FeatureCache(cache_dir, part, part_preprocess, view, precision))
         label = f"features ({', '.join(part.name for part, _ in inputs)})" if backbone.parts else "features"
         computed = _fill_caches(paths, digests, skipped, caches, inputs, cache_dir, batch_size, show_progress, engine,
                                 view, precision, label)
