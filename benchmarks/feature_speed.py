@@ -92,7 +92,7 @@ def end_to_end(paths: list[Path], cache: Path, engine: str, precision: Precision
 def header(n: int, data: Path, repeats: int) -> str:
     return (f"{datetime.now():%Y-%m-%d %H:%M}; CPU: {cpu_name()}, {os.cpu_count()} cores, int8 dot products: "
             f"{', '.join(int8_dot_products()) or 'none'}; {n} photos of {data}; batch {BATCH}; "
-            f"median of {repeats} interleaved repeats; load average at the start: {os.getloadavg()[0]:.1f}")
+            f"median of {repeats} interleaved repeats; load average when printed: {os.getloadavg()[0]:.1f}")
 
 
 def speed(data: Path, repeats: int) -> None:
