@@ -92,6 +92,10 @@ def export(run: str | Path, output_format: str, out: str | Path | None = None, i
     RUN/model.tflite... (`ExportFormat.default_path`)]."""
     chosen = export_format(output_format, int8)
     predictor = Predictor.from_run(run)
+    if any(part.preprocess != predictor.preprocess for part in predictor.backbone.parts):
+        raise ValueError(f"{predictor.backbone.name}: the run's backbones each take their own preprocessing (their "
+                         "features are cached as each computes them alone), and an exported model takes one input; "
+                         "a concatenation cannot be exported")
     path = Path(out) if out else chosen.default_path(Path(run), int8)
     if path.is_dir() != chosen.folder and path.exists():
         raise ValueError(f"{path} is a {'folder' if path.is_dir() else 'file'}: --format {output_format} writes a "
