@@ -30,6 +30,7 @@ class TrainOptions:
     patience: int = 3  # fine-tuning stops after this many epochs without a lower validation loss
     precision: str = "fp32"  # "int8": features of the backbone quantised on the training images (features/int8.py)
     feature_stages: tuple[int, ...] = ()  # also pool these stages of the backbone (features from several depths)
+    device: str = "auto"  # where torch work runs: "auto" (a CUDA GPU when there is one), "cpu" or "cuda"
 
     @property
     def backbone_lr(self) -> float:
