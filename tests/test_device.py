@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import inspect
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -334,3 +336,34 @@ def test_the_library_stays_quiet_when_it_halves(cpu_tuned_run, shapes_split: Pat
     assert "out of memory" not in capsys.readouterr().err
     assert device_module.halved_message("feature batches", 4) == "out of memory: feature batches now run in pieces of 4"
 
+
+# --- benchmarks/gpu_check.py ----------------------------------------------------------------------------------
+
+GPU_CHECK = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_gpu_check_stops_at_once_without_a_gpu(shapes_split: Path):
+    result = subprocess.run([sys.executable, str(GPU_CHECK), "--data", str(shapes_split)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("gpu_check: --device cuda: no CUDA GPU") and result.stderr.count("\n") == 1
+
+
+def test_gpu_check_runs_end_to_end_on_the_cpu(shapes_split: Path):
+    result = subprocess.run([sys.executable, str(GPU_CHECK), "--device", "cpu", "--data", str(shapes_split),
+                             "--per-class", "6", "--fine-tune-epochs", "1", "--budget", "20s"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in result.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| step")}
+    assert [step.split(" (")[0] for step in rows] == ["train", "predict", "export ONNX",
+                                                      "exported model on ONNX Runtime"]
+    train, predict, _, exported = rows.values()
+    assert train[0] == "cpu" and int(train[2]) == 24 and predict[2] == exported[2] == "12"
+    assert 0.5 <= float(train[4]) <= 1
+    for step in (predict, exported):  # agree with training's validation outputs, but for a close call
+        assert abs(float(step[4]) - float(train[4])) <= 1 / 12
+    assert "device cpu" in result.stdout and train[5].strip(" |") == "-"  # no GPU memory on the CPU
+    assert "--budget 20s --device cpu;" in result.stdout or "--fine-tune-epochs 1 --device cpu;" in result.stdout
+    assert "predict: --device cpu;" in result.stdout
