@@ -157,7 +157,7 @@ def fastai_peer(data: str | Path, size: int, seconds: float, batch_size: int = 6
             "seconds": round(time.perf_counter() - started, 1), "frozen_epochs": len(budget.epochs[1]),
             "unfrozen_epochs": len(budget.epochs[2]), "stopped_in_an_epoch": budget.stopped,
             "epoch_seconds": [round(s, 1) for s in budget.epochs[1] + budget.epochs[2]], "size": size,
-            "batch_size": batch_size,
+            "batch_size": dls.train.bs,
             "train_images": len(dls.train_ds), "val_images": len(dls.valid_ds), "fastai": fastai.__version__}
 
 
