@@ -31,6 +31,7 @@ class TrainOptions:
     precision: str = "auto"  # int8 (the backbone quantised on the training images, features/int8.py) where the CPU
     # has int8 dot products and the backbone stays frozen, else fp32 (features/cpu.py); a run records the one chosen
     feature_stages: tuple[int, ...] = ()  # also pool these stages of the backbone (features from several depths)
+    device: str = "auto"  # where torch work runs: "auto" (a CUDA GPU when there is one), "cpu" or "cuda"
 
     @property
     def backbone_lr(self) -> float:
