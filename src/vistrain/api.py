@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.markup import escape
 
 from vistrain.analysis.evaluate import Evaluation
 from vistrain.analysis.evaluate import evaluate as evaluate_run
 from vistrain.analysis.inspect import Inspection
 from vistrain.analysis.inspect import inspect as inspect_run
-from vistrain.core.console import console
+from vistrain.core.console import console, shown
 from vistrain.deploy.export import export as export_run
 from vistrain.model.predictor import ImagePredictions, Predictor, expand_paths
 from vistrain.training import train as training
@@ -48,7 +47,7 @@ def _with_report(result: TrainResult, verbose: bool) -> TrainResult:
     if result.is_main:
         report = inspect_run(result.run_dir, show_progress=False).report
         if verbose:
-            console.print(f"report: {escape(str(report))}")
+            console.print(f"report: {shown(str(report))}")
     return result
 
 

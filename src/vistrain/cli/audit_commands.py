@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
 from vistrain.cli.main import CACHE_DIR, PRECISION, data_source, friendly_errors, label_options, main
 from vistrain.cli.show import report_skipped
-from vistrain.core.console import console, results
+from vistrain.core.console import console, results, shown
 from vistrain.data.samples import TASKS
 from vistrain.training.options import DEFAULTS
 
@@ -56,8 +55,8 @@ def run_audit(data, labels, image_root, task, backbone, folds, seed, label_depth
     for column in ("#", "file", "finding", "given", "suggested", "score"):
         table.add_column(column, justify="right" if column in ("#", "score") else "left", overflow="fold")
     for rank, finding in enumerate(result.findings[:top], 1):
-        table.add_row(str(rank), escape(finding.file.name), finding.kind, escape(finding.given),
-                      escape(finding.suggested), f"{finding.score:.3f}")
+        table.add_row(str(rank), shown(finding.file.name), finding.kind, shown(finding.given),
+                      shown(finding.suggested), f"{finding.score:.3f}")
     results.print(table)
     report_skipped(result.skipped)
     console.print(f"written: {', '.join(str(p) for p in paths)}")

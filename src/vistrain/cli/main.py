@@ -6,12 +6,15 @@ library (`TrainOptions`), never repeated here.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
+from typing import Iterator
 
 import click
 
 from vistrain.backbones.registry import BackboneUnavailable
+from vistrain.core.console import printable
 from vistrain.data.matlab import is_mat
 from vistrain.data.samples import TASKS, DataError
 from vistrain.features import PRECISIONS
@@ -35,7 +38,29 @@ def friendly_errors(command):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+class _Commands(click.Group):
+    """The `vistrain` group: every error message, click's own (a bad path given) included, is shown with its control
+    characters escaped (`printable`)."""
+
+    def make_context(self, *args, **kwargs) -> click.Context:
+        with _printable_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, context: click.Context):
+        with _printable_errors():
+            return super().invoke(context)
+
+
+@contextmanager
+def _printable_errors() -> Iterator[None]:
+    try:
+        yield
+    except click.ClickException as error:
+        error.message = printable(error.message)
+        raise
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="vistrain")
 def main() -> None:
     """Train, evaluate and use image classifiers by transfer learning, on a CPU."""

@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
 from vistrain.cli.main import CACHE_DIR, DATA, DECISIONS, data_source, friendly_errors, label_options, main
 from vistrain.cli.show import print_entries, print_metrics, print_predictions, report_skipped
-from vistrain.core.console import console
+from vistrain.core.console import console, shown
 from vistrain.deploy.limits import Limits
 
 RUN = click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -107,7 +106,7 @@ def inspect_command(run: Path, data: Path | None, labels: Path | None, image_roo
     console.print(("reused the saved predictions; " if result.reused_predictions else "")
                   + (f"{result.out_of_sample} training images ranked by the audit's out-of-sample predictions; "
                      if result.out_of_sample else "")
-                  + f"CSV files in {escape(str(run))}/inspect_*.csv; report: {escape(str(result.report))}")
+                  + f"CSV files in {shown(str(run))}/inspect_*.csv; report: {shown(str(result.report))}")
 
 
 @main.command()
@@ -126,7 +125,7 @@ def export(run: Path, output_format: str, out: Path | None, int8: bool) -> None:
     from vistrain import api
 
     path = api.export(run, output_format, out, int8=int8)
-    console.print(f"{output_format} model{' (int8)' if int8 else ''} -> {escape(str(path))} "
+    console.print(f"{output_format} model{' (int8)' if int8 else ''} -> {shown(str(path))} "
                   f"({path.stat().st_size / 1e6:.2f} MB)")
     if int8:
         from vistrain.deploy.quantized import int8_check

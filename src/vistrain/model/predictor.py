@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.markup import escape
 from torch import nn
 
 from vistrain.backbones import Backbone, BackboneUnavailable, get_backbone
 from vistrain.backbones.multi_depth import with_stages
 from vistrain.backbones.preprocess import Preprocess
-from vistrain.core.console import console
+from vistrain.core.console import console, shown
 from vistrain.core.files import sha256_file
 from vistrain.data.files import list_files
 from vistrain.data.samples import Skipped
@@ -61,8 +60,8 @@ class Predictor:
         backbone = with_stages(backbone, tuple(config["backbone"].get("stages", ())))
         if backbone.weights != config["backbone"]["weights"]:
             console.print(
-                f"[yellow]warning:[/] the run was trained with {escape(config['backbone']['weights'])}, "
-                f"this machine has {escape(backbone.weights)}; predictions may differ"
+                f"[yellow]warning:[/] the run was trained with {shown(config['backbone']['weights'])}, "
+                f"this machine has {shown(backbone.weights)}; predictions may differ"
             )
         if config.get("fine_tune", {}).get("sha256"):  # fine-tuning beat the frozen head: the run's own backbone
             backbone = fine_tuned_backbone(backbone, Path(run), config["fine_tune"]["sha256"])

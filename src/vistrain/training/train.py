@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from rich.markup import escape
 
 from vistrain.backbones import Backbone, get_backbone
 from vistrain.backbones.multi_depth import with_stages
-from vistrain.core.console import console
+from vistrain.core.console import console, shown
 from vistrain.core.files import default_cache_dir, make_folder
 from vistrain.data.class_names import class_labels, name_classes
 from vistrain.data.datasets import load_dataset
@@ -116,7 +115,7 @@ def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True)
     job = checkpoint.state["job"]
     epochs_done = sum(len(state["history"]) for state in checkpoint.state["stages"].values())
     if verbose:
-        console.print(f"resuming {escape(str(run))} after epoch {epochs_done}")
+        console.print(f"resuming {shown(str(run))} after epoch {epochs_done}")
     return train(job["data"], run, TrainOptions(**job["options"]), cache_dir, verbose=verbose,
                  image_root=Path(job["image_root"]) if job["image_root"] else None, checkpoint=checkpoint,
                  decisions=Path(job["decisions"]) if job.get("decisions") else None,
@@ -144,16 +143,16 @@ def start_run(data: str | Path, out: str | Path | None, options: TrainOptions, o
 
 def describe_data(dataset: Dataset, say: Callable[..., None], names_from: Path | None = None) -> None:
     """The data, task and classes (with their names from `names_from`, if given, and how many it has) as lines."""
-    say(f"data: {escape(dataset.layout)}")
+    say(f"data: {shown(dataset.layout)}")
     say(f"task: {dataset.task} ({dataset.task_reason})")
     names = dataset.class_names
     say(("classes: " if dataset.task in tasks.SINGLE_LABEL else "outputs: ")
-        + ", ".join(f"{i} = {escape(c)}" + (f" ({escape(names[c])})" if c in names else "")
+        + ", ".join(f"{i} = {shown(c)}" + (f" ({shown(names[c])})" if c in names else "")
                     for i, c in enumerate(dataset.classes)))
     if names_from is not None:
         unnamed = [c for c in dataset.classes if c not in names]
-        say(f"class names from {escape(str(names_from))}: {len(names)} of {len(dataset.classes)} classes"
-            + (f"; [yellow]{len(unnamed)} not in it, shown by their ids:[/] {escape(', '.join(unnamed[:10]))}"
+        say(f"class names from {shown(str(names_from))}: {len(names)} of {len(dataset.classes)} classes"
+            + (f"; [yellow]{len(unnamed)} not in it, shown by their ids:[/] {shown(', '.join(unnamed[:10]))}"
                + (", ..." if len(unnamed) > 10 else "") if unnamed else ""))
     say(f"images: {len(dataset.train)} for training, {len(dataset.val)} for validation")
     warn_about_imbalance(dataset, say)
@@ -292,4 +291,4 @@ def write_run(run: Run, data: str | Path, dataset: Dataset, backbone: Backbone, 
     run.checkpoint.remove()
     headline = metrics[HEADLINE[dataset.task]]
     run.say(f"best epoch {metrics['best_epoch']}: validation {HEADLINE[dataset.task].replace('_', ' ')} "
-            f"{headline:.4f} on {len(features.val_paths)} images; run saved in {escape(str(run.path))}")
+            f"{headline:.4f} on {len(features.val_paths)} images; run saved in {shown(str(run.path))}")

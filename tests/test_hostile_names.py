@@ -1,0 +1,58 @@
+"""Hostile names, round 2 (issue 26): escape codes in class and file names, file names that are not UTF-8, and class
+name mappings with huge or duplicated lines. Each runs the real command in a child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import shape_image
+
+ESC_CLASSES = ("cat\x1b[31m", "dog\x1b]0;pwned\x07")  # red text; a terminal title set, then BEL
+ESC_FILE = "photo\x1b[2J\u202e.png"  # clears the screen; a right-to-left override
+
+
+def vistrain(*args, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`vistrain ARGS...` in a child process; output as bytes, exactly as a terminal would get it."""
+    return subprocess.run([sys.executable, "-m", "vistrain", *map(os.fsencode, map(str, args))], capture_output=True,
+                          timeout=timeout, cwd=cwd)
+
+
+def folder_of_shapes(root: Path, classes: tuple[str, ...], per_class: int = 6, name: str = "{i}.png") -> Path:
+    for c, label in enumerate(classes):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            shape_image(("circle", "square")[c % 2], seed=100 * c + i, size=40).save(root / label / name.format(i=i))
+    return root
+
+
+@pytest.mark.slow
+def test_escape_codes_in_names_never_reach_the_terminal(tmp_path: Path):
+    data = folder_of_shapes(tmp_path / "data", ESC_CLASSES)
+    for label in ESC_CLASSES:
+        (data / label / "0.png").rename(data / label / ESC_FILE)
+    run = tmp_path / "run"
+    outputs = [vistrain("train", data, "--out", run, "--head", "logistic", "--cache-dir", tmp_path / "cache")]
+    assert outputs[0].returncode == 0, outputs[0].stderr.decode(errors="replace")
+    outputs += [vistrain("predict", run, data, "--cache-dir", tmp_path / "cache"),
+                vistrain("predict", run, data, "--format", "csv", "--cache-dir", tmp_path / "cache"),
+                vistrain("evaluate", run, data, "--cache-dir", tmp_path / "cache"),
+                vistrain("check", data, "--out", tmp_path / "check"),
+                vistrain("predict", run, data / "missing\x1b[2J.png")]
+    for finished in outputs:
+        text = finished.stdout + finished.stderr
+        assert b"\x1b" not in text and b"\x07" not in text and "\u202e".encode() not in text, text[-2000:]
+    shown = b"".join(finished.stdout + finished.stderr for finished in outputs).decode()
+    assert "dog\\x1b]0;pwned\\x07" in shown and "photo\\x1b[2J\\u202e.png" in shown  # named, visibly
+
+
+def test_an_error_naming_a_class_shows_its_escape_codes_escaped(tmp_path: Path):
+    data = folder_of_shapes(tmp_path / "data", ESC_CLASSES[1:], per_class=1)  # a single class: refused, named
+    finished = vistrain("train", data, "--out", tmp_path / "run")
+    assert finished.returncode == 1 and b"\x1b" not in finished.stderr and b"\x07" not in finished.stderr
+    assert "dog\\x1b]0;pwned\\x07" in finished.stderr.decode() and b"Traceback" not in finished.stderr
