@@ -56,3 +56,35 @@ def test_an_error_naming_a_class_shows_its_escape_codes_escaped(tmp_path: Path):
     finished = vistrain("train", data, "--out", tmp_path / "run")
     assert finished.returncode == 1 and b"\x1b" not in finished.stderr and b"\x07" not in finished.stderr
     assert "dog\\x1b]0;pwned\\x07" in finished.stderr.decode() and b"Traceback" not in finished.stderr
+
+
+@pytest.fixture
+def latin1_names(tmp_path: Path) -> Path:
+    """Two classes of shapes, with a file and a whole class folder named in Latin-1 (b'caf\\xe9'), not UTF-8."""
+    data = folder_of_shapes(tmp_path / "data", ("circle", "square"))
+    os.rename(data / "circle" / "0.png", os.fsencode(data / "circle") + b"/caf\xe9.png")
+    folder_of_shapes(Path(os.fsdecode(os.fsencode(data) + b"/d\xe9j\xe0")), ("sub",), per_class=2)
+    return data
+
+
+def test_names_that_are_not_utf8_are_skipped_and_named_by_audit_and_check(latin1_names: Path, tmp_path: Path):
+    audit = vistrain("audit", latin1_names, "--folds", "2", "--out", tmp_path / "audit", "--cache-dir", tmp_path / "c")
+    check = vistrain("check", latin1_names, "--out", tmp_path / "check")
+    for finished in (audit, check):
+        assert finished.returncode == 0, finished.stderr.decode(errors="replace")
+    assert "caf\\xe9.png: name is not UTF-8" in audit.stderr.decode()
+    assert "d\\xe9j\\xe0: name is not UTF-8" in audit.stderr.decode()
+    assert len((tmp_path / "audit" / "predictions.csv").read_text().splitlines()) == 1 + 5 + 6  # the other images
+    assert "caf\\xe9.png" in (tmp_path / "audit" / "audit.html").read_text()  # among the skipped files
+    assert "caf\\xe9.png" in (tmp_path / "check" / "unreadable.csv").read_text()
+
+
+def test_a_name_that_is_not_utf8_given_to_predict_is_skipped_in_every_format(latin1_names: Path, run: Path):
+    given = os.fsdecode(os.fsencode(latin1_names / "circle") + b"/caf\xe9.png")
+    for output_format in ("table", "csv", "json"):
+        finished = vistrain("predict", run, given, latin1_names / "square" / "1.png", "--format", output_format)
+        assert finished.returncode == 0, finished.stderr.decode(errors="replace")
+        text = finished.stdout.decode()
+        assert ("caf\\udce9.png" if output_format == "json" else "caf\\xe9.png") in text  # JSON: the exact surrogate
+        assert "not UTF-8" in text or output_format == "table"  # the table wraps the reason
+    assert [row["error"] != "" for row in json.loads(finished.stdout)] == [False, True]  # predicted, then skipped

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vistrain.analysis.audit import KINDS, Audit
 from vistrain.analysis.report import thumbnail
-from vistrain.core.files import write_atomic, write_csv
+from vistrain.core.files import utf8, write_atomic, write_csv
 from vistrain.core.html import render
 from vistrain.model.predictions import write_predictions
 
@@ -44,5 +44,5 @@ def write_audit(out: Path, result: Audit, source: str) -> list[Path]:
                   by_kind={k: v[:MAX_SHOWN] for k, v in by_kind.items()},
                   thumbs={str(f.file): thumbnail(f.file) for f in shown}, skipped=result.skipped,
                   created=datetime.now().strftime("%Y-%m-%d %H:%M"))
-    write_atomic(out / AUDIT_HTML, page.encode())
+    write_atomic(out / AUDIT_HTML, utf8(page))
     return [out / AUDIT_CSV, out / OUT_OF_SAMPLE, out / AUDIT_HTML]

@@ -100,12 +100,12 @@ def print_predictions(rows: list[dict], output_format: str, k: int) -> None:
     table.add_column(f"top {k}")
     for row in rows:
         if row["error"]:
-            table.add_row(shown(shorten_start(row["file"], width)), "[red]error[/]", "", shown(row["error"]))
+            table.add_row(shown(shorten_start(printable(row["file"]), width)), "[red]error[/]", "", shown(row["error"]))
             continue
         label = shown(row["class"]) + (" [yellow](uncertain)[/]" if row["uncertain"] else "")
         top = ", ".join(f"{shown(name)} {p:.3f}" for name, p in row["top"])
         probability = "" if row["probability"] is None else f"{row['probability']:.4f}"
-        table.add_row(shown(shorten_start(row["file"], width)), label, probability, top)
+        table.add_row(shown(shorten_start(printable(row["file"]), width)), label, probability, top)
     results.print(table)
 
 

@@ -66,8 +66,14 @@ def make_folder(path: Path, what: str) -> Path:
     return path
 
 
+def utf8(text: str) -> bytes:
+    """`text` as UTF-8, the bytes of a file name that was not UTF-8 (held as lone surrogates) written as \\xNN, as the
+    terminal shows them (`vistrain.core.console.printable`): a page or a CSV naming such a file can still be written."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").encode()
+
+
 def write_json(path: Path, value: dict | list) -> None:
-    write_atomic(path, (json.dumps(value, indent=2) + "\n").encode())
+    write_atomic(path, utf8(json.dumps(value, indent=2) + "\n"))
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -75,7 +81,7 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    write_atomic(path, buffer.getvalue().encode())
+    write_atomic(path, utf8(buffer.getvalue()))
 
 
 def read_csv(path: Path) -> list[dict]:

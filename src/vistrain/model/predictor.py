@@ -15,7 +15,7 @@ from vistrain.backbones.multi_depth import with_stages
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console, shown
 from vistrain.core.files import sha256_file
-from vistrain.data.files import list_files
+from vistrain.data.files import NOT_UTF8, is_utf8, list_files
 from vistrain.data.samples import Skipped
 from vistrain.features.extract import extract_features
 from vistrain.features.transforms import View
@@ -163,11 +163,14 @@ def fine_tuned_backbone(base: Backbone, run: Path, sha256: str) -> Backbone:
 
 
 def expand_paths(inputs: list[str | Path]) -> tuple[list[Path], list[Skipped]]:
-    """Files as given (a missing one is reported when it is read) and every non-hidden file inside folders; and the
-    links to folders found inside them, as skipped (`list_files`)."""
+    """Files as given (a missing one is reported when it is read) and every non-hidden file inside folders; and, as
+    skipped, the links to folders found inside them and the names that are not UTF-8 (`list_files`)."""
     paths: list[Path] = []
     links: list[Skipped] = []
     for item in map(Path, inputs):
+        if not is_utf8(str(item)):
+            links.append(Skipped(item, NOT_UTF8))
+            continue
         found, skipped = list_files(item) if item.is_dir() else ([item], [])
         paths += found
         links += skipped
