@@ -88,3 +88,38 @@ def test_a_name_that_is_not_utf8_given_to_predict_is_skipped_in_every_format(lat
         assert ("caf\\udce9.png" if output_format == "json" else "caf\\xe9.png") in text  # JSON: the exact surrogate
         assert "not UTF-8" in text or output_format == "table"  # the table wraps the reason
     assert [row["error"] != "" for row in json.loads(finished.stdout)] == [False, True]  # predicted, then skipped
+
+
+def one_line_error(finished: subprocess.CompletedProcess) -> str:
+    """The one line a refused command printed (rc 1, no traceback)."""
+    text = finished.stderr.decode()
+    assert finished.returncode == 1 and "Traceback" not in text and len(text.strip().splitlines()) == 1, text[-3000:]
+    return text
+
+
+@pytest.mark.parametrize("line, problem", [("n01 " + "x" * 10_000_000, "a name of 10,000,000 characters"),
+                                           ("n01 tabby\x1b[2J, tabby cat", "holds a control character"),
+                                           ("n00 tabby", "n00 is named again (first on line 1)")],
+                         ids=["10 MB", "escape code", "named twice"])
+def test_class_names_are_bounded_when_they_are_read(tmp_path: Path, line: str, problem: str):
+    data = folder_of_shapes(tmp_path / "data", ("n00", "n01"), per_class=2)
+    (tmp_path / "names.txt").write_text(f"n00 cat, house cat\n{line}\n")
+    finished = vistrain("train", data, "--class-names", tmp_path / "names.txt", "--out", tmp_path / "run", timeout=60)
+    assert "names.txt line 2: " in one_line_error(finished) and problem in finished.stderr.decode()
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_label_csv_with_a_huge_or_unprintable_label_is_named_by_line(tmp_path: Path):
+    data = folder_of_shapes(tmp_path / "data", ("cat", "dog"), per_class=3)
+    rows = [f"{label}/{i}.png,{label}" for label in ("cat", "dog") for i in range(3)]
+    (tmp_path / "huge.csv").write_text("\n".join(rows + ["cat/0.png," + "x" * 200_000]) + "\n")
+    assert "huge.csv line 7: field larger than field limit" in one_line_error(
+        vistrain("train", "--labels", tmp_path / "huge.csv", "--image-root", data, "--out", tmp_path / "run"))
+    (tmp_path / "odd.csv").write_text("\n".join(rows + ["cat/0.png,cat\x1b[2J", "cat/1.png," + "y" * 300]) + "\n")
+    finished = vistrain("train", "--labels", tmp_path / "odd.csv", "--image-root", data, "--out", tmp_path / "run",
+                        "--head", "logistic", "--cache-dir", tmp_path / "cache")
+    assert finished.returncode == 0, finished.stderr.decode()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["classes"] == ["cat", "dog"]
+    skipped = (tmp_path / "run" / "skipped.csv").read_text()
+    assert "odd.csv line 7: 'cat\\x1b[2J' holds a control character" in skipped
+    assert "odd.csv line 8: a name of 300 characters (at most 200)" in skipped
