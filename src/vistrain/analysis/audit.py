@@ -32,7 +32,6 @@ import numpy as np
 from vistrain.analysis.audit_scores import confident_learning, duplicate_pairs, neighbours, outlier_scores, residual_scores
 from vistrain.backbones import get_backbone
 from vistrain.data.datasets import load_dataset
-from vistrain.data.decisions import Decisions
 from vistrain.data.samples import SINGLE_LABEL, Dataset, Skipped
 from vistrain.features.extract import extract_features
 from vistrain.features.int8 import Precision, calibration_set
@@ -86,7 +85,7 @@ class Audit:
 
 def audit(source: str | Path, task: str = "auto", image_root: Path | None = None, backbone: str = "efficientnet_lite0",
           folds: int = 5, seed: int = 0, label_depth: int = 1, cache_dir: Path | None = None,
-          decisions: Decisions | None = None, show_progress: bool = True, precision: str = "fp32") -> Audit:
+          decisions: Path | None = None, show_progress: bool = True, precision: str = "fp32") -> Audit:
     """Audit every image of SOURCE (a data folder or a label CSV; training and validation together), on features
     in `precision` (int8: calibrated on the training images, as `train` does)."""
     dataset = load_dataset(source, seed=seed, label_depth=label_depth, task=task, image_root=image_root,

@@ -40,11 +40,11 @@ def run_audit(data, labels, image_root, task, backbone, folds, seed, label_depth
               cache_dir):
     from vistrain.analysis.audit import audit
     from vistrain.analysis.audit_report import write_audit
-    from vistrain.data.decisions import Decisions, default_path
+    from vistrain.data.decisions import Decisions
 
     source = data_source(data, labels)
-    chosen = Decisions.load(decisions or default_path(source))
-    result = audit(source, task, image_root, backbone, folds, seed, label_depth, cache_dir, chosen,
+    chosen = Decisions.resolve(decisions, source)
+    result = audit(source, task, image_root, backbone, folds, seed, label_depth, cache_dir, decisions,
                    precision=precision)
     paths = write_audit(out, result, str(source))
     name, value, low, high = result.metric

@@ -46,11 +46,10 @@ def split(source: Path, dest: Path, val_fraction: float, test_fraction: float, p
     class and seeded, as `train` splits a folder of class folders. Review decisions are honoured: excluded images
     are left out, relabelled ones go to their new class (the cleaned dataset as a new tree); SOURCE is never
     changed."""
-    from vistrain.data.decisions import Decisions
     from vistrain.data.organise import split_dataset
 
     result = split_dataset(source, dest, val_fraction, test_fraction, seed, per_class, pattern, label_depth,
-                           image_root, mode, force, Decisions.load(decisions) if decisions else None, cache_dir)
+                           image_root, mode, force, decisions, cache_dir)
     console.print(f"{shown(result.source)} -> {shown(str(dest))} ({result.mode})")
     table = Table()
     table.add_column("class")
@@ -81,13 +80,12 @@ def check(data: Path, threshold: int, min_size: int, out: Path, decisions: Path 
     from rich.progress import Progress
 
     from vistrain.data.check import CHECK_FILES, check_dataset, imbalance, size_summary, write_check_files
-    from vistrain.data.decisions import Decisions
 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("checking", total=None)
         result = check_dataset(data, threshold, on_file=lambda done, total: progress.update(task, completed=done,
                                                                                             total=total),
-                               decisions=Decisions.load(decisions) if decisions else None)
+                               decisions=decisions)
     table = Table(title="images per class")
     table.add_column("class")
     for split in result.counts:

@@ -16,19 +16,20 @@ from rich.console import Console, ConsoleOptions, RenderableType
 from rich.markup import escape
 from rich.segment import Segment
 
-# C0 controls but tab and newline, DEL, C1 controls, bidirectional marks and overrides, and the lone surrogates
-# Python gives the bytes of an undecodable file name (os.fsdecode's surrogateescape).
-CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\udc80-\udcff]")
+# C0 controls, DEL, C1 controls, bidirectional marks and overrides, and the lone surrogates Python gives the bytes
+# of an undecodable file name (os.fsdecode's surrogateescape).
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\udc80-\udcff]")
+LAYOUT = "\t\n"  # control characters that messages and tables use as they are
 
 
-def printable(text: str) -> str:
-    """`text` with every control character shown as an escape (\\x1b, \\u202e) and every undecodable byte of a
-    file name as \\xNN."""
-    return CONTROL.sub(_escaped, text)
+def printable(text: str, keep: str = LAYOUT) -> str:
+    """`text` with every control character but those in `keep` shown as an escape (\\x1b, \\u202e) and every
+    undecodable byte of a file name as \\xNN."""
+    return CONTROL.sub(lambda match: match.group() if match.group() in keep else _escaped(match.group()), text)
 
 
-def _escaped(match: re.Match) -> str:
-    code = ord(match.group())
+def _escaped(character: str) -> str:
+    code = ord(character)
     if 0xDC80 <= code <= 0xDCFF:
         return f"\\x{code - 0xDC00:02x}"
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

@@ -114,11 +114,15 @@ def read_csv_lines(path: Path) -> list[tuple[int, list[str]]]:
     when it cannot be read: not UTF-8, a cell over the csv module's field limit (128 KiB), a NUL byte."""
     try:
         with open_data_file(path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle)
+            reader, rows, start = csv.reader(handle), [], 1
             try:
-                return [(reader.line_num, row) for row in reader if any(c.strip() for c in row)]
+                for row in reader:
+                    if any(cell.strip() for cell in row):
+                        rows.append((start, row))
+                    start = reader.line_num + 1  # a quoted cell may hold line breaks: a row starts after the last
             except csv.Error as error:
                 raise DataError(f"{path} line {reader.line_num}: {error}") from None
+            return rows
     except (RefusedFile, UnicodeDecodeError) as error:
         raise DataError(f"{path}: {error}") from None
 

@@ -22,7 +22,7 @@ def label_problem(name: str) -> str | None:
     if len(name) > MAX_NAME:
         return f"a name of {len(name):,} characters (at most {MAX_NAME})"
     if CONTROL.search(name):
-        return f"'{printable(name[:60])}' holds a control character"
+        return f"'{printable(name[:60], keep='')}' holds a control character"
     return None
 
 

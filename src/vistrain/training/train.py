@@ -16,7 +16,6 @@ from vistrain.core.console import console, shown
 from vistrain.core.files import default_cache_dir, make_folder
 from vistrain.data.class_names import class_labels, name_classes
 from vistrain.data.datasets import load_dataset
-from vistrain.data.decisions import Decisions
 from vistrain.data.samples import Dataset, Skipped
 from vistrain.features.int8 import Precision, calibration_set
 from vistrain.features.transforms import Augmentation
@@ -84,7 +83,7 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
         raise ValueError("--fine-tune trains the backbone in fp32; int8 features are for a frozen backbone")
     cache_dir = make_folder(cache_dir or default_cache_dir(), "the feature cache")  # a bad one stops us before the run
     dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth, options.task, image_root,
-                           Decisions.load(decisions) if decisions else None, cache_dir)
+                           decisions, cache_dir)
     if class_names is not None:
         dataset.class_names = name_classes(dataset.classes, class_names)
     backbone = with_stages(get_backbone(options.backbone), tuple(options.feature_stages))
