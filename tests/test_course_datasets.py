@@ -88,6 +88,14 @@ def test_a_conversion_cut_short_is_redone_and_a_complete_one_is_reused(svhn, tmp
     assert svhn_folder(mat, tmp_path / "cache") == (folder, 40)
 
 
+def test_audit_reads_a_mat_as_train_does(svhn, tmp_path: Path):
+    mat, _, _ = svhn
+    result = invoke("audit", mat, "--folds", "2", "--out", tmp_path / "audit", "--cache-dir", tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    assert "audited 40 images" in result.stderr
+    assert "is a file: DATA is a folder or an SVHN .mat file" in invoke("audit", tmp_path / "audit" / "audit.csv").output
+
+
 def test_train_on_a_mat_then_evaluate_on_another(svhn, tmp_path: Path):
     mat, _, _ = svhn
     test_mat = write_mat(tmp_path / "downloads" / "test_32x32.mat", X=crops(20, seed=1), y=svhn_labels(20))

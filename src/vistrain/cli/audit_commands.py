@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from vistrain.cli.main import CACHE_DIR, PRECISION, data_source, friendly_errors, label_options, main
+from vistrain.cli.main import CACHE_DIR, DATA, PRECISION, data_source, friendly_errors, label_options, main
 from vistrain.cli.show import report_skipped
 from vistrain.core.console import console, results, shown
 from vistrain.data.samples import TASKS
@@ -16,7 +16,7 @@ from vistrain.training.options import DEFAULTS
 
 def audit_options(command):
     options = [
-        click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)),
+        DATA,
         label_options,
         click.option("--task", default=DEFAULTS.task, type=click.Choice(("auto", *TASKS))),
         click.option("--backbone", default=DEFAULTS.backbone, help="Whose features to audit with."),
@@ -70,7 +70,7 @@ def run_audit(data, labels, image_root, task, backbone, folds, seed, label_depth
 @click.option("--port", default=8001, type=click.IntRange(0, 65535))
 @friendly_errors
 def audit_command(serve: bool, host: str, port: int, **settings) -> None:
-    """Audit the labelled images in DATA (or --labels): label issues, off-topic images and near duplicates, from
+    """Audit the labelled images in DATA (a folder, or an SVHN .mat file) or --labels: label issues, off-topic images and near duplicates, from
     out-of-sample predictions of every image (training and validation together)."""
     result, decisions, source = run_audit(**settings)
     if serve:
