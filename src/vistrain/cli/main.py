@@ -6,6 +6,7 @@ library (`TrainOptions`), never repeated here.
 
 from __future__ import annotations
 
+import errno
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
@@ -23,6 +24,7 @@ from vistrain.model.run_dir import RunError
 from vistrain.training.options import DEFAULTS
 
 USER_ERRORS = (DataError, RunError, BackboneUnavailable, ValueError)
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 
 def friendly_errors(command):
@@ -34,6 +36,11 @@ def friendly_errors(command):
             return command(*args, **kwargs)
         except USER_ERRORS as error:
             raise click.ClickException(str(error)) from None
+        except OSError as error:
+            if error.errno not in FULL_DISK:
+                raise
+            raise click.ClickException(f"no space left on the device of {error.filename or 'a file vistrain writes'}"
+                                       " (--out, --cache-dir): free some, or choose a folder on another disk") from None
 
     return wrapper
 

@@ -37,7 +37,8 @@ os.umask(UMASK)  # read once, at import: the umask can only be read by setting i
 
 def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     """Write `data` (bytes, or a function that writes to the open binary file) to `path` atomically, with the
-    permissions `open` would give a new file (a temporary file is private until it is renamed)."""
+    permissions `open` would give a new file (a temporary file is private until it is renamed). An OSError (a full
+    disk) names `path`."""
     path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -45,8 +46,10 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
         with os.fdopen(handle, "wb") as file:
             data(file) if callable(data) else file.write(data)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:
+            error.filename = str(path)
         raise
 
 

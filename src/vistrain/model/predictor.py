@@ -23,6 +23,7 @@ from vistrain.model import tasks
 from vistrain.model.heads import build_head
 from vistrain.model.run_dir import (BACKBONE_WEIGHTS, CONFIG, WEIGHTS, RunError, class_labels_of, load_weights,
                                     read_config, run_precision)
+from vistrain.model.run_state import require_complete
 
 
 @dataclass
@@ -51,7 +52,9 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run: str | Path) -> "Predictor":
+        """The model of a complete run (`vistrain.model.run_state.require_complete`)."""
         config = read_config(run)
+        require_complete(Path(run))
         try:
             backbone = get_backbone(config["backbone"]["name"])
         except BackboneUnavailable as error:
