@@ -437,3 +437,61 @@ def test_a_thin_image_is_resized_only_where_it_is_cropped_and_as_if_whole(height
     whole = center_crop(resize_shorter_side(pixels, 256, interpolation), 224)
     difference = (resize_and_crop(pixels, 256, 224, interpolation).int() - whole.int()).abs()
     assert difference.max() <= 2 and difference.float().mean() < 0.05  # grey levels, on noise: at most a sub-pixel shift
+
+
+# ---- held from round 1 (issue 26): form fields, long names, lying content types, slow connections ----
+
+
+def post_raw(url: str, body: bytes, content_type: str) -> tuple[int, dict]:
+    request = urllib.request.Request(url + "/predict", body, {"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_ten_thousand_form_fields_are_refused_clearly(served: ServerProcess):
+    boundary = uuid.uuid4().hex
+    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nx\r\n'.encode()
+                    for i in range(10_000)) + f"--{boundary}--\r\n".encode()
+    assert len(body) < MAX_BYTES  # refused for its fields, not its size
+    status, answer = post_raw(served.url, body, f"multipart/form-data; boundary={boundary}")
+    assert status == 400 and "Too many fields" in answer["error"]
+
+
+@pytest.mark.parametrize("name, data, content_type, expected", [
+    ("n" * 100_000 + ".png", None, None, 400),  # a 100 KB file name
+    ("photo.png", b"GIF89a, it says, but it is text", None, 415),  # a name and a part type that lie
+    (None, b'{"files": "photo.png"}', "multipart/form-data; boundary=zzz", 400),  # a request type that lies
+    (None, b"\x89PNG\r\n\x1a\n" + bytes(100), "image/png", 400),
+])
+def test_lying_names_and_types_get_a_clear_answer(served: ServerProcess, name, data, content_type, expected: int):
+    if content_type is None:
+        status, answer = post(served.url, [(name, data if data is not None else png(shape_image("circle", 1)))])
+    else:
+        status, answer = post_raw(served.url, data, content_type)
+    assert status == expected and answer["error"], answer
+    assert post(served.url, [("fine.png", png(shape_image("square", 3)))])[0] == 200
+
+
+def test_two_hundred_slow_connections_leave_health_answered(served: ServerProcess):
+    connections = []
+    try:
+        for _ in range(200):  # each sends its headers a line at a time, and never finishes
+            connection = socket.create_connection(("127.0.0.1", served.port), timeout=10)
+            connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            connections.append(connection)
+        slowest = 0.0
+        for round_ in range(20):
+            started = time.perf_counter()
+            with urllib.request.urlopen(served.url + "/health", timeout=10) as response:
+                assert response.status == 200
+            slowest = max(slowest, time.perf_counter() - started)
+            for connection in connections[round_ % 4 :: 4]:
+                connection.sendall(b"X-Slow: 1\r\n")
+            time.sleep(0.05)
+        assert slowest < 1.0, f"health took {slowest * 1000:.0f} ms"  # 7 ms measured on a quiet machine
+    finally:
+        for connection in connections:
+            connection.close()
