@@ -90,7 +90,7 @@ def test_a_conversion_cut_short_is_redone_and_a_complete_one_is_reused(svhn, tmp
 
 def test_audit_reads_a_mat_as_train_does(svhn, tmp_path: Path):
     mat, _, _ = svhn
-    result = invoke("audit", mat, "--folds", "2", "--out", tmp_path / "audit", "--cache-dir", tmp_path / "cache")
+    result = invoke("audit", mat, "--folds", "2", "--out", tmp_path / "audit")
     assert result.exit_code == 0, result.output
     assert "audited 40 images" in result.stderr
     assert "is a file: DATA is a folder or an SVHN .mat file" in invoke("audit", tmp_path / "audit" / "audit.csv").output

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_class_folders
-from test_hostile_names import one_line_error, vistrain
+from conftest import invoke, write_class_folders
+from test_hostile_runs import fails_clearly
 from test_hostile_serve import free_port
 from vistrain.data.decisions import Decisions
 from vistrain.data.files import DECISIONS_FILE
@@ -97,8 +97,8 @@ def test_a_new_class_on_purpose_is_saved_and_split_makes_its_folder(review, tmp_
     url, data, _ = review
     status, answer = relabel(url, "wolf", new_class=True)
     assert status == 200 and answer["decision"] == {"action": "relabel", "label": "wolf"}
-    finished = vistrain("split", data, tmp_path / "split")
-    assert finished.returncode == 0, finished.stderr.decode()
+    finished = invoke("split", data, tmp_path / "split")
+    assert finished.exit_code == 0, finished.output
     assert len(list((tmp_path / "split").glob("*/wolf/*.png"))) == 1
 
 
@@ -147,7 +147,6 @@ def write_decisions(path: Path, text: str | bytes) -> Path:
     return path
 
 
-READERS = [("check", "DATA", "--out", "OUT"), ("split", "DATA", "OUT"), ("train", "DATA", "--out", "OUT")]
 MALFORMED = {
     "a 150 KB label": ("file,decision,label\ncircle/circle_1.png,relabel," + "w" * 150_000 + "\n",
                        "line 2: field larger than field limit"),
@@ -160,19 +159,32 @@ MALFORMED = {
 }
 
 
-@pytest.mark.parametrize("command", READERS, ids=[r[0] for r in READERS])
+def refusal(data: Path, tmp_path: Path, command: str) -> str:
+    """The one line `command` (check, split, train, evaluate, audit) gives for DATA's decisions file."""
+    args = {"check": ["check", data, "--out", tmp_path / "out"], "split": ["split", data, tmp_path / "out"],
+            "train": ["train", data, "--out", tmp_path / "out"], "audit": ["audit", data, "--out", tmp_path / "out"],
+            "evaluate": ["evaluate", tmp_path / "no-run-needed", data]}[command]
+    return fails_clearly(*args)
+
+
 @pytest.mark.parametrize("malformed", MALFORMED, ids=list(MALFORMED))
-def test_every_reader_refuses_a_malformed_decisions_file_in_one_line(data: Path, tmp_path: Path, command, malformed):
+def test_a_malformed_decisions_file_is_refused_in_one_line_naming_the_line(data: Path, tmp_path: Path, malformed):
     text, problem = MALFORMED[malformed]
     write_decisions(data / DECISIONS_FILE, text)
-    args = [{"DATA": data, "OUT": tmp_path / "out"}.get(arg, arg) for arg in command]
-    error = one_line_error(vistrain(*args))
+    error = refusal(data, tmp_path, "check")
     assert f"{data / DECISIONS_FILE}" in error and problem in error
+
+
+@pytest.mark.parametrize("command", ["split", "train", "audit"])
+def test_every_reader_reads_decisions_files_alike(data: Path, tmp_path: Path, command: str):
+    text, problem = MALFORMED["a 150 KB label"]
+    write_decisions(data / DECISIONS_FILE, text)
+    assert problem in refusal(data, tmp_path, command)
 
 
 def test_split_refuses_a_new_class_that_makes_no_folder(data: Path, tmp_path: Path):
     write_decisions(data / DECISIONS_FILE, "file,decision,label\ncircle/circle_1.png,relabel,'=cmd|' -C calc'!A0\n")
-    error = one_line_error(vistrain("split", data, tmp_path / "split"))
+    error = fails_clearly("split", data, tmp_path / "split")
     assert f"{data / DECISIONS_FILE} line 2: a new class" in error and "starts like a spreadsheet formula" in error
     assert not (tmp_path / "split").exists()
 
@@ -180,8 +192,8 @@ def test_split_refuses_a_new_class_that_makes_no_folder(data: Path, tmp_path: Pa
 def test_a_decisions_file_kept_outside_the_data_folder_is_applied(data: Path, tmp_path: Path):
     outside = write_decisions(tmp_path / "elsewhere.csv",
                               "file,decision,label\ncircle/circle_1.png,exclude,\nsquare/square_2.png,relabel,circle\n")
-    finished = vistrain("check", data, "--decisions", outside, "--out", tmp_path / "check")
-    assert finished.returncode == 0, finished.stderr.decode()
+    finished = invoke("check", data, "--decisions", outside, "--out", tmp_path / "check")
+    assert finished.exit_code == 0, finished.output
     images = {Path(row["file"]).name: row["class"] for row in csv.DictReader(open(tmp_path / "check" / "images.csv"))}
     assert "circle_1.png" not in images and images["square_2.png"] == "circle"
 
