@@ -428,7 +428,7 @@ def test_thin_images_keep_serve_within_its_memory(served: ServerProcess, thin: P
 
 
 @pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
-@pytest.mark.parametrize("height, width", [(1, 20_000), (20_000, 1), (3, 5000), (255, 5000), (8000, 257), (10, 4000)])
+@pytest.mark.parametrize("height, width", [(1, 300), (300, 1), (3, 900), (255, 5000), (8000, 257), (10, 4000)])
 def test_a_thin_image_is_resized_only_where_it_is_cropped_and_as_if_whole(height: int, width: int,
                                                                           interpolation: str):
     from vistrain.features.transforms import center_crop, resize_and_crop, resize_shorter_side
