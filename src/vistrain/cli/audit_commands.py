@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from vistrain.cli.main import CACHE_DIR, DATA, PRECISION, data_source, friendly_errors, label_options, main
+from vistrain.cli.main import CACHE_DIR, DATA, DECISIONS, PRECISION, data_source, friendly_errors, label_options, main
 from vistrain.cli.show import report_skipped
 from vistrain.core.console import console, results, shown
 from vistrain.data.samples import TASKS
@@ -25,8 +25,7 @@ def audit_options(command):
         click.option("--label-depth", default=DEFAULTS.label_depth, type=click.IntRange(1)),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="vistrain-audit",
                      help="Folder for audit.csv, predictions.csv (out-of-sample) and audit.html."),
-        click.option("--decisions", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Decisions file [default: vistrain-decisions.csv in the data folder, or the CSV's folder]."),
+        DECISIONS,
         click.option("--top", default=20, type=click.IntRange(1), help="Findings shown in the terminal."),
         PRECISION,
         CACHE_DIR,

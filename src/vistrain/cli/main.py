@@ -149,8 +149,9 @@ def training_options(command):
 
 
 DECISIONS = click.option("--decisions", type=click.Path(dir_okay=False, path_type=Path),
-                         help="Review decisions to honour [default: vistrain-decisions.csv in the data folder, or in "
-                              "the CSV's folder, if there is one].")
+                         help="Review decisions (file,decision,label; paths relative to the data folder) "
+                              "[default: vistrain-decisions.csv in the data folder, or in the CSV's folder, if there "
+                              "is one].")
 
 
 DATA = click.argument("data", required=False, type=click.Path(exists=True, path_type=Path))
