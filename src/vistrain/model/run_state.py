@@ -1,9 +1,10 @@
 """Whether a run directory is being written, and whether it is complete.
 
 A process that writes a run (`train`, `train --resume`) holds the run's lock, an advisory `flock` on
-RUN/.vistrain-lock, from before it removes an old run's files until its last file is written; a second one refused
-at once, in one line (two `train --overwrite` on one `--out` both reported success, and one run overwrote the
-other). The lock goes with the process: a killed one leaves nothing to clean up.
+RUN/.vistrain-lock, from before it removes an old run's files until its last file is written, then removes it. A
+second one is refused at once, in one line (two `train --overwrite` on one `--out` both reported success, and one
+run overwrote the other). The lock goes with the process: a killed one leaves the file, which the next `train
+--resume` or `--overwrite` takes.
 
 A run is complete when every one of its files is written: until then it holds checkpoint.pt (`train` removes it
 last, after the report). `predict`, `evaluate`, `serve` and `export` refuse an incomplete run in one line
@@ -29,7 +30,7 @@ def start_run_dir(out: str | Path | None, overwrite: bool) -> tuple[Path, TextIO
     try:
         return new_run_dir(path, overwrite), lock
     except BaseException:
-        lock.close()
+        unlock_run(lock)
         raise
 
 
@@ -40,6 +41,8 @@ def lock_run(path: Path) -> TextIO:
     handle = open(path / LOCK, "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not _still_there(handle):  # its holder removed it as we opened it: another may be making a new one
+            raise BlockingIOError
     except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
@@ -50,6 +53,20 @@ def lock_run(path: Path) -> TextIO:
     handle.write(f"vistrain process {os.getpid()}")
     handle.flush()
     return handle
+
+
+def unlock_run(lock: TextIO) -> None:
+    """Remove the lock file and let go of it (removed first, while held: `lock_run` checks that the file it locked
+    is still the lock file)."""
+    Path(lock.name).unlink(missing_ok=True)
+    lock.close()
+
+
+def _still_there(handle: TextIO) -> bool:
+    try:
+        return os.stat(handle.name).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def require_complete(run: Path) -> None:

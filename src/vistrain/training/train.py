@@ -24,7 +24,7 @@ from vistrain.model.heads import build_head
 from vistrain.model.metrics import HEADLINE, task_metrics, tune_thresholds
 from vistrain.model.predictions import Predictions
 from vistrain.model.run_dir import RunError
-from vistrain.model.run_state import lock_run, start_run_dir
+from vistrain.model.run_state import lock_run, start_run_dir, unlock_run
 from vistrain.training import distributed
 from vistrain.training.checkpoint import Checkpoint, load_checkpoint
 from vistrain.training.distributed import Context
@@ -110,7 +110,7 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
             run.checkpoint.remove()  # now the run is complete
     finally:
         if run.lock is not None:
-            run.lock.close()
+            unlock_run(run.lock)
     return TrainResult(run.path, metrics, trained.history, dataset.skipped + features.skipped, run.context.is_main)
 
 
@@ -154,7 +154,7 @@ def start_run(data: str | Path, out: str | Path | None, options: TrainOptions, o
         checkpoint.save()
     except BaseException:
         if lock is not None:
-            lock.close()
+            unlock_run(lock)
         raise
     return Run(path, checkpoint, context, say, lock)
 
