@@ -75,5 +75,6 @@ def inspect(run: str | Path, data: str | Path | None = None, top: int = 10, cach
 
 
 def export(run: str | Path, output_format: str = "onnx", out: str | Path | None = None, int8: bool = False) -> Path:
-    """RUN's whole model as one ONNX or TorchScript file (`int8`: ONNX quantised to int8); returns its path."""
+    """RUN's whole model as one file or folder in `output_format` (onnx, torchscript, tflite, coreml, openvino;
+    `int8`: quantised to int8); returns its path."""
     return export_run(run, output_format, out, int8)

@@ -37,6 +37,7 @@ from vistrain.analysis.ranking import format_values, label_view
 from vistrain.backbones import get_backbone
 from vistrain.data.datasets import load_dataset
 from vistrain.data.samples import SINGLE_LABEL, DataError, Dataset, Skipped
+from vistrain.features.cpu import resolve_precision
 from vistrain.features.extract import extract_features
 from vistrain.features.int8 import Precision, calibration_set
 from vistrain.model.linear import out_of_sample
@@ -90,13 +91,14 @@ class Audit:
 
 def audit(source: str | Path, task: str = "auto", image_root: Path | None = None, backbone: str = "efficientnet_lite0",
           folds: int = 5, seed: int = 0, label_depth: int = 1, cache_dir: Path | None = None,
-          decisions: Path | None = None, show_progress: bool = True, precision: str = "fp32") -> Audit:
+          decisions: Path | None = None, show_progress: bool = True, precision: str = "auto") -> Audit:
     """Audit every image of SOURCE (a data folder or a label CSV; training and validation together), on features
-    in `precision` (int8: calibrated on the training images, as `train` does)."""
+    in `precision` (int8: calibrated on the training images, as `train` does; auto as `train` resolves it)."""
     dataset = load_dataset(source, seed=seed, label_depth=label_depth, task=task, image_root=image_root,
                            decisions=decisions)
     model = get_backbone(backbone)
     samples = dataset.train + dataset.val
+    precision = resolve_precision(precision)[0]
     calibration = calibration_set([s.path for s in dataset.train], seed) if precision == "int8" else ()
     features = extract_features([s.path for s in samples], model, model.preprocess, cache_dir,
                                 show_progress=show_progress, precision=Precision(precision, calibration))

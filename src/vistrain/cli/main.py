@@ -18,7 +18,7 @@ from vistrain.backbones.registry import BackboneUnavailable
 from vistrain.core.console import printable
 from vistrain.data.matlab import is_mat
 from vistrain.data.samples import TASKS, DataError
-from vistrain.features import PRECISIONS
+from vistrain.features import AUTO, PRECISIONS
 from vistrain.model import HEADS
 from vistrain.model.run_dir import RunError
 from vistrain.training.options import DEFAULTS
@@ -76,10 +76,12 @@ def main() -> None:
 CACHE_DIR = click.option("--cache-dir", type=click.Path(path_type=Path),
                          help="Cache of features, exported backbones and converted datasets (SVHN's .mat) "
                               "[default: $VISTRAIN_CACHE or ~/.cache/vistrain].")
-PRECISION = click.option("--precision", default=DEFAULTS.precision, type=click.Choice(PRECISIONS),
-                         help="Compute features in fp32, or int8: the backbone quantised once, calibrated on 256 "
-                              "seeded training images, cached apart. predict, evaluate, inspect and serve use the "
-                              "run's own. On this project's 2-core AVX2 machine int8 was no faster (see README).")
+PRECISION = click.option("--precision", default=DEFAULTS.precision, type=click.Choice((AUTO, *PRECISIONS)),
+                         help="auto: int8 where the CPU has int8 dot products (AVX-512 VNNI, AVX-VNNI, AMX; ARM "
+                              "dotprod, i8mm) and the backbone stays frozen, else fp32 ($VISTRAIN_PRECISION "
+                              "overrides what auto picks). int8: the backbone quantised once, calibrated on 256 "
+                              "seeded training images, features cached apart. predict, evaluate, inspect and serve "
+                              "use the run's own.")
 
 
 def training_options(command):

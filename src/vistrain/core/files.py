@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -51,6 +52,24 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
         if isinstance(error, OSError) and error.filename is None:
             error.filename = str(path)
         raise
+
+
+def write_folder_atomic(path: Path, fill: Callable[[Path], None]) -> None:
+    """Make the folder `path` atomically: `fill` writes its files into a temporary folder beside it, which then
+    replaces whatever `path` was (a reader sees the old folder or the new one, never half of one)."""
+    path = Path(path)
+    temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    old = temporary.with_suffix(".old")
+    try:
+        fill(temporary)
+        for folder in (temporary, *temporary.rglob("*")):
+            folder.chmod(0o777 & ~UMASK if folder.is_dir() else 0o666 & ~UMASK)
+        if path.exists():
+            path.rename(old)
+        temporary.rename(path)
+    finally:
+        for leftover in (temporary, old):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def make_folder(path: Path, what: str) -> Path:

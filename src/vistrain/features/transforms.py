@@ -18,9 +18,8 @@ near (then the pixels are the same), else as close to it as the search finds (a 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import math
+from dataclasses import asdict, dataclass
 from functools import partial
 
 import numpy as np
@@ -75,8 +74,10 @@ class ImageTransform:
         self.augment = _augmenter(augmentation) if augmentation else None
         self.normalize = PixelNormalize(preprocess) if output == "normalized" else None
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        pixels = torch.from_numpy(np.array(image.convert("RGB")))[None].permute(0, 3, 1, 2)  # 1 x 3 x H x W
+    def __call__(self, image: Image.Image | np.ndarray) -> torch.Tensor:
+        """`image`: a PIL image, or H x W x 3 uint8 RGB pixels (`load_pixels`), which are not copied."""
+        array = image if isinstance(image, np.ndarray) else np.array(image.convert("RGB"))
+        pixels = torch.from_numpy(array)[None].permute(0, 3, 1, 2)  # 1 x 3 x H x W, channels last
         if self.augment:
             pixels = self.augment(pixels)
         pixels = resize_and_crop(pixels, self.preprocess.resize_size, self.preprocess.input_size,
@@ -206,7 +207,7 @@ class ViewTransform:
         augmented = view.kind == "augmented"
         self.steps = ImageTransform(preprocess, "uint8", view.augmentation if augmented else None)
 
-    def __call__(self, image: Image.Image, digest: str) -> torch.Tensor:
+    def __call__(self, image: Image.Image | np.ndarray, digest: str) -> torch.Tensor:
         if self.view.kind == "augmented":
             with torch.random.fork_rng():
                 torch.manual_seed(int(digest[:15], 16) + 1_000_003 * self.view.index)

@@ -22,7 +22,7 @@ from vistrain.features.transforms import View
 from vistrain.model import tasks
 from vistrain.model.heads import build_head
 from vistrain.model.run_dir import (BACKBONE_WEIGHTS, CONFIG, WEIGHTS, RunError, class_labels_of, load_weights,
-                                    read_config, run_precision)
+                                    part_preprocessing, read_config, run_precision)
 from vistrain.model.run_state import require_complete
 
 
@@ -60,7 +60,7 @@ class Predictor:
         except BackboneUnavailable as error:
             raise BackboneUnavailable(f"{Path(run) / CONFIG} names a backbone this machine cannot load: {error}") \
                 from None
-        backbone = with_stages(backbone, tuple(config["backbone"].get("stages", ())))
+        backbone = part_preprocessing(config, with_stages(backbone, tuple(config["backbone"].get("stages", ()))))
         if backbone.weights != config["backbone"]["weights"]:
             console.print(
                 f"[yellow]warning:[/] the run was trained with {shown(config['backbone']['weights'])}, "

@@ -17,6 +17,7 @@ from vistrain.core.files import default_cache_dir, make_folder
 from vistrain.data.class_names import class_labels, name_classes
 from vistrain.data.datasets import load_dataset
 from vistrain.data.samples import Dataset, Skipped
+from vistrain.features.cpu import resolve_precision
 from vistrain.features.int8 import Precision, calibration_set
 from vistrain.features.transforms import Augmentation
 from vistrain.model import run_dir, tasks
@@ -85,6 +86,8 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     options = options or TrainOptions()
     if options.precision == "int8" and options.fine_tune:
         raise ValueError("--fine-tune trains the backbone in fp32; int8 features are for a frozen backbone")
+    chosen, why = resolve_precision(options.precision, trains_backbone=bool(options.fine_tune))
+    options = replace(options, precision=chosen)  # the checkpoint and config.json record what `auto` chose
     cache_dir = make_folder(cache_dir or default_cache_dir(), "the feature cache")  # a bad one stops us before the run
     dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth, options.task, image_root,
                            decisions, cache_dir)
@@ -97,6 +100,8 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, verbose, class_names)
     try:
         describe_data(dataset, run.say, class_names)
+        if why != "asked for" and chosen != "fp32":  # fp32 runs say what they always said
+            run.say(f"precision: {chosen} ({why})")
         features = compute_features(dataset, backbone, precision, cache_dir, options.augment_views, run.context,
                                     run.say, verbose)
         trained = train_head(features, dataset, backbone, options, run)
