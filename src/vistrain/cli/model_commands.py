@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
 from vistrain.cli.main import CACHE_DIR, DATA, DECISIONS, DEVICE, data_source, friendly_errors, label_options, main
 from vistrain.cli.show import print_entries, print_metrics, print_predictions, report_skipped, say_halved
-from vistrain.core.console import console
+from vistrain.core.console import console, shown
 from vistrain.deploy.formats import FORMATS, export_size
 from vistrain.deploy.limits import Limits
 
@@ -111,7 +110,7 @@ def inspect_command(run: Path, data: Path | None, labels: Path | None, image_roo
     console.print(("reused the saved predictions; " if result.reused_predictions else "")
                   + (f"{result.out_of_sample} training images ranked by the audit's out-of-sample predictions; "
                      if result.out_of_sample else "")
-                  + f"CSV files in {escape(str(run))}/inspect_*.csv; report: {escape(str(result.report))}")
+                  + f"CSV files in {shown(str(run))}/inspect_*.csv; report: {shown(str(result.report))}")
 
 
 @main.command()
@@ -134,12 +133,12 @@ def export(run: Path, output_format: str, out: Path | None, int8: bool) -> None:
 
     path = api.export(run, output_format, out, int8=int8)
     size = export_size(path) / 1e6
-    console.print(f"{output_format} model{' (int8)' if int8 else ''} -> {escape(str(path))} ({size:.2f} MB)")
+    console.print(f"{output_format} model{' (int8)' if int8 else ''} -> {shown(str(path))} ({size:.2f} MB)")
     if not int8:
         return
     values = FORMATS[output_format].read_metadata(path)
     if "int8_check" not in values:
-        console.print(f"int8: {size:.2f} MB; {escape(values.get('quantization', ''))}; not checked against fp32: "
+        console.print(f"int8: {size:.2f} MB; {shown(values.get('quantization', ''))}; not checked against fp32: "
                       f"its runtime does not run here")
         return
     check = json.loads(values["int8_check"])

@@ -51,6 +51,7 @@ PREDICTIONS = "predictions.csv"
 SKIPPED = "skipped.csv"
 REPORT = "report.html"
 CHECKPOINT = "checkpoint.pt"
+LOCK = ".vistrain-lock"  # held while a process writes the run (`vistrain.model.run_state`)
 RUN_FILES = (CONFIG, CHECKPOINT, WEIGHTS, BACKBONE_WEIGHTS, METRICS, HISTORY, PREDICTIONS, SKIPPED, REPORT)
 
 
@@ -58,11 +59,16 @@ class RunError(ValueError):
     """The run directory is missing, incomplete or damaged; the message names the file."""
 
 
+def run_path(out: str | Path | None) -> Path:
+    """Where a new run goes: `out`, or runs/<timestamp>."""
+    return Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
 def new_run_dir(out: str | Path | None, overwrite: bool = False) -> Path:
-    """Create the run directory: `out`, or runs/<timestamp>. An existing non-empty one needs `overwrite`, and then
-    loses the files of the run it held (config.json first, so that it never passes for complete), nothing else."""
-    path = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    if path.is_dir() and any(path.iterdir()):
+    """Create the run directory (`run_path`). An existing non-empty one needs `overwrite`, and then loses the files
+    of the run it held (config.json first, so that it never passes for complete), nothing else."""
+    path = run_path(out)
+    if path.is_dir() and any(p.name != LOCK for p in path.iterdir()):
         if not overwrite:
             raise RunError(f"{path} already holds files; choose another --out or pass --overwrite")
         for name in RUN_FILES:
