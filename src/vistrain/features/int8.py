@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,6 +49,7 @@ class Precision:
 
     name: str = "fp32"
     calibration: tuple[tuple[str, str], ...] = ()
+    saved_models: Path | None = field(default=None, compare=False)  # a run's copies of its int8 models (`saved_model`)
 
     def __post_init__(self) -> None:
         if self.name not in PRECISIONS:
@@ -80,6 +81,24 @@ def calibration_set(paths: list[Path], seed: int, count: int = CALIBRATION_IMAGE
         except OSError:
             continue  # unreadable: listed as skipped when its features are computed
     return tuple(found)
+
+
+def saved_model(path: Path, precision: Precision) -> bytes | None:
+    """The run's copy of the int8 model cached at `path` (in `precision.saved_models`, under the same name), checked
+    to load, or None when the run has none: a run predicts on a machine whose cache lacks its int8 models, or where
+    its calibration images are not, without quantising again."""
+    if precision.saved_models is None or not (precision.saved_models / path.name).is_file():
+        return None
+    import onnxruntime
+
+    copy = precision.saved_models / path.name
+    data = copy.read_bytes()
+    try:
+        onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    except Exception as error:  # ONNX Runtime's own kinds (InvalidProtobuf, Fail...) for a damaged file
+        raise ValueError(f"{copy} is damaged ({type(error).__name__}); delete it to quantise the backbone again "
+                         "from the calibration images") from None
+    return data
 
 
 def int8_model_path(fp32_path: Path, precision: Precision) -> Path:
@@ -184,11 +203,16 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def quantize_features(fp32_path: Path, path: Path, precision: Precision, preprocess: Preprocess, input_name: str,
                       options: onnxruntime.SessionOptions) -> None:
-    """Write the int8 feature extractor for `precision` to `path`, atomically, once it has passed the check: on
+    """Write the int8 feature extractor for `precision` to `path`, atomically: the run's copy if it has one
+    (`saved_model`), else quantised here once it has passed the check: on
     the first CHECKED_IMAGES calibration images, run with `options`, its features' median cosine to the fp32
     export's must reach MIN_COSINE (a ValueError otherwise, naming what was measured)."""
     import onnxruntime
 
+    copy = saved_model(path, precision)
+    if copy is not None:
+        write_atomic(path, copy)
+        return
     console.print(f"quantising the backbone to int8, calibrated on {len(precision.calibration)} training images "
                   f"(once: cached as {path.name})")
     reader = CalibrationImages(precision.calibration, preprocess, input_name)

@@ -12,6 +12,8 @@
     predictions.csv       validation images: file, true, predicted, an output per class or label (`predictions`)
     skipped.csv           files left out, with the reason
     report.html           the inspection report (`vistrain.analysis.report`)
+    int8/                 an int8 run's int8 feature extractors (ONNX, 4-5 MB each), as cached: predicting needs
+                          neither the cache nor the calibration images then
     checkpoint.pt         only while a run is unfinished: what `train --resume` needs
 
 Every file is written atomically (`vistrain.core.files`).
@@ -20,6 +22,7 @@ Every file is written atomically (`vistrain.core.files`).
 from __future__ import annotations
 
 import json
+import shutil
 import platform
 import re
 from dataclasses import replace
@@ -50,9 +53,11 @@ HISTORY = "history.csv"
 PREDICTIONS = "predictions.csv"
 SKIPPED = "skipped.csv"
 REPORT = "report.html"
+INT8_MODELS = "int8"  # a folder: copies of the int8 feature extractors an int8 run's features came from
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".vistrain-lock"  # held while a process writes the run (`vistrain.model.run_state`)
-RUN_FILES = (CONFIG, CHECKPOINT, WEIGHTS, BACKBONE_WEIGHTS, METRICS, HISTORY, PREDICTIONS, SKIPPED, REPORT)
+RUN_FILES = (CONFIG, CHECKPOINT, WEIGHTS, BACKBONE_WEIGHTS, METRICS, HISTORY, PREDICTIONS, SKIPPED, REPORT,
+             INT8_MODELS)
 
 
 class RunError(ValueError):
@@ -72,7 +77,10 @@ def new_run_dir(out: str | Path | None, overwrite: bool = False) -> Path:
         if not overwrite:
             raise RunError(f"{path} already holds files; choose another --out or pass --overwrite")
         for name in RUN_FILES:
-            (path / name).unlink(missing_ok=True)
+            if (path / name).is_dir() and not (path / name).is_symlink():
+                shutil.rmtree(path / name)
+            else:
+                (path / name).unlink(missing_ok=True)
         for extra in path.glob("inspect_*.csv"):
             extra.unlink()
     return make_folder(path, "the run directory (--out)")
@@ -168,12 +176,21 @@ def part_preprocessing(config: dict, backbone: Backbone) -> Backbone:
                                          for part, each in zip(backbone.parts, recorded)))
 
 
-def run_precision(config: dict) -> Precision:
+def run_precision(config: dict, run: Path | None = None) -> Precision:
     """The precision of a run's features (fp32 for runs from before there was a choice), with the calibration
-    images that set an int8 backbone's ranges."""
+    images that set an int8 backbone's ranges and RUN's copies of its int8 models (`save_int8_models`)."""
     if config.get("precision", "fp32") == "fp32":
         return FP32
-    return Precision(config["precision"], tuple((file, digest) for file, digest in config["calibration"]))
+    return Precision(config["precision"], tuple((file, digest) for file, digest in config["calibration"]),
+                     run / INT8_MODELS if run is not None else None)
+
+
+def save_int8_models(run: Path, models: list[Path]) -> None:
+    """Copies of the int8 feature extractors (cached files, `features.runtime.int8_model_files`) in RUN/int8/, so
+    that the run predicts where the cache lacks them and its calibration images are not (another machine)."""
+    folder = make_folder(run / INT8_MODELS, "the run's int8 models")
+    for model in models:
+        write_atomic(folder / model.name, model.read_bytes())
 
 
 def save_weights(path: Path, module: torch.nn.Module) -> None:

@@ -20,6 +20,7 @@ from vistrain.data.datasets import load_dataset
 from vistrain.data.samples import Dataset, Skipped
 from vistrain.features.cpu import resolve_precision
 from vistrain.features.int8 import Precision, calibration_set
+from vistrain.features.runtime import int8_model_files
 from vistrain.features.transforms import Augmentation
 from vistrain.model import run_dir, tasks
 from vistrain.model.heads import build_head
@@ -108,6 +109,8 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
             run.say(f"precision: {chosen} ({why})")
         features = compute_features(dataset, backbone, precision, cache_dir, options.augment_views, run.context,
                                     run.say, verbose, run.device)
+        if precision.name == "int8" and run.context.is_main:
+            run_dir.save_int8_models(run.path, int8_model_files(backbone, backbone.preprocess, cache_dir, precision))
         trained = train_head(features, dataset, backbone, options, run)
         if options.fine_tune:
             trained = fine_tune_stage(trained, features, dataset, backbone, options, run)
