@@ -4,6 +4,7 @@ of screens (see ARCHITECTURE.md)."""
 from __future__ import annotations
 
 import ast
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import vistrain
@@ -31,6 +32,38 @@ def imports(path: Path) -> list[tuple[int, str]]:
 
 def modules() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE or p.stem == "api")
+
+
+def module_name(path: Path) -> str:
+    """The dotted name of a module file (a package's __init__.py: the package)."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """{module: the vistrain modules it imports}, for every module file (packages' __init__.py included).
+    Imports inside functions and under TYPE_CHECKING count: deferring an import hides a circle from Python, not
+    from a reader, who still cannot understand (or test) either module without the other; the circle between
+    deploy/export.py and deploy/quantized.py was one such. `from a.b import c` names the module a.b.c when there
+    is one, else a.b. Importing a.b.c also runs a.b's __init__.py; that is not counted, or every package whose
+    __init__.py imports its own modules would be a circle."""
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in files.items():
+        found = set()
+        for _, module in imports(path):
+            while module not in files:
+                module = module.rpartition(".")[0]
+            found.add(module)
+        graph[name] = found - {name}
+    return graph
+
+
+def test_no_module_imports_itself_through_others():
+    try:
+        tuple(TopologicalSorter(import_graph()).static_order())
+    except CycleError as error:
+        raise AssertionError("import circle: " + " -> ".join(error.args[1])) from None
 
 
 def test_every_module_lives_in_a_stage():
