@@ -42,7 +42,8 @@ from vistrain.data.images import load_pixels, load_rgb
 from vistrain.features.cache import FeatureCache
 from vistrain.features.cpu import cpu_name, int8_dot_products
 from vistrain.features.extract import extract_features, extraction_threads, in_threads
-from vistrain.features.int8 import FP32, Precision, calibration_set, cosines
+from vistrain.features.int8 import calibration_set, cosines
+from vistrain.features.precision import FP32, Precision
 from vistrain.features.runtime import INPUT, OPSET, feature_session, pixel_feature_extractor
 from vistrain.features.transforms import View
 

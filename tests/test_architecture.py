@@ -7,6 +7,8 @@ import ast
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
+import pytest
+
 import vistrain
 
 PACKAGE = Path(vistrain.__file__).parent
@@ -64,6 +66,25 @@ def test_no_module_imports_itself_through_others():
         tuple(TopologicalSorter(import_graph()).static_order())
     except CycleError as error:
         raise AssertionError("import circle: " + " -> ".join(error.args[1])) from None
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module `start` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for module in graph[todo.pop()] - seen:
+            seen.add(module)
+            todo.append(module)
+    return seen
+
+
+@pytest.mark.parametrize("module, unwanted", [
+    ("vistrain.training.train", "vistrain.data.check"),  # the leak warning without the check command's module
+    ("vistrain.model.run_dir", "vistrain.features.int8"),  # a run's precision, named without the quantiser
+    ("vistrain.cli.main", "vistrain.features.int8"),  # --precision's choices, likewise
+])
+def test_shared_names_live_below_the_commands_that_use_them(module: str, unwanted: str):
+    assert unwanted not in reachable(import_graph(), module)
 
 
 def test_every_module_lives_in_a_stage():

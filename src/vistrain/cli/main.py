@@ -19,7 +19,7 @@ from vistrain.core.device import DEVICES
 from vistrain.core.console import printable
 from vistrain.data.matlab import is_mat
 from vistrain.data.samples import TASKS, DataError
-from vistrain.features import AUTO, PRECISIONS
+from vistrain.features.precision import AUTO, PRECISIONS
 from vistrain.model import HEADS
 from vistrain.model.run_dir import RunError
 from vistrain.training.options import DEFAULTS

@@ -152,12 +152,6 @@ def imbalance(counts: dict[str, int]) -> float:
     return max(values) / min(values) if values and min(values) else float("inf")
 
 
-def digest_leaks(train_digests: dict[str, Path], val_digests: dict[str, Path]) -> list[tuple[Path, Path]]:
-    """Files whose exact bytes are in both training and validation: (training file, validation file)."""
-    return [(train_digests[d], val_digests[d]) for d in sorted(set(train_digests) & set(val_digests))]
-
-
-
 CHECK_FILES = ("images.csv", "duplicates.csv", "unreadable.csv")
 
 

@@ -32,8 +32,7 @@ from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.files import make_folder, read_csv, sha256_file, write_atomic, write_csv, write_json
 from vistrain.data.class_names import class_labels
 from vistrain.data.samples import TASKS, Skipped
-from vistrain.features import PRECISIONS
-from vistrain.features.int8 import FP32, Precision
+from vistrain.features.precision import FP32, PRECISIONS, Precision
 from vistrain.model import HEADS
 from vistrain.model.predictions import Predictions, read_predictions, write_predictions
 

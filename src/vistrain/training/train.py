@@ -19,7 +19,8 @@ from vistrain.data.class_names import class_labels, name_classes
 from vistrain.data.datasets import load_dataset
 from vistrain.data.samples import Dataset, Skipped
 from vistrain.features.cpu import resolve_precision
-from vistrain.features.int8 import Precision, calibration_set
+from vistrain.features.int8 import calibration_set
+from vistrain.features.precision import Precision
 from vistrain.features.transforms import Augmentation
 from vistrain.model import run_dir, tasks
 from vistrain.model.heads import build_head
