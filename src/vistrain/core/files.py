@@ -19,7 +19,7 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Sequence
 
 CHUNK = 1 << 20  # bytes read at a time when hashing or copying
 MAX_FILE_BYTES = 256 * 2**20  # larger data files are refused unread (no image a classifier trains on is that big)
@@ -106,12 +106,17 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     write_atomic(path, utf8(buffer.getvalue()))
 
 
-def read_csv(path: Path) -> list[dict]:
-    """Rows of a CSV file written by `write_csv`, or [] when it does not exist."""
+def read_csv(path: Path, needed: Sequence[str] = ()) -> list[dict]:
+    """Rows of a CSV file written by `write_csv`, or [] when it does not exist; a ValueError naming the file and the
+    columns of `needed` its header lacks, when it has rows."""
     if not path.is_file():
         return []
     with open(path, newline="", encoding="utf-8") as file:
-        return list(csv.DictReader(file))
+        rows = list(csv.DictReader(file))
+    missing = [column for column in needed if rows and column not in rows[0]]
+    if missing:
+        raise ValueError(f"{path} is damaged: no column {', '.join(missing)}")
+    return rows
 
 
 def default_cache_dir() -> Path:

@@ -232,11 +232,10 @@ def read_history(run: Path) -> list[dict]:
 
 
 def _read_run_csv(path: Path, needed: list[str]) -> list[dict]:
-    rows = read_csv(path)
-    missing = [column for column in needed if rows and column not in rows[0]]
-    if missing:
-        raise RunError(f"{path} is damaged: no column {', '.join(missing)}")
-    return rows
+    try:
+        return read_csv(path, needed)
+    except ValueError as error:
+        raise RunError(str(error)) from None
 
 
 def package_versions() -> dict[str, str]:
