@@ -16,10 +16,10 @@ from typing import Callable
 import imagehash
 import numpy as np
 
-from vistrain.core.files import sha256_file, write_csv
+from vistrain.core.files import write_csv
 from vistrain.data.decisions import Decisions, apply_to_files
 from vistrain.data.folders import find_split_dirs, read_class_folders
-from vistrain.data.images import UnreadableImage, load_rgb
+from vistrain.data.images import UnreadableImage, load_rgb_and_digest
 from vistrain.data.samples import Skipped
 
 HASHED_FROM = 256  # `reduce_to` for hashing: a shorter side of 2,048+ is hashed from 1,024 (phash looks at 32 x 32)
@@ -77,9 +77,8 @@ def split_folders(root: Path) -> dict[str, Path]:
 
 
 def read_record(path: Path, split: str, label: str) -> Record:
-    """Digest, perceptual hash and size of one image."""
-    digest = sha256_file(path)
-    image = load_rgb(path, reduce_to=HASHED_FROM)
+    """Digest, perceptual hash and size of one image, read from the disk once."""
+    image, digest = load_rgb_and_digest(path, reduce_to=HASHED_FROM)
     phash = int(str(imagehash.phash(image)), 16)
     return Record(path, split, label, digest, phash, *image.info["source_size"])
 
