@@ -102,6 +102,12 @@ def test_lower_stages_never_import_higher_ones():
     assert not wrong, "\n".join(wrong)
 
 
+def test_no_two_modules_share_a_name():
+    """One meaning per word: `files.py` in two layers meant two things."""
+    names = [p.name for p in modules() if p.name != "__init__.py"]
+    assert not {name for name in names if names.count(name) > 1}
+
+
 def test_no_module_is_over_400_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in modules() if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long

@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from vistrain.data.files import FOLDER_LINK, is_hidden, is_utf8, list_files
+from vistrain.data.listing import FOLDER_LINK, is_hidden, is_utf8, list_files
 from vistrain.data.matlab import is_mat, svhn_folder
 from vistrain.data.samples import DataError, Skipped
 

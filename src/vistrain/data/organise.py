@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vistrain.data.decisions import Decisions, apply_to_files
-from vistrain.data.files import is_hidden, list_files, resolves_inside
 from vistrain.data.folders import DEFAULT_PATTERN, Labelled, data_folder, label_flat_folder, read_class_folders
 from vistrain.data.labels_csv import parse_targets, read_label_csv
+from vistrain.data.listing import is_hidden, list_files, resolves_inside
 from vistrain.data.matlab import is_mat
 from vistrain.data.placement import (LINK_MODES, SPLITS, Placed, identify, place, planned, prune, take_back,
                                      unique_name, write_manifest)
