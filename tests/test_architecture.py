@@ -108,6 +108,18 @@ def test_no_two_modules_share_a_name():
     assert not {name for name in names if names.count(name) > 1}
 
 
+def test_an_api_function_name_means_that_api_function():
+    """`vistrain.evaluate` scores a run; a function of that name elsewhere in the library (the epoch loop's scoring of
+    logits was one) would be another meaning for the word. The CLI's commands share the names."""
+    meanings = {}
+    for path in modules():
+        if path.parts[-2] != "cli" and path.name != "api.py":
+            for node in ast.parse(path.read_text()).body:
+                if isinstance(node, ast.FunctionDef) and node.name in vistrain.__all__:
+                    meanings.setdefault(node.name, []).append(str(path.relative_to(PACKAGE)))
+    assert all(len(places) == 1 for places in meanings.values()), meanings
+
+
 def test_no_module_is_over_400_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in modules() if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long

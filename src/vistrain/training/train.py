@@ -31,7 +31,7 @@ from vistrain.model.run_state import lock_run, start_run_dir, unlock_run
 from vistrain.training import distributed
 from vistrain.training.checkpoint import Checkpoint, load_checkpoint
 from vistrain.training.distributed import Context
-from vistrain.training.engine import BestSoFar, EpochResult, Stage, evaluate, fit, training_loader
+from vistrain.training.engine import BestSoFar, EpochResult, Stage, fit, training_loader
 from vistrain.training.features_stage import FeatureSet, compute_features, warn_about_imbalance
 from vistrain.training.fine_tune import STAGE as FINE_TUNE, fine_tune
 from vistrain.training.linear_head import fit_logistic_head
@@ -229,7 +229,7 @@ def train_head(features: FeatureSet, dataset: Dataset, backbone: Backbone, optio
     @torch.no_grad()
     def validate() -> tuple[float, float, torch.Tensor]:
         head.eval()
-        return evaluate(head(val_x), val_y, task, weights)
+        return tasks.score_logits(task, head(val_x), val_y, weights)
 
     trainer = torch.nn.parallel.DistributedDataParallel(head) if run.context.active else head
     stage = Stage(FROZEN, head, trainer, loader, validate, torch.optim.Adam(head.parameters(), lr=options.learning_rate),
