@@ -1,4 +1,4 @@
-"""The layout is the pipeline: each stage imports only the stages below it, and no module grows past a screenful
+"""The layout is the pipeline: each layer imports only the layers below it, and no module grows past a screenful
 of screens (see ARCHITECTURE.md)."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import pytest
 import vistrain
 
 PACKAGE = Path(vistrain.__file__).parent
-STAGES = ["core", "data", "backbones", "features", "model", "training", "analysis", "deploy", "api", "cli"]
+LAYERS = ["core", "data", "backbones", "features", "model", "training", "analysis", "deploy", "api", "cli"]
 
 
-def stage_of(module: str) -> str | None:
-    """The stage of a dotted vistrain module name (`vistrain.features.extract` -> features)."""
+def layer_of(module: str) -> str | None:
+    """The layer of a dotted vistrain module name (`vistrain.features.extract` -> features)."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 1 and parts[0] == "vistrain" and parts[1] in STAGES else None
+    return parts[1] if len(parts) > 1 and parts[0] == "vistrain" and parts[1] in LAYERS else None
 
 
 def imports(path: Path) -> list[tuple[int, str]]:
@@ -87,17 +87,17 @@ def test_shared_names_live_below_the_commands_that_use_them(module: str, unwante
     assert unwanted not in reachable(import_graph(), module)
 
 
-def test_every_module_lives_in_a_stage():
-    assert sorted({p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in modules()}) == sorted(STAGES)
+def test_every_module_lives_in_a_layer():
+    assert sorted({p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in modules()}) == sorted(LAYERS)
 
 
-def test_lower_stages_never_import_higher_ones():
+def test_lower_layers_never_import_higher_ones():
     wrong = []
     for path in modules():
-        own = STAGES.index(path.relative_to(PACKAGE).parts[0].removesuffix(".py"))
+        own = LAYERS.index(path.relative_to(PACKAGE).parts[0].removesuffix(".py"))
         for line, module in imports(path):
-            stage = stage_of(module)
-            if stage is not None and STAGES.index(stage) > own:
+            layer = layer_of(module)
+            if layer is not None and LAYERS.index(layer) > own:
                 wrong.append(f"{path.relative_to(PACKAGE)}:{line} imports {module}")
     assert not wrong, "\n".join(wrong)
 

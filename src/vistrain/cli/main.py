@@ -1,7 +1,7 @@
 """The `vistrain` command group and what its commands share: option sets, DATA or --labels, clear errors.
 
-Commands parse and print; the work is done by the library (`vistrain.api` and the stages). Defaults come from the
-library (`TrainOptions`), never repeated here.
+Commands parse and print; the work is done by the library (`vistrain.api` and the layers below it). Defaults come
+from the library (`TrainOptions`), never repeated here.
 """
 
 from __future__ import annotations
