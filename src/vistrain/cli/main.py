@@ -96,7 +96,8 @@ def training_options(command):
     options = [
         click.option("--out", type=click.Path(path_type=Path), help="Run directory [default: runs/<timestamp>]."),
         click.option("--overwrite", is_flag=True,
-                     help="Allow an --out directory that already holds a run (its run files are removed first)."),
+                     help="Allow an --out directory that already holds a run (its files are removed first, its exports and "
+                          "inspect_*.csv included; other files stay)."),
         click.option("--backbone", default=DEFAULTS.backbone,
                      help="A name from `vistrain backbones`, or timm:NAME / torchvision:NAME, optionally @FILE "
                           "(a weights file). Frozen, unless --fine-tune."),

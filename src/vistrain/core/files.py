@@ -72,6 +72,26 @@ def write_folder_atomic(path: Path, fill: Callable[[Path], None]) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
+def remove_atomic(path: Path) -> None:
+    """Remove the file, link or folder `path`. A folder is renamed to `.NAME.removed` beside it first, then deleted:
+    it is gone whole or still whole, never half there under its name, even when the process is killed while deleting
+    its files (the hidden leftover is one of `leftovers`)."""
+    if path.is_dir() and not path.is_symlink():
+        trash = path.with_name(f".{path.name}.removed")
+        shutil.rmtree(trash, ignore_errors=True)  # an earlier removal's, killed
+        path.rename(trash)
+        shutil.rmtree(trash)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def leftovers(folder: Path, name: str) -> list[Path]:
+    """What `write_atomic`, `write_folder_atomic` and `remove_atomic` leave in `folder` beside a file or folder called
+    `name` (a glob pattern) when they are killed: the hidden .NAME.RANDOM.tmp and .NAME.RANDOM.old, and .NAME.removed."""
+    return sorted(path for pattern in (f".{name}.*.tmp", f".{name}.*.old", f".{name}.removed")
+                  for path in folder.glob(pattern))
+
+
 def make_folder(path: Path, what: str) -> Path:
     """`path` as a folder, made with its parents if needed; a ValueError naming `what` when it cannot be (a file
     in the way, no permission)."""

@@ -78,7 +78,7 @@ def metadata(predictor: Predictor, batch: str = "N") -> dict[str, str]:
 def export(run: str | Path, output_format: str, out: str | Path | None = None, int8: bool = False) -> Path:
     """Write RUN's model as `output_format` (a name in `formats.FORMATS`), with `int8` quantised to int8 where the
     format has an int8 version; returns the file or folder written [default: RUN/model.onnx, RUN/model-int8.onnx,
-    RUN/model.tflite... (`ExportFormat.default_path`)]."""
+    RUN/model.tflite... (`vistrain.model.run_dir.EXPORTS`)]."""
     chosen = export_format(output_format, int8)
     predictor = Predictor.from_run(run)
     if any(part.preprocess != predictor.preprocess for part in predictor.backbone.parts):
