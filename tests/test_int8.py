@@ -21,7 +21,8 @@ from vistrain.features import int8, runtime
 from vistrain.features.cache import FeatureCache
 from vistrain.features.cpu import int8_dot_products
 from vistrain.features.extract import extract_features
-from vistrain.features.int8 import FP32, Precision, calibration_set, cosines, int8_model_path
+from vistrain.features.int8 import calibration_set, cosines, int8_model_path
+from vistrain.features.precision import FP32, Precision
 from vistrain.features.runtime import model_path
 from vistrain.model import run_dir
 from vistrain.model.predictor import Predictor

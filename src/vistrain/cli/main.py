@@ -1,7 +1,7 @@
 """The `vistrain` command group and what its commands share: option sets, DATA or --labels, clear errors.
 
-Commands parse and print; the work is done by the library (`vistrain.api` and the stages). Defaults come from the
-library (`TrainOptions`), never repeated here.
+Commands parse and print; the work is done by the library (`vistrain.api` and the layers below it). Defaults come
+from the library (`TrainOptions`), never repeated here.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from vistrain.core.device import DEVICES
 from vistrain.core.console import printable
 from vistrain.data.matlab import is_mat
 from vistrain.data.samples import TASKS, DataError
-from vistrain.features import AUTO, PRECISIONS
+from vistrain.features.precision import AUTO, PRECISIONS
 from vistrain.model import HEADS
 from vistrain.model.run_dir import RunError
 from vistrain.training.options import DEFAULTS
@@ -96,7 +96,8 @@ def training_options(command):
     options = [
         click.option("--out", type=click.Path(path_type=Path), help="Run directory [default: runs/<timestamp>]."),
         click.option("--overwrite", is_flag=True,
-                     help="Allow an --out directory that already holds a run (its run files are removed first)."),
+                     help="Allow an --out directory that already holds a run (its files are removed first, its exports and "
+                          "inspect_*.csv included; other files stay)."),
         click.option("--backbone", default=DEFAULTS.backbone,
                      help="A name from `vistrain backbones`, or timm:NAME / torchvision:NAME, optionally @FILE "
                           "(a weights file). Frozen, unless --fine-tune."),

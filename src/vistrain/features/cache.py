@@ -25,7 +25,7 @@ from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
 from vistrain.core.files import make_folder, sha256_text
-from vistrain.features.int8 import FP32, Precision
+from vistrain.features.precision import FP32, Precision
 from vistrain.features.transforms import View
 
 FEATURE_FORMAT = 1  # bump when the way features are computed changes, to invalidate old caches

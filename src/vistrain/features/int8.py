@@ -6,7 +6,8 @@ uint8, ranges by MinMax over a seeded sample of up to 256 training images (`cali
 the first 3 convolutions (the most sensitive: the stem and the first depthwise block; keeping 5 was a fifth slower
 for a cosine to fp32 of 0.9969 instead of 0.9964) and the global pooling with everything after it stay fp32
 (`excluded_nodes`). The int8 model is cached beside the fp32 export, its file named by the calibration images'
-digests and the convolutions kept (`Precision.key`); features are cached apart from fp32 ones (`Precision.identity`).
+digests and the convolutions kept (`precision.Precision.key`); features are cached apart from fp32 ones
+(`Precision.identity`).
 Which precision a run gets by default is `cpu.py`'s choice.
 
 On x86 CPUs without int8 dot-product instructions (VNNI), ONNX Runtime's default uint8 x int8 kernels saturate
@@ -17,9 +18,7 @@ exact 32-bit accumulation (`session.x64quantprecision`), which gives the same fe
 
 from __future__ import annotations
 
-import json
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,9 +26,9 @@ import numpy as np
 
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
-from vistrain.core.files import sha256_file, sha256_text, write_atomic
-from vistrain.features import PRECISIONS
+from vistrain.core.files import sha256_file, write_atomic
 from vistrain.features.cpu import int8_dot_products
+from vistrain.features.precision import FIRST_CONVS_KEPT, Precision
 
 if TYPE_CHECKING:
     import onnx
@@ -37,38 +36,8 @@ if TYPE_CHECKING:
 
 CALIBRATION_IMAGES = 256
 STRIDE = 64  # calibration images whose ranges are gathered at once
-FIRST_CONVS_KEPT = 3  # convolutions left in fp32 at the start of the network (part of `Precision.key`)
 CHECKED_IMAGES = 32
 MIN_COSINE = 0.99  # median cosine to the fp32 features a new int8 model must reach on calibration images
-
-
-@dataclass(frozen=True)
-class Precision:
-    """The arithmetic features are computed in: fp32, or int8 with ranges from `calibration`, the (path, SHA-256)
-    of the training images that set them."""
-
-    name: str = "fp32"
-    calibration: tuple[tuple[str, str], ...] = ()
-    saved_models: Path | None = field(default=None, compare=False)  # a run's copies of its int8 models (`saved_model`)
-
-    def __post_init__(self) -> None:
-        if self.name not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.name!r}; precisions: {', '.join(PRECISIONS)}")
-        if (self.name == "int8") != bool(self.calibration):
-            raise ValueError("int8 features need calibration images, and only they do")
-
-    @property
-    def key(self) -> str:
-        """The int8 model's identity: its calibration images' digests, sorted, and the convolutions left in fp32."""
-        digests = sorted({digest for _, digest in self.calibration})
-        return sha256_text(json.dumps([digests, FIRST_CONVS_KEPT]))
-
-    def identity(self) -> dict | None:
-        """What distinguishes these features in a feature-cache key; None for fp32, the key of earlier versions."""
-        return {"precision": self.name, "calibration": self.key} if self.name != "fp32" else None
-
-
-FP32 = Precision()
 
 
 def calibration_set(paths: list[Path], seed: int, count: int = CALIBRATION_IMAGES) -> tuple[tuple[str, str], ...]:

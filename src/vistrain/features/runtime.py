@@ -20,7 +20,8 @@ from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
 from vistrain.core.files import make_folder, sha256_text, write_atomic
 from vistrain.features.inputs import backbone_inputs
-from vistrain.features.int8 import FP32, Precision, configure, int8_model_path, quantize_features
+from vistrain.features.int8 import configure, int8_model_path, quantize_features
+from vistrain.features.precision import FP32, Precision
 
 if TYPE_CHECKING:
     import onnxruntime

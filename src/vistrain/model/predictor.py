@@ -19,7 +19,7 @@ from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console, shown
 from vistrain.core.device import ignore
 from vistrain.core.files import sha256_file
-from vistrain.data.files import NOT_UTF8, is_utf8, list_files
+from vistrain.data.listing import NOT_UTF8, is_utf8, list_files
 from vistrain.data.samples import Skipped
 from vistrain.features.extract import extract_features
 from vistrain.features.transforms import View

@@ -15,14 +15,20 @@
     int8/                 an int8 run's int8 feature extractors (ONNX, 4-5 MB each), as cached: predicting needs
                           neither the cache nor the calibration images then
     checkpoint.pt         only while a run is unfinished: what `train --resume` needs
+    inspect_<list>.csv    `inspect`'s ranked lists, one file a list (`inspect_file`)
+    model.onnx, model-int8.onnx, model.pt, model.tflite, model-int8.tflite, model.mlpackage/,
+    model-int8.mlpackage/, model_openvino/, model-int8_openvino/
+                          `export`'s files and folders, by format and int8 or not (`EXPORTS`)
+    .vistrain-lock        only while a process writes the run (`vistrain.model.run_state`)
 
-Every file is written atomically (`vistrain.core.files`).
+Every file is written atomically (`vistrain.core.files`), and `train --overwrite` removes all of these
+(`run_files`), config.json first, and nothing else.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import platform
 import re
 from dataclasses import replace
@@ -32,11 +38,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vistrain.backbones.preprocess import Preprocess
-from vistrain.core.files import make_folder, read_csv, sha256_file, write_atomic, write_csv, write_json
+from vistrain.core.files import (leftovers, make_folder, read_csv, remove_atomic, sha256_file, write_atomic, write_csv,
+                                 write_json)
 from vistrain.data.class_names import class_labels
 from vistrain.data.samples import TASKS, Skipped
-from vistrain.features import PRECISIONS
-from vistrain.features.int8 import FP32, Precision
+from vistrain.features.precision import FP32, PRECISIONS, Precision
 from vistrain.model import HEADS
 from vistrain.model.predictions import Predictions, read_predictions, write_predictions
 
@@ -56,8 +62,15 @@ REPORT = "report.html"
 INT8_MODELS = "int8"  # a folder: copies of the int8 feature extractors an int8 run's features came from
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".vistrain-lock"  # held while a process writes the run (`vistrain.model.run_state`)
-RUN_FILES = (CONFIG, CHECKPOINT, WEIGHTS, BACKBONE_WEIGHTS, METRICS, HISTORY, PREDICTIONS, SKIPPED, REPORT,
+RUN_FILES = (CONFIG, CHECKPOINT, WEIGHTS, BACKBONE_WEIGHTS, METRICS, HISTORY, PREDICTIONS, SKIPPED, REPORT,  # train's
              INT8_MODELS)
+EXPORTS = {  # `export`'s default file or folder in the run, by format (`vistrain.deploy.formats`): fp32[, int8]
+    "onnx": ("model.onnx", "model-int8.onnx"),
+    "torchscript": ("model.pt",),
+    "tflite": ("model.tflite", "model-int8.tflite"),
+    "coreml": ("model.mlpackage", "model-int8.mlpackage"),
+    "openvino": ("model_openvino", "model-int8_openvino"),
+}
 
 
 class RunError(ValueError):
@@ -69,20 +82,30 @@ def run_path(out: str | Path | None) -> Path:
     return Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+def inspect_file(list_name: str) -> str:
+    """The name of the CSV of one of `inspect`'s ranked lists."""
+    return f"inspect_{list_name}.csv"
+
+
+def run_files(run: Path) -> list[Path]:
+    """Every file and folder of a run that `run` holds, in the order `new_run_dir` removes them: config.json and
+    checkpoint.pt first (without them no run passes for complete, `vistrain.model.run_state`), then the rest of
+    `train`'s, `inspect`'s lists, `export`'s files and folders, and what a killed write or removal of any of them
+    left (`vistrain.core.files.leftovers`)."""
+    names = [*RUN_FILES, *(name for names in EXPORTS.values() for name in names)]
+    found = [run / name for name in names if os.path.lexists(run / name)] + sorted(run.glob(inspect_file("*")))
+    return found + [path for name in [*names, inspect_file("*")] for path in leftovers(run, name)]
+
+
 def new_run_dir(out: str | Path | None, overwrite: bool = False) -> Path:
-    """Create the run directory (`run_path`). An existing non-empty one needs `overwrite`, and then loses the files
-    of the run it held (config.json first, so that it never passes for complete), nothing else."""
+    """Create the run directory (`run_path`). An existing non-empty one needs `overwrite`, and then loses every file
+    and folder of the run it held (`run_files`; a folder whole or not at all, `remove_atomic`), nothing else."""
     path = run_path(out)
     if path.is_dir() and any(p.name != LOCK for p in path.iterdir()):
         if not overwrite:
             raise RunError(f"{path} already holds files; choose another --out or pass --overwrite")
-        for name in RUN_FILES:
-            if (path / name).is_dir() and not (path / name).is_symlink():
-                shutil.rmtree(path / name)
-            else:
-                (path / name).unlink(missing_ok=True)
-        for extra in path.glob("inspect_*.csv"):
-            extra.unlink()
+        for old in run_files(path):
+            remove_atomic(old)
     return make_folder(path, "the run directory (--out)")
 
 
@@ -250,11 +273,10 @@ def read_history(run: Path) -> list[dict]:
 
 
 def _read_run_csv(path: Path, needed: list[str]) -> list[dict]:
-    rows = read_csv(path)
-    missing = [column for column in needed if rows and column not in rows[0]]
-    if missing:
-        raise RunError(f"{path} is damaged: no column {', '.join(missing)}")
-    return rows
+    try:
+        return read_csv(path, needed)
+    except ValueError as error:
+        raise RunError(str(error)) from None
 
 
 def package_versions() -> dict[str, str]:

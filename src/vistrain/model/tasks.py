@@ -67,6 +67,14 @@ def score(task: str, predicted: torch.Tensor, targets: torch.Tensor) -> float:
     return (predicted - targets).abs().mean().item()
 
 
+@torch.no_grad()
+def score_logits(task: str, logits: torch.Tensor, targets: torch.Tensor,
+                 weights: torch.Tensor | None = None) -> tuple[float, float, torch.Tensor]:
+    """(mean loss, score, outputs) of a model's logits for known targets (a validation set's, after each epoch)."""
+    predicted = outputs(task, logits)
+    return loss(task, logits, targets, weights).item(), score(task, predicted, targets), predicted
+
+
 def balanced_weights(task: str, targets: torch.Tensor, n_outputs: int) -> torch.Tensor:
     """`--class-weight balanced`: n / (k * count) per class, or negatives / positives per label."""
     if task in SINGLE_LABEL:

@@ -110,14 +110,6 @@ def train_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, pi
     return loss, torch.cat(logits)
 
 
-@torch.no_grad()
-def evaluate(logits: torch.Tensor, targets: torch.Tensor, task: str,
-             weights: torch.Tensor | None = None) -> tuple[float, float, torch.Tensor]:
-    """(mean loss, score, outputs) of a model's logits for the validation targets."""
-    predicted = tasks.outputs(task, logits)
-    return tasks.loss(task, logits, targets, weights).item(), tasks.score(task, predicted, targets), predicted
-
-
 def training_loader(dataset: torch.utils.data.Dataset, batch_size: int, generator: torch.Generator,
                     sample_weights: torch.Tensor | None = None, context: Context = Context(),
                     num_workers: int = 0) -> torch.utils.data.DataLoader:

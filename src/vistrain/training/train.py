@@ -19,7 +19,8 @@ from vistrain.data.class_names import class_labels, name_classes
 from vistrain.data.datasets import load_dataset
 from vistrain.data.samples import Dataset, Skipped
 from vistrain.features.cpu import resolve_precision
-from vistrain.features.int8 import Precision, calibration_set
+from vistrain.features.int8 import calibration_set
+from vistrain.features.precision import Precision
 from vistrain.features.runtime import int8_model_files
 from vistrain.features.transforms import Augmentation
 from vistrain.model import run_dir, tasks
@@ -31,7 +32,7 @@ from vistrain.model.run_state import lock_run, start_run_dir, unlock_run
 from vistrain.training import distributed
 from vistrain.training.checkpoint import Checkpoint, load_checkpoint
 from vistrain.training.distributed import Context
-from vistrain.training.engine import BestSoFar, EpochResult, Stage, evaluate, fit, training_loader
+from vistrain.training.engine import BestSoFar, EpochResult, Stage, fit, training_loader
 from vistrain.training.features_stage import FeatureSet, compute_features, warn_about_imbalance
 from vistrain.training.fine_tune import STAGE as FINE_TUNE, fine_tune
 from vistrain.training.linear_head import fit_logistic_head
@@ -231,7 +232,7 @@ def train_head(features: FeatureSet, dataset: Dataset, backbone: Backbone, optio
     @torch.no_grad()
     def validate() -> tuple[float, float, torch.Tensor]:
         head.eval()
-        return evaluate(head(val_x), val_y, task, weights)
+        return tasks.score_logits(task, head(val_x), val_y, weights)
 
     trainer = torch.nn.parallel.DistributedDataParallel(head) if run.context.active else head
     stage = Stage(FROZEN, head, trainer, loader, validate, torch.optim.Adam(head.parameters(), lr=options.learning_rate),
