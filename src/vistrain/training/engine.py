@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from vistrain.model import tasks
 from vistrain.training.distributed import Context
@@ -66,18 +67,21 @@ class BestSoFar:
 
 def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, task: str,
                     optimizer: torch.optim.Optimizer, weights: torch.Tensor | None = None,
-                    device: torch.device = torch.device("cpu")) -> tuple[float, float]:
+                    device: torch.device = torch.device("cpu"), scheduler: LRScheduler | None = None,
+                    label_smoothing: float = 0.0) -> tuple[float, float]:
     """One pass over the training batches (features for a head, or images for a whole model), moved to `device`
-    (where the model and `weights` are); returns (mean loss, score)."""
+    (where the model and `weights` are), stepping `scheduler` after every batch; returns (mean loss, score)."""
     model.train()
     total_loss, total_score, seen = 0.0, 0.0, 0
     for inputs, targets in loader:
         inputs, targets = inputs.to(device), targets.to(device)
         logits = model(inputs)
-        batch_loss = tasks.loss(task, logits, targets, weights)
+        batch_loss = tasks.loss(task, logits, targets, weights, label_smoothing)
         optimizer.zero_grad()
         batch_loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         total_loss += batch_loss.item() * len(targets)
         total_score += tasks.score(task, tasks.outputs(task, logits.detach()), targets) * len(targets)
         seen += len(targets)
@@ -126,6 +130,9 @@ class Stage:
     generator: torch.Generator
     epochs: int
     patience: int | None = None  # stop after this many epochs without a new best; None: run every epoch
+    scheduler: LRScheduler | None = None  # stepped after every batch
+    label_smoothing: float = 0.0
+    deadline: Callable[[], float] | None = None  # seconds left: `fit` plans no epoch that would not end in time
     train_seconds: float = 0.0  # spent in training passes by `fit`, this session
     images_trained: int = 0
 
@@ -141,7 +148,8 @@ def fit(stage: Stage, task: str, best: BestSoFar, weights: torch.Tensor | None =
     """Train `stage` epoch by epoch, updating `best`, and return the stage's history. After each epoch
     `on_checkpoint` gets the whole state (tensors, numbers and lists only); passing it back as `resume_from`
     continues exactly where it stopped. Under torchrun (`context.active`) each process takes its share of every
-    batch and DistributedDataParallel averages the gradients."""
+    batch and DistributedDataParallel averages the gradients. With a `stage.deadline`, each epoch's time sets how
+    many more fit: `stage.epochs` shrinks to those (a schedule reading it decays sooner)."""
     history: list[EpochResult] = []
     stale = 0
     if resume_from:
@@ -149,19 +157,27 @@ def fit(stage: Stage, task: str, best: BestSoFar, weights: torch.Tensor | None =
         stage.optimizer.load_state_dict(resume_from["optimizer"])
         stage.generator.set_state(resume_from["generator"])
         torch.set_rng_state(resume_from["torch_rng"])
+        stage.epochs = resume_from.get("epochs", stage.epochs)
+        if stage.scheduler is not None:
+            stage.scheduler.load_state_dict(resume_from["scheduler"])
         history = [EpochResult(*row) for row in resume_from["history"]]
         stale = resume_from["stale"]
         best.load_state_dict(resume_from["best"])
-    for epoch in range(len(history) + 1, stage.epochs + 1):
+    epoch = len(history)
+    while epoch < stage.epochs:
         if stage.patience is not None and stale >= stage.patience:
             break
+        epoch += 1
         if context.active:
             stage.loader.sampler.set_epoch(epoch)
         started = time.perf_counter()
-        train_loss, train_score = train_one_epoch(stage.trainer, stage.loader, task, stage.optimizer, weights, device)
+        train_loss, train_score = train_one_epoch(stage.trainer, stage.loader, task, stage.optimizer, weights, device,
+                                                  stage.scheduler, stage.label_smoothing)
         stage.train_seconds += time.perf_counter() - started
         stage.images_trained += len(stage.loader.sampler)
         val_loss, val_score, outputs = stage.validate()
+        if stage.deadline is not None:
+            stage.epochs = min(stage.epochs, epoch + int(stage.deadline() // (time.perf_counter() - started)))
         history.append(EpochResult(epoch, train_loss, train_score, val_loss, val_score))
         on_epoch(history[-1])
         stale = 0 if best.update(val_loss, stage.name, epoch, stage.model, outputs) else stale + 1
@@ -169,5 +185,7 @@ def fit(stage: Stage, task: str, best: BestSoFar, weights: torch.Tensor | None =
             "model": stage.model.state_dict(), "optimizer": stage.optimizer.state_dict(),
             "generator": stage.generator.get_state(), "torch_rng": torch.get_rng_state(),
             "history": [list(astuple(r)) for r in history], "stale": stale, "best": best.state_dict(),
+            "epochs": stage.epochs,
+            **({"scheduler": stage.scheduler.state_dict()} if stage.scheduler is not None else {}),
         })
     return history

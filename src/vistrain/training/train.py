@@ -12,6 +12,7 @@ import torch
 from rich.markup import escape
 
 from vistrain.backbones import Backbone, get_backbone
+from vistrain.backbones.preprocess import Preprocess
 from vistrain.backbones.multi_depth import with_stages
 from vistrain.core.console import console
 from vistrain.core.files import default_cache_dir, make_folder
@@ -45,6 +46,7 @@ class TrainResult:
     history: list[EpochResult]
     skipped: list[Skipped]
     is_main: bool = True  # False in the other processes under torchrun, which write nothing
+    leaderboard: list[dict] = field(default_factory=list)  # with --budget: each candidate tried (leaderboard.csv)
 
 
 @dataclass
@@ -69,6 +71,10 @@ class Trained:
     backbone: torch.nn.Module | None = None  # fine-tuned, and better than the frozen head
     fine_tune: dict = field(default_factory=dict)  # what config.json records of fine-tuning
     head_fit: dict = field(default_factory=dict)  # what config.json records of a closed-form head's fit
+    head_kind: str = ""  # when it is not options.head (a budget's choice)
+    preprocess: Preprocess | None = None  # when it is not the backbone's (a budget's choice, at the data's size)
+    leaderboard: list[dict] = field(default_factory=list)  # with --budget: each candidate tried
+    budget: dict = field(default_factory=dict)  # what config.json records of the budget
 
 
 def train(data: str | Path, out: str | Path | None = None, options: TrainOptions | None = None,
@@ -80,9 +86,13 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     and write a run directory. Review decisions come from `decisions`, else the file beside the data (see
     `vistrain.data.decisions`); `class_names`, a mapping file, names the classes (`vistrain.data.class_names`).
     Until it is complete, the run directory holds a checkpoint (see `resume`)."""
+    started = time.perf_counter()  # a --budget counts from here
     options = options or TrainOptions()
     if options.precision == "int8" and options.fine_tune:
         raise ValueError("--fine-tune trains the backbone in fp32; int8 features are for a frozen backbone")
+    from vistrain.training.budget import budget_stage, check_budget_options  # it builds on this module
+
+    check_budget_options(options)
     cache_dir = make_folder(cache_dir or default_cache_dir(), "the feature cache")  # a bad one stops us before the run
     dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth, options.task, image_root,
                            Decisions.load(decisions) if decisions else None, cache_dir)
@@ -93,16 +103,21 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     calibration = calibration_set([s.path for s in dataset.train], options.seed)
     precision = Precision(options.precision, calibration if options.precision == "int8" else ())
     run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, verbose, class_names)
+    run.started = started
     describe_data(dataset, run.say, class_names)
     features = compute_features(dataset, backbone, precision, cache_dir, options.augment_views, run.context, run.say,
                                 verbose)
-    trained = train_head(features, dataset, backbone, options, run)
+    if options.budget:
+        trained = budget_stage(features, dataset, backbone, options, run, cache_dir)
+    else:
+        trained = train_head(features, dataset, backbone, options, run)
     if options.fine_tune:
         trained = fine_tune_stage(trained, features, dataset, backbone, options, run)
     metrics, predictions = score(trained, features, dataset, run)
     if run.context.is_main:
         write_run(run, data, dataset, backbone, options, calibration, trained, features, metrics, predictions)
-    return TrainResult(run.path, metrics, trained.history, dataset.skipped + features.skipped, run.context.is_main)
+    return TrainResult(run.path, metrics, trained.history, dataset.skipped + features.skipped, run.context.is_main,
+                       trained.leaderboard)
 
 
 def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True) -> TrainResult:
@@ -173,9 +188,10 @@ def _epoch_printer(say: Callable[..., None], label: str, epochs: int, task: str)
                          f"val_loss {r.val_loss:.4f}  val_{name} {r.val_score:.4f}")
 
 
-def train_head(features: FeatureSet, dataset: Dataset, backbone: Backbone, options: TrainOptions,
-               run: Run) -> Trained:
-    """The head on the cached features, keeping the epoch with the lowest validation loss."""
+def train_head(features: FeatureSet, dataset: Dataset, backbone: Backbone, options: TrainOptions, run: Run,
+               name: str = FROZEN) -> Trained:
+    """The head on the cached features, keeping the epoch with the lowest validation loss; `name` is its stage's
+    (in the checkpoint and history)."""
     task, (train_x, train_y), (val_x, val_y) = dataset.task, features.train, features.val
     torch.manual_seed(options.seed)  # initial weights and dropout masks
     head = build_head(options.head, backbone.feature_dim, tasks.output_units(task, len(dataset.classes)),
@@ -187,11 +203,11 @@ def train_head(features: FeatureSet, dataset: Dataset, backbone: Backbone, optio
             raise ValueError("--class-weight and --sampler apply to the mlp and linear heads; the logistic head "
                              "tunes its multi-class decision rule for macro F1 instead")
         best = BestSoFar()
-        history, details = fit_logistic_head(head, features.train, features.val, task, options.seed, best)
+        history, details = fit_logistic_head(head, features.train, features.val, task, options.seed, best, name)
         run.say(f"logistic head: C = {details['strength']:g} (cross-validated on the training images)"
                 + (f", decision offsets {details['decision_offsets']}" if "decision_offsets" in details else "")
                 + f"; val_loss {history[0].val_loss:.4f}  val_{tasks.SCORE_NAMES[task]} {history[0].val_score:.4f}")
-        return Trained(head, history, [FROZEN], best, head_fit=details)
+        return Trained(head, history, [name], best, head_fit=details)
     weights, sample_weights = _loss_weights(task, train_y, len(dataset.classes), options)
     generator = torch.Generator().manual_seed(options.seed)
     loader = training_loader(torch.utils.data.TensorDataset(train_x, train_y), options.batch_size, generator,
@@ -203,15 +219,15 @@ def train_head(features: FeatureSet, dataset: Dataset, backbone: Backbone, optio
         return evaluate(head(val_x), val_y, task, weights)
 
     trainer = torch.nn.parallel.DistributedDataParallel(head) if run.context.active else head
-    stage = Stage(FROZEN, head, trainer, loader, validate, torch.optim.Adam(head.parameters(), lr=options.learning_rate),
+    stage = Stage(name, head, trainer, loader, validate, torch.optim.Adam(head.parameters(), lr=options.learning_rate),
                   generator, options.epochs)
     best = BestSoFar()
     history = fit(stage, task, best, weights, context=run.context,
                   on_epoch=_epoch_printer(run.say, "epoch", options.epochs, task),
-                  resume_from=run.checkpoint.stage(FROZEN),
-                  on_checkpoint=lambda state: run.checkpoint.save_stage(FROZEN, state))
+                  resume_from=run.checkpoint.stage(name),
+                  on_checkpoint=lambda state: run.checkpoint.save_stage(name, state))
     head.load_state_dict(best.weights)
-    return Trained(head, history, [FROZEN] * len(history), best)
+    return Trained(head, history, [name] * len(history), best)
 
 
 def fine_tune_stage(trained: Trained, features: FeatureSet, dataset: Dataset, backbone: Backbone,
@@ -278,14 +294,17 @@ def write_run(run: Run, data: str | Path, dataset: Dataset, backbone: Backbone, 
     fine_tune = {key: value for key, value in trained.fine_tune.items() if key != "images_per_second"}
     if trained.backbone is not None:
         fine_tune.update(run_dir.save_backbone(run.path, trained.backbone))
+    backbone = replace(backbone, preprocess=trained.preprocess or backbone.preprocess)  # what predicting uses
+    options = replace(options, head=trained.head_kind or options.head)
     run_dir.write_trained_run(
         run.path, head=trained.head, metrics=metrics, history=trained.history, stages=trained.stages,
         score_name=tasks.SCORE_NAMES[dataset.task], predictions=predictions, skipped=dataset.skipped + features.skipped,
+        leaderboard=trained.leaderboard,
         config=run_dir.run_config(
             backbone=backbone, classes=dataset.classes, task=dataset.task, thresholds=predictions.thresholds,
             options=asdict(options), best_epoch=best_epoch(trained), fine_tune=fine_tune or None,
             calibration=calibration,
-            head_fit=trained.head_fit or None,
+            head_fit=trained.head_fit or None, budget=trained.budget or None,
             data={"source": str(Path(data).resolve()), "layout": dataset.layout,
                   "n_train": len(features.train_images[0]), "n_val": len(features.val_paths)},
             class_names=dataset.class_names))

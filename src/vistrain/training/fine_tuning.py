@@ -1,0 +1,215 @@
+"""The fine-tuned candidates a budget tries: the backbone's last two stages on cached activations of its frozen
+lower stages (`UpperStagesCandidate`), and the whole backbone on images decoded once at the data's resolution
+(`WholeCandidate`), both with `tuning.py`'s recipe.
+
+Each is measured before it is planned: `epoch_seconds` times two training steps of a copy of its model on random
+inputs, `setup_seconds` the activations it must compute or the images it must decode; then `run` trains it for
+the epochs the budget gives (`budget.py`), checkpointed every epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from vistrain.backbones.preprocess import Preprocess
+from vistrain.data.images import load_rgb
+from vistrain.features.activations import cached_activations, default_cut, lower_part, lower_session
+from vistrain.features.extract import extraction_threads
+from vistrain.features.runtime import INPUT
+from vistrain.features.transforms import PixelNormalize, eval_transform
+from vistrain.model import tasks
+from vistrain.training.candidates import Job, Outcome, finish, linear_head
+from vistrain.training.engine import EpochResult
+from vistrain.training.tuning import (ActivationInputs, Inputs, PixelInputs, Recipe, Tuned, UpperStages,
+                                      predict_inputs, tune)
+
+MIN_EPOCHS = 3  # a fine-tuning that cannot run this many epochs in its share of the budget is not tried
+MAX_EPOCHS = 12
+BATCH = 64
+MAX_DECODED_BYTES = 2 * 2**30  # the whole backbone trains on images held decoded in memory, up to this much
+
+
+class FineTuningCandidate:
+    """A network part and a head trained on tensors (see `tuning.Inputs`) at `preprocess`'s resolution."""
+
+    name = ""
+    recipe = Recipe(epochs=MAX_EPOCHS, batch_size=BATCH)
+
+    def __init__(self, job: Job, preprocess: Preprocess):
+        self.job, self.preprocess = job, preprocess
+        self.model = job.backbone.build_feature_extractor().to(memory_format=torch.channels_last)
+        self.cut = default_cut(self.model)
+
+    @property
+    def changed(self) -> str:
+        raise NotImplementedError
+
+    def parts(self) -> tuple[nn.Module, list[list[nn.Parameter]]]:
+        """The trained feature part and its parameter groups, earliest first (one per `recipe.features_lr`)."""
+        raise NotImplementedError
+
+    def example(self) -> torch.Tensor:
+        """A batch of random inputs of the right shape, for timing."""
+        raise NotImplementedError
+
+    def setup_seconds(self, views: list[str]) -> float:
+        """Estimated seconds before the first epoch (computing activations, decoding images)."""
+        raise NotImplementedError
+
+    def inputs(self, views: list[str]) -> tuple[Inputs, Inputs, Inputs]:
+        """(fit rows in `views`, held rows, validation images) as the model takes them."""
+        raise NotImplementedError
+
+    def epoch_seconds(self) -> float:
+        """One epoch over the fit rows and one scoring of the held rows, from two timed steps of a copy."""
+        features, groups = copy.deepcopy(self.parts())
+        model = Tuned(features, linear_head(self.job), BATCH).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        example = self.example().to(self.job.device)
+        units = tasks.output_units(self.job.task, len(self.job.dataset.classes))
+        targets = torch.zeros(len(example), dtype=torch.long) if self.job.task in tasks.SINGLE_LABEL \
+            else torch.zeros(len(example), units)
+        model.to(self.job.device)
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            loss = tasks.loss(self.job.task, model(example), targets.to(self.job.device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - started)
+        per_image = min(times[1:]) / len(example)
+        return per_image * (len(self.job.fit) + len(self.job.held) / 3)
+
+    def run(self, views: list[str], epochs: int, deadline: Callable[[], float], warm: nn.Module | None = None,
+            on_epoch: Callable[[EpochResult], None] = lambda r: None) -> Outcome:
+        """Train for up to `epochs` (fewer when `deadline()`, the seconds left, says so), keeping the epoch with the
+        lowest held-out loss, and score it (`candidates.finish`)."""
+        started = time.perf_counter()
+        job = self.job
+        train_inputs, held_inputs, val_inputs = self.inputs(views)
+        features, groups = self.parts()
+        model = Tuned(features, linear_head(job, warm), self.recipe.batch_size)
+        recipe = Recipe(**{**self.recipe.__dict__, "epochs": epochs})
+        history, best, stage = tune(model, groups, (train_inputs, job.targets(job.fit)),
+                                    (held_inputs, job.targets(job.held)), job.task, recipe, job.options.seed,
+                                    self.name, deadline, on_epoch, job.run.checkpoint.stage(self.name),
+                                    lambda state: job.run.checkpoint.save_stage(self.name, state), job.device)
+        model.cpu()
+        outcome = Outcome(self.name, self.changed, head=model.head.eval(), head_kind="linear",
+                          backbone=self.model.eval(), preprocess=self.preprocess, history=history,
+                          best_epoch=best.epoch,
+                          settings={"candidate": self.name, "views": views, "epochs_planned": epochs,
+                                    "epochs_run": len(history), "input_size": self.preprocess.input_size,
+                                    "recipe": {**recipe.__dict__, "features_lr": list(recipe.features_lr)},
+                                    "warm_start": warm is not None,
+                                    "images_per_second": stage.images_per_second})
+        outcome = finish(job, outcome, predict_inputs(model, held_inputs), predict_inputs(model, val_inputs))
+        outcome.seconds = time.perf_counter() - started
+        return outcome
+
+
+class UpperStagesCandidate(FineTuningCandidate):
+    """The backbone's last two stages (EfficientNet-Lite0: from the 192-channel blocks on, with `conv_head` and
+    `bn2`) and the head, trained on the cached activations of the frozen stages below them (one cache per view)."""
+
+    name = "upper-stages"
+    recipe = Recipe(epochs=MAX_EPOCHS, batch_size=BATCH, learning_rate=1e-3, features_lr=(5e-4, 1e-3))
+
+    @property
+    def changed(self) -> str:
+        return (f"blocks[{self.cut}:], conv_head and bn2 trained on cached activations of the frozen blocks below, "
+                f"at {self.preprocess.input_size} px")
+
+    def parts(self) -> tuple[nn.Module, list[list[nn.Parameter]]]:
+        upper = UpperStages(self.model, self.cut)
+        first = list(upper.blocks[0].parameters())
+        rest = [p for module in (upper.blocks[1:], upper.conv_head, upper.bn2) for p in module.parameters()]
+        return upper, [first, rest]
+
+    def example(self) -> torch.Tensor:
+        lower = lower_part(self.model, self.preprocess, self.cut)
+        size = self.preprocess.input_size
+        with torch.no_grad():
+            shape = lower(torch.zeros(1, 3, size, size, dtype=torch.uint8)).shape[1:]
+        return torch.randn(BATCH, *shape).contiguous(memory_format=torch.channels_last)
+
+    def setup_seconds(self, views: list[str]) -> float:
+        job = self.job
+        at_once, threads_each = extraction_threads()
+        session, _ = lower_session(job.backbone, self.preprocess, self.cut, job.cache_dir, threads_each)
+        size = self.preprocess.input_size
+        pixels = np.zeros((8, 3, size, size), np.uint8)
+        session.run(None, {INPUT: pixels})
+        started = time.perf_counter()
+        session.run(None, {INPUT: pixels})
+        per_image = (time.perf_counter() - started) / 8 / at_once  # as many batches at once as extraction runs
+        images = len(job.fit) * len(views) + len(job.held) + len(job.features.val_paths)
+        return 1.3 * images * per_image  # decoding on top of the lower stages
+
+    def inputs(self, views: list[str]) -> tuple[Inputs, Inputs, Inputs]:
+        job = self.job
+
+        def activations(paths: list, kept: list[str]) -> ActivationInputs:
+            return ActivationInputs(cached_activations(paths, job.digests_of(paths), job.backbone, self.preprocess,
+                                                       kept, self.cut, job.cache_dir))
+
+        fit_paths = [job.train_paths[i] for i in job.fit]
+        held_paths = [job.train_paths[i] for i in job.held]
+        return (activations(fit_paths, views), activations(held_paths, ["identity"]),
+                activations(job.features.val_paths, ["identity"]))
+
+
+class WholeCandidate(FineTuningCandidate):
+    """Every layer of the backbone and the head, trained on the images decoded once at the data's resolution,
+    with discriminative learning rates (the earliest stages slowest) and random shifts."""
+
+    name = "whole"
+    recipe = Recipe(epochs=MAX_EPOCHS, batch_size=BATCH, learning_rate=3e-3, features_lr=(2.5e-4, 5e-4, 1e-3))
+
+    @property
+    def changed(self) -> str:
+        return f"every layer trained on the images at {self.preprocess.input_size} px, shifted at random"
+
+    def parts(self) -> tuple[nn.Module, list[list[nn.Parameter]]]:
+        groups: list[list[nn.Parameter]] = [[], [], []]
+        for name, parameter in self.model.named_parameters():
+            stage = int(name.split(".")[1]) if name.startswith("blocks.") else (0 if name.startswith(
+                ("conv_stem", "bn1")) else len(self.model.blocks))
+            groups[0 if stage < 3 else 1 if stage < self.cut else 2].append(parameter)
+        return self.model, groups
+
+    def example(self) -> torch.Tensor:
+        size = self.preprocess.input_size
+        return torch.randn(BATCH, 3, size, size).contiguous(memory_format=torch.channels_last)
+
+    def decoded_bytes(self) -> int:
+        images = len(self.job.train_paths) + len(self.job.features.val_paths)
+        return images * 3 * self.preprocess.input_size ** 2
+
+    def setup_seconds(self, views: list[str]) -> float:
+        sample = self.job.train_paths[:8]
+        transform = eval_transform(self.preprocess, output="uint8")
+        started = time.perf_counter()
+        for path in sample:
+            transform(load_rgb(path, reduce_to=self.preprocess.resize_size))
+        per_image = (time.perf_counter() - started) / max(1, len(sample))
+        return per_image * (len(self.job.train_paths) + len(self.job.features.val_paths))
+
+    def inputs(self, views: list[str]) -> tuple[Inputs, Inputs, Inputs]:
+        job = self.job
+        transform = eval_transform(self.preprocess, output="uint8")
+        normalize = PixelNormalize(self.preprocess)
+
+        def decoded(paths: list) -> torch.Tensor:
+            return torch.stack([transform(load_rgb(path, reduce_to=self.preprocess.resize_size)) for path in paths])
+
+        return (PixelInputs(decoded([job.train_paths[i] for i in job.fit]), normalize, views),
+                PixelInputs(decoded([job.train_paths[i] for i in job.held]), normalize, ["identity"]),
+                PixelInputs(decoded(job.features.val_paths), normalize, ["identity"]))
