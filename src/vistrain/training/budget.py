@@ -40,6 +40,7 @@ from vistrain.training.train import Run, Trained, train_head
 FINE_TUNED = (UpperStagesCandidate, WholeCandidate)
 CANDIDATES = (*FROZEN_HEADS, *(c.name for c in FINE_TUNED))
 RESERVE_SECONDS, RESERVE_SHARE = 8.0, 0.03  # kept for scoring, writing the run and its report
+MEASURE_SECONDS = 10.0  # with less left, a fine-tuned candidate is not even measured
 
 
 @dataclass
@@ -99,8 +100,10 @@ def budget_stage(features: FeatureSet, dataset: Dataset, backbone: Backbone, opt
             record(restored(state["done"][kind], job))
         elif kind == "logistic" and (options.class_weight or options.sampler):
             record(Outcome(kind, FROZEN_HEADS[kind], note="not tried: it takes no --class-weight or --sampler"))
-        else:
+        elif clock.left() > 0 or not any(o.tried for o in outcomes.values()):  # one at least, whatever the time
             record(frozen_head(job, kind))
+        else:
+            record(Outcome(kind, FROZEN_HEADS[kind], note="not tried: the budget was spent"))
     reference = outcomes.get("logistic") if outcomes.get("logistic", Outcome("", "")).tried else None
     fine = [cls for cls in FINE_TUNED if cls.name in wanted]
     if fine:
@@ -116,23 +119,37 @@ def run_fine_tuned(job: Job, candidates: list, reference: Outcome | None, clock:
     say = job.run.say
     pending = []
     for candidate in candidates:
+        plan = state["plans"].get(candidate.name)
         if candidate.name in state["done"]:
             record(restored(state["done"][candidate.name], job))
-            continue
-        plan = state["plans"].get(candidate.name)
-        pending.append((candidate, (plan["setup"], plan["epoch"]) if plan else (
-            candidate.setup_seconds(["identity"]), candidate.epoch_seconds())))
+        elif plan:
+            pending.append((candidate, (plan["setup"], plan["epoch"])))
+        elif candidate.refusal() or clock.left() < MEASURE_SECONDS:
+            record(Outcome(candidate.name, candidate.changed, note="not tried: " + (
+                candidate.refusal() or f"{max(0.0, clock.left()):.0f} s were left")))
+        else:
+            epoch = candidate.measure()
+            pending.append((candidate, (candidate.setup_seconds(["identity"]), epoch)))
     if not pending:
         return
-    fits = any(setup + MIN_EPOCHS * epoch <= clock.left() / len(pending) for _, (setup, epoch) in pending)
-    if fits and reference is not None and "views" not in state:
+    needs = {c.name: setup + MIN_EPOCHS * epoch for c, (setup, epoch) in pending}
+    while pending and sum(needs[c.name] for c, _ in pending) > clock.left():  # the dearest goes first
+        dearest = max(pending, key=lambda item: needs[item[0].name])
+        pending.remove(dearest)
+        candidate, (setup, epoch) = dearest
+        record(Outcome(candidate.name, candidate.changed, note=(
+            f"not tried: {MIN_EPOCHS} epochs need about {needs[candidate.name]:.0f} s (setup {setup:.0f} s, "
+            f"{epoch:.0f} s an epoch); {max(0.0, clock.left()):.0f} s were left")))
+    if pending and reference is not None and "views" not in state:
         started = time.perf_counter()
         state["views"], scores = label_keeping_views(job, reference.head)
         say(f"views that keep labels (held-out {SELECTION_METRIC[job.task].replace('_', ' ')} of the frozen head: "
             + ", ".join(f"{view} {score:.3f}" for view, score in scores.items())
             + f"): {', '.join(state['views'])} ({time.perf_counter() - started:.1f} s)")
     for position, (candidate, (setup, epoch)) in enumerate(pending):
-        share = clock.left() / (len(pending) - position)
+        later = sum(needs[c.name] for c, _ in pending[position + 1:])
+        need = needs[candidate.name]  # its minimum, plus an equal part of what the minimums leave
+        share = need + (clock.left() - later - need) / (len(pending) - position)
         plan = state["plans"].get(candidate.name) or make_plan(candidate, state.get("views", ["identity"]), setup,
                                                                epoch, share)
         if plan["epochs"] < MIN_EPOCHS:
@@ -159,12 +176,9 @@ def make_plan(candidate, views: list[str], setup: float, epoch: float, share: fl
     candidate runs as many epochs as fit, up to MAX_EPOCHS."""
     used = list(views)
     if isinstance(candidate, UpperStagesCandidate):
-        job = candidate.job
-        others = len(job.held) + len(job.features.val_paths)
-        per_image = setup / (len(job.fit) + others)  # measured for one view
-        while len(used) > 1 and per_image * (len(job.fit) * len(used) + others) > 0.4 * share:
+        while len(used) > 1 and candidate.setup_seconds(used) > 0.4 * share:
             used.pop()
-        setup = per_image * (len(job.fit) * len(used) + others)
+        setup = candidate.setup_seconds(used)
     return {"setup": setup, "epoch": epoch, "views": used,
             "epochs": int(min(MAX_EPOCHS, max(0.0, (share - setup) // epoch)))}
 
@@ -179,9 +193,11 @@ def choose(job: Job, outcomes: dict[str, Outcome], clock: Clock) -> Trained:
                                     None if best is None else (best.selection, best.selection_loss)):
             best = outcome
     if best is None:
-        raise ValueError("no candidate could be trained within the budget")
+        raise ValueError("no candidate could be trained within the budget (see the lines above); give a longer "
+                         "--budget, or let --candidates include a frozen head (logistic, mlp)")
     if best.name == "logistic":
         best = refit_logistic(job, best)
+    outcomes = {name: outcomes[name] for name in CANDIDATES if name in outcomes}  # the leaderboard's order
     history, stages, offset, chosen_epoch = [], [], 0, 1
     for outcome in outcomes.values():
         if outcome.name == best.name:

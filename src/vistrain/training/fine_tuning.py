@@ -2,15 +2,16 @@
 lower stages (`UpperStagesCandidate`), and the whole backbone on images decoded once at the data's resolution
 (`WholeCandidate`), both with `tuning.py`'s recipe.
 
-Each is measured before it is planned: `epoch_seconds` times two training steps of a copy of its model on random
-inputs, `setup_seconds` the activations it must compute or the images it must decode; then `run` trains it for
-the epochs the budget gives (`budget.py`), checkpointed every epoch.
+Each is measured before it is planned: `measure` times two training steps of a copy of its model on random inputs
+and the decoding of a few images, from which `setup_seconds` estimates the activations to compute or the images to
+decode; then `run` trains it for the epochs the budget gives (`budget.py`), checkpointed every epoch.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -19,9 +20,8 @@ from torch import nn
 
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.data.images import load_rgb
-from vistrain.features.activations import cached_activations, default_cut, lower_part, lower_session
+from vistrain.features.activations import cached_activations, default_cut, lower_part
 from vistrain.features.extract import extraction_threads
-from vistrain.features.runtime import INPUT
 from vistrain.features.transforms import PixelNormalize, eval_transform
 from vistrain.model import tasks
 from vistrain.training.candidates import Job, Outcome, finish, linear_head
@@ -33,6 +33,7 @@ MIN_EPOCHS = 3  # a fine-tuning that cannot run this many epochs in its share of
 MAX_EPOCHS = 12
 BATCH = 64
 MAX_DECODED_BYTES = 2 * 2**30  # the whole backbone trains on images held decoded in memory, up to this much
+TIMED_BATCH = 16  # images in each timed step
 
 
 class FineTuningCandidate:
@@ -41,10 +42,18 @@ class FineTuningCandidate:
     name = ""
     recipe = Recipe(epochs=MAX_EPOCHS, batch_size=BATCH)
 
-    def __init__(self, job: Job, preprocess: Preprocess):
-        self.job, self.preprocess = job, preprocess
-        self.model = job.backbone.build_feature_extractor().to(memory_format=torch.channels_last)
-        self.cut = default_cut(self.model)
+    def __init__(self, job: Job, preprocess: Preprocess, cut: int | None = None):
+        self.job, self.preprocess, self.given_cut = job, preprocess, cut
+
+    @cached_property
+    def model(self) -> nn.Module:
+        """The backbone as a feature extractor, built when first needed."""
+        return self.job.backbone.build_feature_extractor().to(memory_format=torch.channels_last)
+
+    @property
+    def cut(self) -> int:
+        """Where the lower stages end (`features.activations.default_cut`, unless given)."""
+        return default_cut(self.model) if self.given_cut is None else self.given_cut
 
     @property
     def changed(self) -> str:
@@ -55,28 +64,43 @@ class FineTuningCandidate:
         raise NotImplementedError
 
     def example(self) -> torch.Tensor:
-        """A batch of random inputs of the right shape, for timing."""
+        """TIMED_BATCH random inputs of the right shape, for timing."""
         raise NotImplementedError
 
     def setup_seconds(self, views: list[str]) -> float:
-        """Estimated seconds before the first epoch (computing activations, decoding images)."""
+        """Estimated seconds before the first epoch (computing activations, decoding images), once `measure`d."""
         raise NotImplementedError
 
     def inputs(self, views: list[str]) -> tuple[Inputs, Inputs, Inputs]:
         """(fit rows in `views`, held rows, validation images) as the model takes them."""
         raise NotImplementedError
 
-    def epoch_seconds(self) -> float:
-        """One epoch over the fit rows and one scoring of the held rows, from two timed steps of a copy."""
+    def refusal(self) -> str:
+        """Why it cannot run on this data at all, or ""."""
+        return ""
+
+    def images(self) -> int:
+        """How many images it trains on or scores: fit and held rows, validation images."""
+        return len(self.job.fit) + len(self.job.held) + len(self.job.features.val_paths)
+
+    def measure(self) -> float:
+        """Seconds for an epoch over the fit rows and a scoring of the held rows, from two timed training steps of
+        a copy (the faster: load on a shared machine comes and goes); also times decoding a few images."""
+        transform = eval_transform(self.preprocess, output="uint8")
+        sample = self.job.train_paths[:4]
+        started = time.perf_counter()
+        for path in sample:
+            transform(load_rgb(path, reduce_to=self.preprocess.resize_size))
+        self.decode_seconds = (time.perf_counter() - started) / max(1, len(sample))
         features, groups = copy.deepcopy(self.parts())
-        model = Tuned(features, linear_head(self.job), BATCH).train()
+        model = Tuned(features, linear_head(self.job), BATCH, self.recipe.batchnorm_statistics).to(self.job.device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         example = self.example().to(self.job.device)
         units = tasks.output_units(self.job.task, len(self.job.dataset.classes))
         targets = torch.zeros(len(example), dtype=torch.long) if self.job.task in tasks.SINGLE_LABEL \
             else torch.zeros(len(example), units)
-        model.to(self.job.device)
         times = []
+        model.train()
         for _ in range(3):
             started = time.perf_counter()
             loss = tasks.loss(self.job.task, model(example), targets.to(self.job.device))
@@ -84,8 +108,7 @@ class FineTuningCandidate:
             loss.backward()
             optimizer.step()
             times.append(time.perf_counter() - started)
-        per_image = min(times[1:]) / len(example)
-        return per_image * (len(self.job.fit) + len(self.job.held) / 3)
+        return min(times[1:]) / len(example) * (len(self.job.fit) + len(self.job.held) / 3)
 
     def run(self, views: list[str], epochs: int, deadline: Callable[[], float], warm: nn.Module | None = None,
             on_epoch: Callable[[EpochResult], None] = lambda r: None) -> Outcome:
@@ -95,7 +118,7 @@ class FineTuningCandidate:
         job = self.job
         train_inputs, held_inputs, val_inputs = self.inputs(views)
         features, groups = self.parts()
-        model = Tuned(features, linear_head(job, warm), self.recipe.batch_size)
+        model = Tuned(features, linear_head(job, warm), self.recipe.batch_size, self.recipe.batchnorm_statistics)
         recipe = Recipe(**{**self.recipe.__dict__, "epochs": epochs})
         history, best, stage = tune(model, groups, (train_inputs, job.targets(job.fit)),
                                     (held_inputs, job.targets(job.held)), job.task, recipe, job.options.seed,
@@ -134,24 +157,22 @@ class UpperStagesCandidate(FineTuningCandidate):
         return upper, [first, rest]
 
     def example(self) -> torch.Tensor:
-        lower = lower_part(self.model, self.preprocess, self.cut)
         size = self.preprocess.input_size
+        pixels = torch.zeros(TIMED_BATCH, 3, size, size, dtype=torch.uint8)
+        lower = lower_part(self.model, self.preprocess, self.cut)
         with torch.no_grad():
-            shape = lower(torch.zeros(1, 3, size, size, dtype=torch.uint8)).shape[1:]
-        return torch.randn(BATCH, *shape).contiguous(memory_format=torch.channels_last)
+            lower(pixels)
+            started = time.perf_counter()
+            shape = lower(pixels).shape[1:]
+        # ONNX Runtime runs the lower stages about 1.5 times as fast as torch eager here
+        self.lower_seconds = (time.perf_counter() - started) / TIMED_BATCH / 1.5
+        return torch.randn(TIMED_BATCH, *shape).contiguous(memory_format=torch.channels_last)
 
     def setup_seconds(self, views: list[str]) -> float:
+        """Every fit row in every view through the lower stages, the other images in one; each decoded once."""
         job = self.job
-        at_once, threads_each = extraction_threads()
-        session, _ = lower_session(job.backbone, self.preprocess, self.cut, job.cache_dir, threads_each)
-        size = self.preprocess.input_size
-        pixels = np.zeros((8, 3, size, size), np.uint8)
-        session.run(None, {INPUT: pixels})
-        started = time.perf_counter()
-        session.run(None, {INPUT: pixels})
-        per_image = (time.perf_counter() - started) / 8 / at_once  # as many batches at once as extraction runs
-        images = len(job.fit) * len(views) + len(job.held) + len(job.features.val_paths)
-        return 1.3 * images * per_image  # decoding on top of the lower stages
+        passes = len(job.fit) * len(views) + len(job.held) + len(job.features.val_paths)
+        return passes * self.lower_seconds + self.images() * self.decode_seconds / extraction_threads()[0]
 
     def inputs(self, views: list[str]) -> tuple[Inputs, Inputs, Inputs]:
         job = self.job
@@ -171,7 +192,8 @@ class WholeCandidate(FineTuningCandidate):
     with discriminative learning rates (the earliest stages slowest) and random shifts."""
 
     name = "whole"
-    recipe = Recipe(epochs=MAX_EPOCHS, batch_size=BATCH, learning_rate=3e-3, features_lr=(2.5e-4, 5e-4, 1e-3))
+    recipe = Recipe(epochs=MAX_EPOCHS, batch_size=BATCH, learning_rate=3e-3, features_lr=(2.5e-4, 5e-4, 1e-3),
+                    batchnorm_statistics=True)  # at another resolution than ImageNet's, the statistics move
 
     @property
     def changed(self) -> str:
@@ -187,20 +209,17 @@ class WholeCandidate(FineTuningCandidate):
 
     def example(self) -> torch.Tensor:
         size = self.preprocess.input_size
-        return torch.randn(BATCH, 3, size, size).contiguous(memory_format=torch.channels_last)
+        return torch.randn(TIMED_BATCH, 3, size, size).contiguous(memory_format=torch.channels_last)
 
-    def decoded_bytes(self) -> int:
-        images = len(self.job.train_paths) + len(self.job.features.val_paths)
-        return images * 3 * self.preprocess.input_size ** 2
+    def refusal(self) -> str:
+        needed = self.images() * 3 * self.preprocess.input_size ** 2
+        return "" if needed <= MAX_DECODED_BYTES else (
+            f"{self.images()} images at {self.preprocess.input_size} px need {needed / 2**30:.1f} GiB decoded, over "
+            f"{MAX_DECODED_BYTES / 2**30:.0f} GiB")
 
     def setup_seconds(self, views: list[str]) -> float:
-        sample = self.job.train_paths[:8]
-        transform = eval_transform(self.preprocess, output="uint8")
-        started = time.perf_counter()
-        for path in sample:
-            transform(load_rgb(path, reduce_to=self.preprocess.resize_size))
-        per_image = (time.perf_counter() - started) / max(1, len(sample))
-        return per_image * (len(self.job.train_paths) + len(self.job.features.val_paths))
+        """Every image decoded once."""
+        return self.images() * self.decode_seconds
 
     def inputs(self, views: list[str]) -> tuple[Inputs, Inputs, Inputs]:
         job = self.job

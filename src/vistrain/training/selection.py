@@ -55,14 +55,11 @@ def cross_fitted_offsets(probabilities: np.ndarray, targets: np.ndarray, seed: i
     """Multi-class decision offsets for macro F1 (`linear.decision_offsets`) tuned on held-out predictions:
     (the offsets tuned on all of them, the predictions each adjusted by offsets tuned on the other half), so that
     the adjusted predictions still score what they would on unseen images."""
-    rng = np.random.default_rng(seed)
-    halves = np.array_split(rng.permutation(len(targets)), 2)
-    logs = np.log(np.clip(probabilities, 1e-12, 1))
-    adjusted = logs.copy()
+    halves = np.array_split(np.random.default_rng(seed).permutation(len(targets)), 2)
+    adjusted = probabilities.copy()
     for mine, other in (halves, halves[::-1]):
-        adjusted[mine] += decision_offsets(probabilities[other], targets[other])
-    shifted = np.exp(adjusted - adjusted.max(1, keepdims=True))
-    return decision_offsets(probabilities, targets), shifted / shifted.sum(1, keepdims=True)
+        adjusted[mine] = with_offsets(probabilities[mine], decision_offsets(probabilities[other], targets[other]))
+    return decision_offsets(probabilities, targets), adjusted
 
 
 def with_offsets(probabilities: np.ndarray, offsets: np.ndarray) -> np.ndarray:

@@ -40,22 +40,24 @@ class UpperStages(nn.Module):
 
 
 class Tuned(nn.Module):
-    """A trainable feature part, then the head: inputs -> logits. In training mode BatchNorm layers keep their
-    statistics when batches are small (`MIN_BATCHNORM_BATCH`) or their layer is frozen."""
+    """A trainable feature part, then the head: inputs -> logits. In training mode its BatchNorm layers learn
+    their scale and shift but keep their statistics unless `batchnorm_statistics` (and then still when batches
+    are smaller than `MIN_BATCHNORM_BATCH`, whose statistics are noise)."""
 
-    def __init__(self, features: nn.Module, head: nn.Module, batch_size: int):
+    def __init__(self, features: nn.Module, head: nn.Module, batch_size: int, batchnorm_statistics: bool = False):
         super().__init__()
-        self.features, self.head, self.batch_size = features, head, batch_size
+        self.features, self.head = features, head
+        self.batchnorm_statistics = batchnorm_statistics and batch_size >= MIN_BATCHNORM_BATCH
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(inputs))
 
     def train(self, mode: bool = True) -> "Tuned":
         super().train(mode)
-        for module in self.features.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and (
-                    self.batch_size < MIN_BATCHNORM_BATCH or not any(p.requires_grad for p in module.parameters())):
-                module.eval()
+        if not self.batchnorm_statistics:
+            for module in self.features.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
 
@@ -150,7 +152,9 @@ def predict_inputs(model: nn.Module, inputs: Inputs, batch_size: int = 128,
 class Recipe:
     """How a tuned model trains: AdamW at `learning_rate` for the head, `features_lr` for the layers before it
     (a tuple: one per parameter group, earliest first), warm-up over the first `warmup` share of the steps then
-    cosine decay to 0, weight decay, label smoothing (single-label tasks)."""
+    cosine decay to 0, weight decay, label smoothing (single-label tasks); BatchNorm statistics learnt from the
+    batches (`batchnorm_statistics`) or kept as they were (a warm-started head then sees the features it was
+    fitted on)."""
 
     epochs: int
     batch_size: int = 64
@@ -160,6 +164,7 @@ class Recipe:
     label_smoothing: float = 0.1
     warmup: float = 0.15
     patience: int | None = None
+    batchnorm_statistics: bool = False
 
 
 def warmup_cosine(total_steps: Callable[[], int], warmup: float) -> Callable[[int], float]:
