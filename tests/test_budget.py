@@ -59,6 +59,7 @@ def small_images(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_a_run_at_the_datas_small_resolution_predicts_and_exports_at_it(small_images: Path, tmp_path: Path):
     import onnx
 

@@ -13,7 +13,7 @@ from vistrain.backbones import get_backbone
 from vistrain.features.activations import ActivationCache, view_pixels
 from vistrain.training.options import TrainOptions, parse_duration
 from vistrain.training.resolution import data_preprocess, median_side
-from vistrain.training.selection import cross_fitted_offsets, inner_split
+from vistrain.training.selection import cross_fitted_offsets, inner_split, with_offsets
 from vistrain.training.tuning import warmup_cosine
 
 
@@ -121,3 +121,5 @@ def test_cross_fitted_offsets_score_each_half_with_the_others_offsets():
     offsets, adjusted = cross_fitted_offsets(probabilities, targets, seed=0)
     assert offsets.shape == (3,) and offsets[0] == 0 and offsets[2] > 0
     assert adjusted.shape == probabilities.shape and np.allclose(adjusted.sum(1), 1)
+    assert adjusted[:, 2].mean() > probabilities[:, 2].mean() + 0.05  # each half moved by offsets...
+    assert not np.allclose(adjusted, with_offsets(probabilities, offsets), atol=1e-3)  # ...not tuned on itself

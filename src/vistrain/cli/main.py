@@ -107,7 +107,7 @@ def training_options(command):
                           "activations, the whole backbone at the data's resolution — and keep the one that scores "
                           "best on held-out training images; leaderboard.csv lists them. Without it, the frozen "
                           "head alone."),
-        click.option("--candidates", default="", callback=_name_list, metavar="A,B,...",
+        click.option("--candidates", default="", callback=_name_list, metavar="A,B,...", show_default=False,
                      help="With --budget, try only these: logistic, mlp, upper-stages, whole [default: all]."),
         click.option("--feature-stages", default="", callback=_stage_list, metavar="I,J,...",
                      help="Also pool these stages of the backbone's model.blocks (0-based; EfficientNet-Lite has 0-6) "

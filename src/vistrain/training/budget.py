@@ -164,10 +164,15 @@ def run_fine_tuned(job: Job, candidates: list, reference: Outcome | None, clock:
         ends = time.perf_counter() + share
         warm = reference.head if reference is not None and isinstance(candidate, UpperStagesCandidate) \
             and candidate.preprocess == job.backbone.preprocess else None
+        def save(stage: dict, name: str = candidate.name) -> None:
+            state["spent"] = clock.spent()
+            job.run.checkpoint.save_stage(name, stage)
+
         record(candidate.run(plan["views"], plan["epochs"], lambda: min(ends - time.perf_counter(), clock.left()),
                              warm, on_epoch=lambda r, name=candidate.name: say(
                                  f"{name} epoch {r.epoch}/{plan['epochs']}  loss {r.train_loss:.4f}  held-out loss "
-                                 f"{r.val_loss:.4f}  held-out {tasks.SCORE_NAMES[job.task]} {r.val_score:.4f}")))
+                                 f"{r.val_loss:.4f}  held-out {tasks.SCORE_NAMES[job.task]} {r.val_score:.4f}"),
+                             on_checkpoint=save))
 
 
 def make_plan(candidate, views: list[str], setup: float, epoch: float, share: float) -> dict:

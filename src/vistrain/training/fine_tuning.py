@@ -111,9 +111,11 @@ class FineTuningCandidate:
         return min(times[1:]) / len(example) * (len(self.job.fit) + len(self.job.held) / 3)
 
     def run(self, views: list[str], epochs: int, deadline: Callable[[], float], warm: nn.Module | None = None,
-            on_epoch: Callable[[EpochResult], None] = lambda r: None) -> Outcome:
+            on_epoch: Callable[[EpochResult], None] = lambda r: None,
+            on_checkpoint: Callable[[dict], None] | None = None) -> Outcome:
         """Train for up to `epochs` (fewer when `deadline()`, the seconds left, says so), keeping the epoch with the
-        lowest held-out loss, and score it (`candidates.finish`)."""
+        lowest held-out loss, and score it (`candidates.finish`). After each epoch its state goes to
+        `on_checkpoint` (by default, the run's checkpoint)."""
         started = time.perf_counter()
         job = self.job
         train_inputs, held_inputs, val_inputs = self.inputs(views)
@@ -123,7 +125,8 @@ class FineTuningCandidate:
         history, best, stage = tune(model, groups, (train_inputs, job.targets(job.fit)),
                                     (held_inputs, job.targets(job.held)), job.task, recipe, job.options.seed,
                                     self.name, deadline, on_epoch, job.run.checkpoint.stage(self.name),
-                                    lambda state: job.run.checkpoint.save_stage(self.name, state), job.device)
+                                    on_checkpoint or (lambda state: job.run.checkpoint.save_stage(self.name, state)),
+                                    job.device)
         model.cpu()
         outcome = Outcome(self.name, self.changed, head=model.head.eval(), head_kind="linear",
                           backbone=self.model.eval(), preprocess=self.preprocess, history=history,
