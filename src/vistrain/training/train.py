@@ -37,6 +37,7 @@ from vistrain.training.linear_head import fit_logistic_head
 from vistrain.training.options import TrainOptions
 
 FROZEN = "frozen"
+ROOM = 0.97  # below this validation accuracy, a run without --budget says that --budget may do better
 
 
 @dataclass
@@ -116,6 +117,9 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     metrics, predictions = score(trained, features, dataset, run)
     if run.context.is_main:
         write_run(run, data, dataset, backbone, options, calibration, trained, features, metrics, predictions)
+        if not options.budget and not options.fine_tune and metrics.get("accuracy", 1.0) < ROOM:
+            run.say(f"frozen features may be the ceiling on these images (validation accuracy {metrics['accuracy']:.3f})"
+                    ": --budget 10m also tries fine-tuning the backbone (see the README, --budget)")
     return TrainResult(run.path, metrics, trained.history, dataset.skipped + features.skipped, run.context.is_main,
                        trained.leaderboard)
 
