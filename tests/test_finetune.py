@@ -85,7 +85,7 @@ def test_early_stopping_stops_and_restores_the_best_epoch(shapes_split: Path, mo
     val_losses = iter([0.5, 0.3, 0.4, 0.6, 0.1, 0.1])
     states = []
 
-    def scripted(model, loader, task, weights=None, device=None):
+    def scripted(model, loader, task, *args):
         states.append({k: v.clone() for k, v in model.state_dict().items()})
         return next(val_losses), 1.0, torch.full((len(loader.dataset), 2), 0.5)
 
@@ -101,7 +101,7 @@ def test_early_stopping_stops_and_restores_the_best_epoch(shapes_split: Path, mo
 def test_a_fine_tuning_that_never_beats_the_frozen_head_changes_nothing(shapes_split: Path, monkeypatch):
     val_losses = iter([0.31, 0.35])
 
-    def scripted(model, loader, task, weights=None, device=None):
+    def scripted(model, loader, task, *args):
         return next(val_losses), 1.0, torch.full((len(loader.dataset), 2), 0.5)
 
     monkeypatch.setattr(fine_tune_module, "evaluate_images", scripted)
@@ -119,7 +119,7 @@ def test_a_fine_tuning_that_never_beats_the_frozen_head_changes_nothing(shapes_s
 
 
 def test_train_discards_a_fine_tuning_that_does_not_beat_the_frozen_head(shapes_split: Path, tmp_path, monkeypatch):
-    def worse(model, loader, task, weights=None, device=None):
+    def worse(model, loader, task, *args):
         return 99.0, 0.0, torch.full((len(loader.dataset), 2), 0.5)
 
     monkeypatch.setattr(fine_tune_module, "evaluate_images", worse)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from rich.markup import escape
 
@@ -19,6 +20,7 @@ from vistrain.analysis.evaluate import evaluate as evaluate_run
 from vistrain.analysis.inspect import Inspection
 from vistrain.analysis.inspect import inspect as inspect_run
 from vistrain.core.console import console
+from vistrain.core.device import ignore, resolve_device
 from vistrain.deploy.export import export as export_run
 from vistrain.model.predictor import ImagePredictions, Predictor, expand_paths
 from vistrain.training import train as training
@@ -53,17 +55,21 @@ def _with_report(result: TrainResult, verbose: bool) -> TrainResult:
 
 
 def evaluate(run: str | Path, data: str | Path, image_root: Path | None = None, cache_dir: Path | None = None,
-             tta: bool = False, show_progress: bool = True, decisions: Path | None = None) -> Evaluation:
-    """The model in RUN scored on labelled images (see `vistrain.analysis.evaluate.evaluate`)."""
-    return evaluate_run(run, data, image_root, cache_dir, tta, show_progress, decisions)
+             tta: bool = False, show_progress: bool = True, decisions: Path | None = None, device: str = "auto",
+             on_halve: Callable[[int], None] = ignore) -> Evaluation:
+    """The model in RUN scored on labelled images (see `vistrain.analysis.evaluate.evaluate`), its backbone on
+    `device` ("auto", "cpu" or "cuda"; `on_halve` is told when a batch had to be cut to fit its memory)."""
+    return evaluate_run(run, data, image_root, cache_dir, tta, show_progress, decisions, resolve_device(device),
+                        on_halve)
 
 
 def predict(run: str | Path, paths: list[str | Path], cache_dir: Path | None = None, tta: bool = False,
-            show_progress: bool = True) -> ImagePredictions:
-    """Outputs of the model in RUN for image files, or every file in folders; unreadable files come back as
-    skipped, with the reason."""
+            show_progress: bool = True, device: str = "auto",
+            on_halve: Callable[[int], None] = ignore) -> ImagePredictions:
+    """Outputs of the model in RUN for image files, or every file in folders, its backbone on `device` (as for
+    `evaluate`); unreadable files come back as skipped, with the reason."""
     files, links = expand_paths(paths)
-    result = Predictor.from_run(run).predict(files, cache_dir, show_progress, tta)
+    result = Predictor.from_run(run, resolve_device(device), on_halve).predict(files, cache_dir, show_progress, tta)
     result.skipped = links + result.skipped
     return result
 

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from vistrain.core.device import ignore
 from vistrain.data.datasets import load_labelled
 from vistrain.data.decisions import Decisions
 from vistrain.data.samples import DataError, Skipped
 from vistrain.model.metrics import task_metrics
 from vistrain.model.predictions import Predictions
 from vistrain.model.predictor import Predictor
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -23,11 +28,13 @@ class Evaluation:
 
 
 def evaluate(run: str | Path, data: str | Path, image_root: Path | None = None, cache_dir: Path | None = None,
-             tta: bool = False, show_progress: bool = True, decisions: Path | None = None) -> Evaluation:
+             tta: bool = False, show_progress: bool = True, decisions: Path | None = None,
+             device: torch.device | None = None, on_halve: Callable[[int], None] = ignore) -> Evaluation:
     """The model in RUN scored on DATA (a folder: its val/ folder if it has one, else all of it; or a label CSV:
     its val rows if it has a split column, else all rows). `tta`: average each image's and its mirror's outputs.
-    Review `decisions` (a file; default: the one beside DATA, if any) are honoured."""
-    predictor = Predictor.from_run(run)
+    Review `decisions` (a file; default: the one beside DATA, if any) are honoured. The backbone runs on `device`
+    (see `Predictor.from_run`)."""
+    predictor = Predictor.from_run(run, device, on_halve)
     samples, skipped = load_labelled(data, predictor.classes, predictor.task, image_root,
                                      Decisions.load(decisions) if decisions else None, cache_dir)
     target_of = {s.path: s.target for s in samples}

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from vistrain.backbones.registry import BackboneUnavailable
+from vistrain.core.device import DEVICES
 from vistrain.data.matlab import is_mat
 from vistrain.data.samples import TASKS, DataError
 from vistrain.features import PRECISIONS
@@ -48,6 +49,12 @@ PRECISION = click.option("--precision", default=DEFAULTS.precision, type=click.C
                          help="Compute features in fp32, or int8: the backbone quantised once, calibrated on 256 "
                               "seeded training images, cached apart. predict, evaluate, inspect and serve use the "
                               "run's own. On this project's 2-core AVX2 machine int8 was no faster (see README).")
+
+DEVICE = click.option("--device", default=DEFAULTS.device, type=click.Choice(DEVICES),
+                      help="Where torch work runs: auto (a CUDA GPU when there is one, else the CPU), cpu or cuda. On "
+                           "CUDA: features computed by torch on the GPU, fine-tuning in mixed precision (bf16, or "
+                           "fp16 with loss scaling), and a batch that runs out of GPU memory is run in halves (and "
+                           "said so). Under torchrun each process uses the GPU of its LOCAL_RANK.")
 
 
 def training_options(command):
@@ -90,8 +97,8 @@ def training_options(command):
                           "them with the head on the images, augmented (rotation, shift, zoom, flip); frozen "
                           "BatchNorm layers keep their statistics. Kept only if an epoch beats the frozen head's "
                           "validation loss. Slow on a CPU: every epoch runs the backbone on every image again "
-                          "(measured on 2 shared cores, --fine-tune 2: about 7 training images/s). Uses a CUDA GPU "
-                          "when there is one. 0: the backbone stays frozen."),
+                          "(measured on 2 shared cores, --fine-tune 2: about 7 training images/s); see --device. "
+                          "0: the backbone stays frozen."),
         click.option("--fine-tune-epochs", default=DEFAULTS.fine_tune_epochs, type=click.IntRange(1),
                      help="Most epochs of fine-tuning (see --patience)."),
         click.option("--fine-tune-lr", type=click.FloatRange(0, min_open=True),
@@ -109,6 +116,7 @@ def training_options(command):
                           "head alone."),
         click.option("--candidates", default="", callback=_name_list, metavar="A,B,...", show_default=False,
                      help="With --budget, try only these: logistic, mlp, upper-stages, whole [default: all]."),
+        DEVICE,
         click.option("--feature-stages", default="", callback=_stage_list, metavar="I,J,...",
                      help="Also pool these stages of the backbone's model.blocks (0-based; EfficientNet-Lite has 0-6) "
                           "and concatenate them with its final features, in the same forward pass: features from "

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from vistrain.cli.main import CACHE_DIR, DATA, DECISIONS, data_source, friendly_errors, label_options, main
-from vistrain.cli.show import print_entries, print_metrics, print_predictions, report_skipped
+from vistrain.cli.main import CACHE_DIR, DATA, DECISIONS, DEVICE, data_source, friendly_errors, label_options, main
+from vistrain.cli.show import print_entries, print_metrics, print_predictions, report_skipped, say_halved
 from vistrain.core.console import console
 from vistrain.deploy.limits import Limits
 
@@ -28,16 +28,17 @@ THRESHOLD = click.option("--threshold", type=click.FloatRange(0, 1),
 @click.option("--format", "output_format", default="table", type=click.Choice(("table", "json")))
 @TTA
 @DECISIONS
+@DEVICE
 @CACHE_DIR
 @friendly_errors
 def evaluate(run: Path, data: Path | None, labels: Path | None, image_root: Path | None, output_format: str,
-             tta: bool, decisions: Path | None, cache_dir: Path | None) -> None:
+             tta: bool, decisions: Path | None, device: str, cache_dir: Path | None) -> None:
     """Score the model in RUN on labelled images: DATA (its val/ folder if it has one, else all; an SVHN .mat such
     as test_32x32.mat: all of it) or --labels."""
     from vistrain import api
 
     result = api.evaluate(run, data_source(data, labels), image_root, cache_dir, tta, output_format == "table",
-                          decisions)
+                          decisions, device, say_halved("feature batches"))
     if output_format == "json":
         skipped = [{"file": str(s.path), "reason": s.reason} for s in result.skipped]
         click.echo(json.dumps({**result.metrics, "skipped": skipped}, indent=2))
@@ -53,15 +54,17 @@ def evaluate(run: Path, data: Path | None, labels: Path | None, image_root: Path
 @THRESHOLD
 @click.option("--format", "output_format", default="table", type=click.Choice(("table", "csv", "json")))
 @TTA
+@DEVICE
 @CACHE_DIR
 @friendly_errors
 def predict(run: Path, paths: tuple[Path, ...], top_k: int, threshold: float | None, output_format: str,
-            tta: bool, cache_dir: Path | None) -> None:
+            tta: bool, device: str, cache_dir: Path | None) -> None:
     """Predict image files, or every file in folders, with the model in RUN: the class, the labels over their
     thresholds (multi-label) or the values (regression)."""
+    from vistrain.core.device import resolve_device
     from vistrain.model.predictor import Predictor, expand_paths
 
-    predictor = Predictor.from_run(run)
+    predictor = Predictor.from_run(run, resolve_device(device), say_halved("feature batches"))
     predictor.check_threshold(threshold)
     files, links = expand_paths(list(paths))
     result = predictor.predict(files, cache_dir, show_progress=output_format == "table", tta=tta)
@@ -158,14 +161,17 @@ def export(run: Path, output_format: str, out: Path | None, int8: bool) -> None:
 @click.option("--max-wait-ms", default=5.0, type=click.FloatRange(0),
               help="How long the first image of a batch waits for others.")
 @click.option("--docs", is_flag=True, help="Also serve the API's documentation: /docs, /redoc and /openapi.json.")
+@DEVICE
 @friendly_errors
 def serve(run: Path, host: str, port: int, threshold: float | None, max_bytes: int, max_files: int, max_pixels: int,
-          decode_threads: int, max_queued: int, max_batch: int, max_wait_ms: float, docs: bool) -> None:
+          decode_threads: int, max_queued: int, max_batch: int, max_wait_ms: float, docs: bool, device: str) -> None:
     """Serve the model in RUN over HTTP: POST /predict (multipart field `files`), GET /health, and a web page at /."""
     import uvicorn
 
+    from vistrain.core.device import resolve_device
     from vistrain.deploy.serve import create_app
 
     limits = Limits(max_bytes, max_files, max_pixels, decode_threads, max_queued)
-    app = create_app(run, threshold, limits, max_batch, max_wait_ms / 1000, docs)
+    app = create_app(run, threshold, limits, max_batch, max_wait_ms / 1000, docs, resolve_device(device),
+                     say_halved("image batches"))
     uvicorn.run(app, host=host, port=port)

@@ -15,6 +15,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from vistrain.core.console import console, results
+from vistrain.core.device import halved_message
+
+
+def say_halved(what: str):
+    """An `on_halve` for `what` (e.g. "feature batches") that says so on the console."""
+    return lambda size: console.print(f"[yellow]{escape(halved_message(what, size))}[/]")
 
 
 def print_entries(title: str, entries: list, top: int) -> None:

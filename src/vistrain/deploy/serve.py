@@ -4,7 +4,8 @@ The model is loaded once, when the app is made. Uploads are read within limits, 
 and cropped with the run's `eval_transform` on a decoding thread (`uploads.py`); a micro-batcher gathers the images
 of concurrent requests (for up to `max_wait` seconds, or `max_batch` images) and runs one forward pass of backbone
 and head, in a thread, so the event loop keeps serving. The backbone runs as `vistrain predict` runs it
-(`feature_function`: ONNX Runtime by default, in the run's precision), without the feature cache.
+(`feature_function`: ONNX Runtime on a CPU, torch on a CUDA `device`; in the run's precision), without the feature
+cache.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.requests import ClientDisconnect
 
+from vistrain.core.device import ignore
 from vistrain.core.html import render
 from vistrain.data.images import MAX_PIXELS
 from vistrain.deploy.limits import Limits
@@ -73,14 +75,16 @@ class MicroBatcher:
 
 
 def create_app(run: str | Path, threshold: float | None = None, limits: Limits = Limits(), max_batch: int = 16,
-               max_wait: float = 0.005, docs: bool = False) -> FastAPI:
-    """The web app for the model in `run`: POST /predict, GET /health and GET / (the page); with `docs`, also
-    FastAPI's /docs, /redoc and /openapi.json."""
-    predictor = Predictor.from_run(run)
+               max_wait: float = 0.005, docs: bool = False, device: torch.device | None = None,
+               on_halve: Callable[[int], None] = ignore) -> FastAPI:
+    """The web app for the model in `run`, its backbone on `device` (see `Predictor.from_run`): POST /predict,
+    GET /health and GET / (the page); with `docs`, also FastAPI's /docs, /redoc and /openapi.json."""
+    predictor = Predictor.from_run(run, device, on_halve)
     predictor.check_threshold(threshold)
     transform = eval_transform(predictor.preprocess, output="uint8")
     reduce_to = predictor.preprocess.resize_size
-    features = feature_function(predictor.backbone, predictor.preprocess, precision=predictor.precision)
+    features = feature_function(predictor.backbone, predictor.preprocess, precision=predictor.precision,
+                                device=predictor.device, on_halve=predictor.on_halve)
 
     def infer(batch: torch.Tensor) -> np.ndarray:
         return predictor.outputs(features(batch))

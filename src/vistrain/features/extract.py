@@ -1,8 +1,9 @@
 """Backbone features of image files: read from the cache (`cache.py`), the missing ones computed in parallel batches
 and cached as they come.
 
-Features are computed by ONNX Runtime (the default engine, see `runtime.py`) or by torch eager; both share one
-cache. int8 features (`int8.py`) are ONNX Runtime's alone, cached apart.
+Features are computed by ONNX Runtime (the default engine on a CPU, see `runtime.py`) or by torch eager (the
+default on a CUDA device: `core.device`); both share one cache. int8 features (`int8.py`) are ONNX Runtime's
+alone, cached apart.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from vistrain.backbones import Backbone, BackboneUnavailable
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
+from vistrain.core.device import HalvingBatches, ignore
 from vistrain.core.files import default_cache_dir, sha256_file
 from vistrain.data.images import UnreadableImage, load_rgb
 from vistrain.data.samples import Skipped
@@ -111,9 +113,11 @@ def extraction_threads() -> tuple[int, int]:
     return at_once, max(1, cores // at_once)
 
 
-def resolve_engine(engine: str | None) -> str:
-    """`engine`, else $VISTRAIN_ENGINE, else "onnx"; checked to be one of ENGINES."""
-    engine = engine or os.environ.get("VISTRAIN_ENGINE", "onnx")
+def resolve_engine(engine: str | None, device: torch.device | None = None) -> str:
+    """`engine`, else $VISTRAIN_ENGINE, else "torch" on a CUDA `device` and "onnx" elsewhere; checked to be one of
+    ENGINES."""
+    default = "torch" if device is not None and device.type == "cuda" else "onnx"
+    engine = engine or os.environ.get("VISTRAIN_ENGINE", default)
     if engine not in ENGINES:
         raise ValueError(f"unknown feature engine {engine!r}; engines: {', '.join(ENGINES)}")
     return engine
@@ -129,14 +133,17 @@ def extract_features(
     engine: str | None = None,
     view: View = View(),
     precision: Precision = FP32,
+    device: torch.device | None = None,
+    on_halve: Callable[[int], None] = ignore,
 ) -> Features:
     """Feature vectors for `paths` (of `view`: by default the images as validation sees them; in `precision`),
     reading cached ones and computing (and caching) the rest.
 
-    `engine` computes them: "onnx" (ONNX Runtime, falling back to torch with a warning where it cannot run, for
-    fp32) or "torch" (torch eager, fp32 only); the default is `resolve_engine`'s.
+    `engine` computes them: "onnx" (ONNX Runtime on the CPU, falling back to torch with a warning where it cannot
+    run, for fp32) or "torch" (torch eager on `device`, default the CPU; fp32 only; `on_halve` is told when a batch
+    had to be cut into smaller pieces to fit the device's memory); the default is `resolve_engine`'s.
     """
-    engine = resolve_engine(engine)
+    engine = resolve_engine(engine, device if precision == FP32 else None)
     cache_dir = cache_dir or default_cache_dir()
     skipped: dict[int, str] = {}
     digests: dict[int, str] = {}
@@ -154,7 +161,8 @@ def extract_features(
             caches.append(FeatureCache(cache_dir, part, preprocess, view, precision))
             label = f"features ({part.name})" if backbone.parts else "features"
             computed = max(computed, _fill_cache(paths, digests, skipped, caches[-1], part, preprocess, cache_dir,
-                                                 batch_size, show_progress, engine, view, precision, label))
+                                                 batch_size, show_progress, engine, view, precision, label, device,
+                                                 on_halve))
         seconds = time.perf_counter() - started
         kept = [i for i in range(len(paths)) if i not in skipped]
         matrix = feature_matrix(len(kept), backbone.feature_dim, cache_dir)
@@ -176,7 +184,8 @@ def extract_features(
 
 def _fill_cache(paths: list[Path], digests: dict[int, str], skipped: dict[int, str], cache: FeatureCache,
                 backbone: Backbone, preprocess: Preprocess, cache_dir: Path, batch_size: int, show_progress: bool,
-                engine: str, view: View, precision: Precision, label: str) -> int:
+                engine: str, view: View, precision: Precision, label: str, device: torch.device | None,
+                on_halve: Callable[[int], None]) -> int:
     """Compute the features `cache` lacks of the files not yet `skipped` (adding the unreadable ones to it);
     returns how many were computed."""
     cached = cache.has(sorted({digests[i] for i in digests if i not in skipped}))
@@ -184,7 +193,7 @@ def _fill_cache(paths: list[Path], digests: dict[int, str], skipped: dict[int, s
     if not missing:
         return 0
     at_once, threads_each = extraction_threads()
-    forward = feature_function(backbone, preprocess, cache_dir, engine, threads_each, precision)
+    forward = feature_function(backbone, preprocess, cache_dir, engine, threads_each, precision, device, on_halve)
     failures = _compute_into_cache([paths[i] for i in missing], [digests[i] for i in missing], forward, preprocess,
                                    view, cache, batch_size, at_once, show_progress, label)
     skipped.update({missing[position]: reason for position, reason in failures.items()})
@@ -202,16 +211,19 @@ def feature_matrix(rows: int, dim: int, directory: Path) -> np.ndarray:
 
 def feature_function(backbone: Backbone, preprocess: Preprocess, cache_dir: Path | None = None,
                      engine: str | None = None, threads: int | None = None,
-                     precision: Precision = FP32) -> Callable[[torch.Tensor], np.ndarray]:
+                     precision: Precision = FP32, device: torch.device | None = None,
+                     on_halve: Callable[[int], None] = ignore) -> Callable[[torch.Tensor], np.ndarray]:
     """The feature extractor in `precision` on `engine` (see `extract_features`): uint8 N x 3 x H x W pixels (a
     view's transform) -> (N, dim) float32 features. `threads`: ONNX Runtime threads per call (default: every core).
-    Several threads may call it at once: ONNX Runtime runs the calls in parallel, torch one after another."""
-    engine = resolve_engine(engine)
+    Several threads may call it at once: ONNX Runtime runs the calls in parallel, torch (on `device`, in float32,
+    in pieces of a batch that fit its memory) one after another."""
+    engine = resolve_engine(engine, device if precision == FP32 else None)
     if precision != FP32 and engine != "onnx":
         raise ValueError(f"{precision.name} features are computed by ONNX Runtime only, not by the {engine} engine "
                          "(VISTRAIN_ENGINE)")
     if backbone.parts:  # as `extract_features` computes them: part by part
-        parts = [feature_function(part, preprocess, cache_dir, engine, threads, precision) for part in backbone.parts]
+        parts = [feature_function(part, preprocess, cache_dir, engine, threads, precision, device, on_halve)
+                 for part in backbone.parts]
         return lambda batch: np.concatenate([part(batch) for part in parts], axis=1)
     if engine == "onnx":
         try:
@@ -228,12 +240,18 @@ def feature_function(backbone: Backbone, preprocess: Preprocess, cache_dir: Path
                           "computing features with torch instead (slower)")
         else:
             return lambda batch: session.run(None, {INPUT: batch.numpy()})[0]
-    model = pixel_feature_extractor(backbone, preprocess).to(memory_format=torch.channels_last)
-    one_at_a_time = threading.Lock()  # torch already spreads one batch over every core
+    device = device or torch.device("cpu")
+    model = pixel_feature_extractor(backbone, preprocess).to(device, memory_format=torch.channels_last)
+    one_at_a_time = threading.Lock()  # torch already spreads one batch over every core (or fills the GPU)
+    batches = HalvingBatches(on_halve)
+
+    def pieces_forward(batch: torch.Tensor, pieces: list[slice]) -> np.ndarray:
+        batch = batch.to(device).contiguous(memory_format=torch.channels_last)  # slices of it stay channels-last
+        return np.concatenate([model(batch[piece]).cpu().numpy() for piece in pieces])
 
     def forward(batch: torch.Tensor) -> np.ndarray:
         with one_at_a_time, torch.inference_mode():
-            return model(batch.contiguous(memory_format=torch.channels_last)).numpy()
+            return batches.run(len(batch), lambda pieces: pieces_forward(batch, pieces))
 
     return forward
 

@@ -1,10 +1,13 @@
 """A trained run, loaded: its backbone (fine-tuned, if it was) with its exact preprocessing and its features'
-precision from config.json, then its head; predicts image files through the feature cache."""
+precision from config.json, then its head; predicts image files through the feature cache, the backbone running on
+a device of its own (`core.device`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -15,6 +18,7 @@ from vistrain.backbones import Backbone, BackboneUnavailable, get_backbone
 from vistrain.backbones.multi_depth import with_stages
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
+from vistrain.core.device import ignore
 from vistrain.core.files import sha256_file
 from vistrain.data.files import list_files
 from vistrain.data.samples import Skipped
@@ -39,7 +43,8 @@ class ImagePredictions:
 class Predictor:
     """A trained model loaded from its run directory (with its fine-tuned backbone, if it has one)."""
 
-    def __init__(self, config: dict, head: nn.Module, backbone: Backbone):
+    def __init__(self, config: dict, head: nn.Module, backbone: Backbone, device: torch.device | None = None,
+                 on_halve: Callable[[int], None] = ignore):
         self.config = config
         self.classes: list[str] = config["classes"]
         self.labels: list[str] = class_labels_of(config)  # how the classes are shown: their names, if they have any
@@ -49,9 +54,13 @@ class Predictor:
         self.precision = run_precision(config)  # as the head was trained: fp32 or int8 features, never mixed
         self.backbone = backbone
         self.head = head.eval()
+        self.device = device  # where the backbone runs (see `extract_features`); None: the CPU
+        self.on_halve = on_halve  # told when a batch of images had to be cut to fit the device's memory
 
     @classmethod
-    def from_run(cls, run: str | Path) -> "Predictor":
+    def from_run(cls, run: str | Path, device: torch.device | None = None,
+                 on_halve: Callable[[int], None] = ignore) -> "Predictor":
+        """The model in `run`, its backbone to run on `device` (`core.device.resolve_device`; None: the CPU)."""
         config = read_config(run)
         try:
             backbone = get_backbone(config["backbone"]["name"])
@@ -67,7 +76,7 @@ class Predictor:
         if config.get("fine_tune", {}).get("sha256"):  # fine-tuning beat the frozen head: the run's own backbone
             backbone = fine_tuned_backbone(backbone, Path(run), config["fine_tune"]["sha256"])
         head = load_head(Path(run), config, backbone)
-        return cls(config, head, backbone)
+        return cls(config, head, backbone, device, on_halve)
 
     @torch.no_grad()
     def outputs(self, features: np.ndarray) -> np.ndarray:
@@ -78,12 +87,13 @@ class Predictor:
                 tta: bool = False) -> ImagePredictions:
         """Predict image files (features cached like training's); unreadable files are returned as skipped.
         `tta`: average the outputs for each image and its mirror image (test-time augmentation)."""
-        features = extract_features(paths, self.backbone, self.preprocess, cache_dir, show_progress=show_progress,
-                                    precision=self.precision)
+        extract = partial(extract_features, backbone=self.backbone, preprocess=self.preprocess, cache_dir=cache_dir,
+                          show_progress=show_progress, precision=self.precision, device=self.device,
+                          on_halve=self.on_halve)
+        features = extract(paths)
         outputs = self.outputs(features.vectors)
         if tta:
-            mirrored = extract_features([paths[i] for i in features.kept], self.backbone, self.preprocess, cache_dir,
-                                        show_progress=show_progress, view=View("flip"), precision=self.precision)
+            mirrored = extract([paths[i] for i in features.kept], view=View("flip"))
             outputs = (outputs + self.outputs(mirrored.vectors)) / 2
         return ImagePredictions([paths[i] for i in features.kept], outputs, features.skipped)
 

@@ -1,6 +1,7 @@
 """Several processes on PyTorch's own engine: `torchrun --nproc_per_node=N -m vistrain train ...`.
 
-torchrun sets RANK and WORLD_SIZE; `setup` joins the process group (gloo on CPUs, NCCL on CUDA GPUs). Each
+torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; `setup` joins the process group (gloo on CPUs; on CUDA GPUs, NCCL
+for the GPUs' tensors and gloo for the CPU's, see `process_group_backend`). Each
 process computes the features of its share of the images into the shared feature cache, the head trains with
 DistributedDataParallel (gradients averaged across processes), and only rank 0 writes the run directory.
 """
@@ -29,13 +30,23 @@ class Context:
         return self.world_size > 1
 
 
-def setup() -> Context:
-    """Join torchrun's process group when started by it (WORLD_SIZE > 1); a single process otherwise."""
+def process_group_backend(device: torch.device) -> str:
+    """The process group's backend for training on `device`: on a CUDA GPU, NCCL for CUDA tensors (fine-tuning's
+    gradients) and gloo for CPU ones (the head on cached features, the run directory's name, barriers); gloo
+    alone on the CPU, or where torch has no NCCL."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
+
+
+def setup(device: torch.device = torch.device("cpu")) -> Context:
+    """Join torchrun's process group when started by it (WORLD_SIZE > 1), for training on `device` (each process's
+    own GPU: `core.device.resolve_device`); a single process otherwise."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Context()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=process_group_backend(device))
         atexit.register(dist.destroy_process_group)
     return Context(dist.get_rank(), dist.get_world_size())
 

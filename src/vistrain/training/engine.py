@@ -7,16 +7,18 @@ leaves the frozen head as the best, and the run keeps it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, field
 from typing import Callable
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
+from vistrain.core.device import HalvingBatches, autocast, grad_scaler
 from vistrain.model import tasks
 from vistrain.training.distributed import Context
 
@@ -67,25 +69,48 @@ class BestSoFar:
 
 def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, task: str,
                     optimizer: torch.optim.Optimizer, weights: torch.Tensor | None = None,
-                    device: torch.device = torch.device("cpu"), scheduler: LRScheduler | None = None,
-                    label_smoothing: float = 0.0) -> tuple[float, float]:
+                    device: torch.device = torch.device("cpu"), batches: HalvingBatches | None = None,
+                    scheduler: LRScheduler | None = None, label_smoothing: float = 0.0) -> tuple[float, float]:
     """One pass over the training batches (features for a head, or images for a whole model), moved to `device`
-    (where the model and `weights` are), stepping `scheduler` after every batch; returns (mean loss, score)."""
+    (where the model and `weights` are), in mixed precision on CUDA; a batch that runs out of memory is trained in
+    pieces (`batches`, see `train_step`); `scheduler` steps after every batch. Returns (mean loss, score)."""
     model.train()
+    batches = batches or HalvingBatches()
+    scaler = grad_scaler(device)
     total_loss, total_score, seen = 0.0, 0.0, 0
     for inputs, targets in loader:
         inputs, targets = inputs.to(device), targets.to(device)
-        logits = model(inputs)
-        batch_loss = tasks.loss(task, logits, targets, weights, label_smoothing)
-        optimizer.zero_grad()
-        batch_loss.backward()
-        optimizer.step()
+        batch_loss, logits = batches.run(len(targets), lambda pieces: train_step(
+            model, inputs, targets, pieces, task, optimizer, scaler, weights, device, label_smoothing))
         if scheduler is not None:
             scheduler.step()
-        total_loss += batch_loss.item() * len(targets)
-        total_score += tasks.score(task, tasks.outputs(task, logits.detach()), targets) * len(targets)
+        total_loss += batch_loss * len(targets)
+        total_score += tasks.score(task, tasks.outputs(task, logits), targets) * len(targets)
         seen += len(targets)
     return total_loss / seen, total_score / seen
+
+
+def train_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, pieces: list[slice], task: str,
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, weights: torch.Tensor | None,
+               device: torch.device, label_smoothing: float = 0.0) -> tuple[float, torch.Tensor]:
+    """One optimiser step on a batch, its gradients summed over `pieces` of it (each piece's loss weighted by its
+    share of the batch; under DistributedDataParallel only the last piece's backward pass synchronises, so every
+    process synchronises once per batch however its pieces were cut). Returns (the batch's loss, its logits)."""
+    optimizer.zero_grad()
+    loss, logits = 0.0, []
+    for index, piece in enumerate(pieces):
+        last = index == len(pieces) - 1
+        with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+            with autocast(device):
+                piece_logits = model(inputs[piece]).float()
+                piece_loss = tasks.loss(task, piece_logits, targets[piece], weights, label_smoothing) * (
+                    len(piece_logits) / len(targets))
+            scaler.scale(piece_loss).backward()
+        loss += piece_loss.item()
+        logits.append(piece_logits.detach())
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, torch.cat(logits)
 
 
 @torch.no_grad()
@@ -130,6 +155,7 @@ class Stage:
     generator: torch.Generator
     epochs: int
     patience: int | None = None  # stop after this many epochs without a new best; None: run every epoch
+    batches: HalvingBatches = field(default_factory=HalvingBatches)  # pieces that fit the device's memory
     scheduler: LRScheduler | None = None  # stepped after every batch
     label_smoothing: float = 0.0
     deadline: Callable[[], float] | None = None  # seconds left: `fit` plans no epoch that would not end in time
@@ -172,7 +198,7 @@ def fit(stage: Stage, task: str, best: BestSoFar, weights: torch.Tensor | None =
             stage.loader.sampler.set_epoch(epoch)
         started = time.perf_counter()
         train_loss, train_score = train_one_epoch(stage.trainer, stage.loader, task, stage.optimizer, weights, device,
-                                                  stage.scheduler, stage.label_smoothing)
+                                                  stage.batches, stage.scheduler, stage.label_smoothing)
         stage.train_seconds += time.perf_counter() - started
         stage.images_trained += len(stage.loader.sampler)
         val_loss, val_score, outputs = stage.validate()

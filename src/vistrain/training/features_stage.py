@@ -4,6 +4,7 @@ across torchrun's processes), as tensors for the head, with the checks that need
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -12,9 +13,10 @@ import torch
 from rich.markup import escape
 
 from vistrain.backbones import Backbone
+from vistrain.core.device import halved_message
 from vistrain.data.check import digest_leaks
 from vistrain.data.samples import DataError, Dataset, Sample, Skipped
-from vistrain.features.extract import extract_features
+from vistrain.features.extract import Features, extract_features
 from vistrain.features.int8 import Precision
 from vistrain.features.transforms import Augmentation, View
 from vistrain.model import tasks
@@ -38,15 +40,17 @@ class FeatureSet:
 
 def compute_features(dataset: Dataset, backbone: Backbone, precision: Precision, cache_dir: Path | None,
                      augment_views: int, context: Context, say: Callable[..., None],
-                     show_progress: bool) -> FeatureSet:
-    """Features of `dataset`'s training and validation images in `precision` (see `FeatureSet`)."""
+                     show_progress: bool, device: torch.device | None = None) -> FeatureSet:
+    """Features of `dataset`'s training and validation images in `precision` (see `FeatureSet`), the missing ones
+    computed on `device` (see `extract_features`)."""
     samples = dataset.train + dataset.val
     paths = [s.path for s in samples]
-    share = extract_features(paths[context.rank::context.world_size], backbone, backbone.preprocess, cache_dir,
-                             show_progress=show_progress, precision=precision) if context.active else None
+    extract = partial(extract_features, backbone=backbone, preprocess=backbone.preprocess, cache_dir=cache_dir,
+                      show_progress=show_progress, precision=precision, device=device,
+                      on_halve=lambda size: say(f"[yellow]{halved_message('feature batches', size)}[/]"))
+    share = extract(paths[context.rank::context.world_size]) if context.active else None
     distributed.barrier(context)  # every process's share is in the cache
-    features = extract_features(paths, backbone, backbone.preprocess, cache_dir, show_progress=show_progress,
-                                precision=precision)
+    features = extract(paths)
     computed = share or features
     rate = computed.computed / computed.compute_seconds if computed.computed else None
     which = "" if precision.name == "fp32" else f" ({precision.name})"  # fp32 says what it always said
@@ -63,8 +67,7 @@ def compute_features(dataset: Dataset, backbone: Backbone, precision: Precision,
     check_usable(dataset.task, train_xy[1], val_xy[1], dataset.classes)
     train_images = ([samples[i].path for i in train_kept], train_xy[1])
     if augment_views:
-        train_xy = with_augmented_views(train_xy, train_images[0], augment_views, backbone, precision, cache_dir,
-                                        show_progress)
+        train_xy = with_augmented_views(train_xy, train_images[0], augment_views, extract)
         say(f"training on {len(train_xy[1])} feature vectors: each training image and {augment_views} "
             f"augmented version(s) of it ({Augmentation().to_dict()})")
     return FeatureSet(train_xy, val_xy, train_images, [samples[i].path for i in val_kept], features.skipped,
@@ -88,15 +91,14 @@ def warn_about_leaks(digests: dict[int, str], samples: list[Sample], n_train: in
 
 
 def with_augmented_views(train_xy: tuple[torch.Tensor, torch.Tensor], paths: list[Path], views: int,
-                         backbone: Backbone, precision: Precision, cache_dir: Path | None,
-                         show_progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training features and targets plus those of `views` augmented versions of every training image
-    (cached like any features: the same file and view number always give the same augmentation)."""
+                         extract: Callable[..., Features]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training features and targets plus those of `views` augmented versions of every training image, by
+    `extract` (`extract_features` of the backbone; cached like any features: the same file and view number always
+    give the same augmentation)."""
     vectors, targets = [train_xy[0]], [train_xy[1]]
     for index in range(1, views + 1):
         view = View("augmented", index, Augmentation())
-        augmented = extract_features(paths, backbone, backbone.preprocess, cache_dir, show_progress=show_progress,
-                                     view=view, precision=precision)
+        augmented = extract(paths, view=view)
         vectors.append(torch.from_numpy(augmented.vectors))
         targets.append(train_xy[1][augmented.kept])
     return torch.cat(vectors), torch.cat(targets)

@@ -2,7 +2,8 @@
 backbone's last blocks and train them with the head, end to end on the images, augmented on the fly.
 
 Slow on a CPU (every epoch runs the whole backbone forward and its unfrozen part backward on every training
-image); a CUDA GPU is used when there is one.
+image); on a CUDA GPU (`--device`, `vistrain.core.device`) it runs in mixed precision, in pieces of a batch when one
+does not fit.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from vistrain.backbones.preprocess import Preprocess
+from vistrain.core.device import HalvingBatches, autocast, ignore
 from vistrain.data.images import load_rgb
 from vistrain.features.transforms import Augmentation, eval_transform, train_transform
 from vistrain.training.distributed import Context
@@ -78,11 +80,19 @@ class LabelledImages(torch.utils.data.Dataset):
 
 @torch.no_grad()
 def evaluate_images(model: nn.Module, loader: torch.utils.data.DataLoader, task: str,
-                    weights: torch.Tensor | None = None,
-                    device: torch.device = torch.device("cpu")) -> tuple[float, float, torch.Tensor]:
-    """(mean loss, score, outputs) of a whole model on a loader of (image, target) batches."""
+                    weights: torch.Tensor | None = None, device: torch.device = torch.device("cpu"),
+                    batches: HalvingBatches | None = None) -> tuple[float, float, torch.Tensor]:
+    """(mean loss, score, outputs) of a whole model on a loader of (image, target) batches, run on `device` (in
+    mixed precision on CUDA; in pieces that fit its memory, `batches`)."""
     model.eval()
-    logits, targets = zip(*[(model(images.to(device)).cpu(), batch_targets) for images, batch_targets in loader])
+    batches = batches or HalvingBatches()
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        images = images.to(device)
+        with autocast(device):
+            return batches.run(len(images), lambda pieces: torch.cat([model(images[p]).float().cpu() for p in pieces]))
+
+    logits, targets = zip(*[(forward(images), batch_targets) for images, batch_targets in loader])
     return evaluate(torch.cat(logits), torch.cat(targets), task, weights)
 
 
@@ -92,13 +102,6 @@ class FineTuneResult:
     unfrozen: list[str]
     images_per_second: float | None  # training passes (loading, augmentation, forward, backward), this session
     improved: bool  # whether a fine-tune epoch beat the best before it; if not, backbone and head are unchanged
-
-
-def device_for(context: Context) -> torch.device:
-    """The CUDA GPU when there is one (under torchrun, the process's own), else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if context.active else 0)
-    return torch.device("cpu")
 
 
 def fine_tune(
@@ -122,15 +125,17 @@ def fine_tune(
     resume_from: dict | None = None,
     on_checkpoint: Callable[[dict], None] = lambda state: None,
     context: Context = Context(),
+    device: torch.device = torch.device("cpu"),
+    on_halve: Callable[[int], None] = ignore,
 ) -> FineTuneResult:
     """Train the last `blocks` blocks of `backbone` (a feature extractor; see `unfreeze_last_blocks`) and `head`
     together with Adam (learning rates `backbone_lr` and `head_lr`) on (image paths, targets): training images
     augmented (`train_transform`), validation images not (`eval_transform`). Stops after `patience` epochs
     without a lower validation loss than `best` (the frozen head's, when it follows `fit` of the head), and ends
     with the weights of the best fine-tune epoch, or, when none beat `best`, with the weights it started from.
-    Checkpoints, resumes and runs under torchrun like `engine.fit`."""
+    Checkpoints, resumes and runs under torchrun like `engine.fit`; runs on `device` (`core.device.resolve_device`),
+    telling `on_halve` when a batch had to be cut into smaller pieces to fit its memory."""
     best = best or BestSoFar()
-    device = device_for(context)
     model = FineTuned(backbone, head).to(device)
     unfrozen = unfreeze_last_blocks(backbone, blocks)
     optimizer = torch.optim.Adam([
@@ -146,8 +151,10 @@ def fine_tune(
                                              batch_size=batch_size, num_workers=workers)
     trainer = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
         if context.active else model
-    stage = Stage(STAGE, model, trainer, loader, lambda: evaluate_images(model, val_loader, task, weights, device),
-                  optimizer, generator, epochs, patience)
+    batches = HalvingBatches(on_halve)
+    stage = Stage(STAGE, model, trainer, loader,
+                  lambda: evaluate_images(model, val_loader, task, weights, device, batches),
+                  optimizer, generator, epochs, patience, batches)
     starting_point = copy.deepcopy(model.state_dict())
     history = fit(stage, task, best, weights.to(device) if weights is not None else None, device, context,
                   on_epoch, resume_from, on_checkpoint)

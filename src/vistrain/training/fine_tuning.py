@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from vistrain.backbones.preprocess import Preprocess
+from vistrain.core.device import autocast
 from vistrain.data.images import load_rgb
 from vistrain.features.activations import cached_activations, default_cut, lower_part
 from vistrain.features.extract import extraction_threads
@@ -103,10 +104,13 @@ class FineTuningCandidate:
         model.train()
         for _ in range(3):
             started = time.perf_counter()
-            loss = tasks.loss(self.job.task, model(example), targets.to(self.job.device))
+            with autocast(self.job.device):
+                loss = tasks.loss(self.job.task, model(example).float(), targets.to(self.job.device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if self.job.device.type == "cuda":
+                torch.cuda.synchronize(self.job.device)
             times.append(time.perf_counter() - started)
         return min(times[1:]) / len(example) * (len(self.job.fit) + len(self.job.held) / 3)
 

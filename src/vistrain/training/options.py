@@ -31,6 +31,7 @@ class TrainOptions:
     patience: int = 3  # fine-tuning stops after this many epochs without a lower validation loss
     precision: str = "fp32"  # "int8": features of the backbone quantised on the training images (features/int8.py)
     feature_stages: tuple[int, ...] = ()  # also pool these stages of the backbone (features from several depths)
+    device: str = "auto"  # where torch work runs: "auto" (a CUDA GPU when there is one), "cpu" or "cuda"
     budget: float | str | None = None  # wall time to spend (seconds, or "90s", "10m", "1h"): try candidates, keep the best
     candidates: tuple[str, ...] = ()  # under a budget, only these (see training.budget.CANDIDATES); () for all
 

@@ -15,6 +15,7 @@ from vistrain.backbones import Backbone, get_backbone
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.backbones.multi_depth import with_stages
 from vistrain.core.console import console
+from vistrain.core.device import autocast_dtype, describe_device, halved_message, resolve_device
 from vistrain.core.files import default_cache_dir, make_folder
 from vistrain.data.class_names import class_labels, name_classes
 from vistrain.data.datasets import load_dataset
@@ -52,12 +53,14 @@ class TrainResult:
 
 @dataclass
 class Run:
-    """A run being trained: where it goes, its checkpoint, the torchrun context and how it speaks."""
+    """A run being trained: where it goes, its checkpoint, the torchrun context, how it speaks and where its torch
+    work runs."""
 
     path: Path
     checkpoint: Checkpoint
     context: Context
     say: Callable[..., None]
+    device: torch.device = torch.device("cpu")
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -91,6 +94,7 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     options = options or TrainOptions()
     if options.precision == "int8" and options.fine_tune:
         raise ValueError("--fine-tune trains the backbone in fp32; int8 features are for a frozen backbone")
+    device = resolve_device(options.device)  # before the data is read: a missing GPU stops the run at once
     from vistrain.training.budget import budget_stage, check_budget_options  # it builds on this module
 
     check_budget_options(options)
@@ -103,13 +107,13 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     # Seeded training images: the int8 backbone's calibration, or `export --int8`'s later.
     calibration = calibration_set([s.path for s in dataset.train], options.seed)
     precision = Precision(options.precision, calibration if options.precision == "int8" else ())
-    run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, verbose, class_names)
+    run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, verbose, class_names, device)
     run.started = started
     describe_data(dataset, run.say, class_names)
     features = compute_features(dataset, backbone, precision, cache_dir, options.augment_views, run.context, run.say,
-                                verbose)
+                                verbose, run.device)
     if options.budget:
-        trained = budget_stage(features, dataset, backbone, options, run, cache_dir)
+        trained = budget_stage(features, dataset, backbone, options, run, cache_dir, run.device)
     else:
         trained = train_head(features, dataset, backbone, options, run)
     if options.fine_tune:
@@ -144,21 +148,23 @@ def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True)
 
 def start_run(data: str | Path, out: str | Path | None, options: TrainOptions, overwrite: bool,
               image_root: Path | None, decisions: Path | None, checkpoint: Checkpoint | None, verbose: bool,
-              class_names: Path | None = None) -> Run:
-    """Join torchrun's processes, if any; create the run directory (rank 0 picks it, the others learn where) and
-    its checkpoint, or continue `checkpoint`."""
-    context = distributed.setup()
+              class_names: Path | None = None, device: torch.device = torch.device("cpu")) -> Run:
+    """Join torchrun's processes, if any, for work on `device`; create the run directory (rank 0 picks it, the
+    others learn where) and its checkpoint, or continue `checkpoint`."""
+    context = distributed.setup(device)
     say = console.print if verbose and context.is_main else (lambda *args, **kwargs: None)
+    if device.type == "cuda":
+        say(f"device: {describe_device(device)}, mixed precision {str(autocast_dtype(device)).removeprefix('torch.')}")
     if checkpoint is not None:
         checkpoint.writes = context.is_main
-        return Run(checkpoint.path.parent, checkpoint, context, say)
+        return Run(checkpoint.path.parent, checkpoint, context, say, device)
     path = distributed.share(context, run_dir.new_run_dir(out, overwrite) if context.is_main else None)
     job = {"data": str(Path(data).resolve()), "image_root": str(image_root.resolve()) if image_root else None,
            "decisions": str(Path(decisions).resolve()) if decisions else None,
            "class_names": str(Path(class_names).resolve()) if class_names else None, "options": asdict(options)}
     checkpoint = Checkpoint(path, job, writes=context.is_main)
     checkpoint.save()
-    return Run(path, checkpoint, context, say)
+    return Run(path, checkpoint, context, say, device)
 
 
 def describe_data(dataset: Dataset, say: Callable[..., None], names_from: Path | None = None) -> None:
@@ -250,6 +256,7 @@ def fine_tune_stage(trained: Trained, features: FeatureSet, dataset: Dataset, ba
         on_epoch=_epoch_printer(run.say, "fine-tune", options.fine_tune_epochs, task),
         resume_from=run.checkpoint.stage(FINE_TUNE),
         on_checkpoint=lambda state: run.checkpoint.save_stage(FINE_TUNE, state), context=run.context,
+        device=run.device, on_halve=lambda size: run.say(f"[yellow]{halved_message('fine-tuning batches', size)}[/]"),
     )
     if tuned.images_per_second:
         run.say(f"fine-tuning: {tuned.images_per_second:.1f} training images/s")
@@ -285,6 +292,7 @@ def score(trained: Trained, features: FeatureSet, dataset: Dataset, run: Run) ->
         n_skipped=len(dataset.skipped) + len(features.skipped),
         timing={"wall_seconds": round(time.perf_counter() - run.started, 2), "features_computed": features.computed,
                 "features_per_second": features.images_per_second, "processes": run.context.world_size,
+                "device": describe_device(run.device),
                 **({"fine_tune_images_per_second": trained.fine_tune["images_per_second"]}
                    if trained.fine_tune else {})},
     )

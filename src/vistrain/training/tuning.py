@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vistrain.core.device import autocast
 from vistrain.features.activations import Activations, view_pixels
 from vistrain.features.transforms import PixelNormalize
 from vistrain.model import tasks
@@ -142,10 +143,14 @@ def batches(inputs: Inputs, targets: torch.Tensor, batch_size: int,
 @torch.no_grad()
 def predict_inputs(model: nn.Module, inputs: Inputs, batch_size: int = 128,
                    device: torch.device = torch.device("cpu")) -> torch.Tensor:
-    """The model's logits for every image of `inputs`, as validation sees them."""
+    """The model's logits for every image of `inputs`, as validation sees them (in mixed precision on CUDA)."""
     model.eval()
-    return torch.cat([model(inputs.plain(np.arange(start, min(start + batch_size, inputs.count))).to(device)).cpu()
-                      for start in range(0, inputs.count, batch_size)])
+    logits = []
+    for start in range(0, inputs.count, batch_size):
+        with autocast(device):
+            logits.append(model(inputs.plain(np.arange(start, min(start + batch_size, inputs.count))).to(device))
+                          .float().cpu())
+    return torch.cat(logits)
 
 
 @dataclass
