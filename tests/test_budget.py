@@ -106,7 +106,8 @@ def upper_epochs(run: Path) -> int:
 def test_upper_stage_fine_tuning_resumes_after_kill_to_the_same_result(tmp_path: Path):
     data = write_class_folders(tmp_path / "data", 24)
     cache = tmp_path / "cache"
-    args = ["--budget", "10m", "--candidates", "logistic,upper-stages", "--cache-dir", cache, "--seed", "3"]
+    args = ["--budget", "10m", "--candidates", "logistic,upper-stages", "--cache-dir", cache, "--seed", "3",
+            "--device", "cpu"]
     whole = invoke("train", data, "--out", tmp_path / "whole", *args)
     assert whole.exit_code == 0, whole.output
     planned = json.loads((tmp_path / "whole" / "config.json").read_text())

@@ -115,7 +115,7 @@ def budget_stage(features: FeatureSet, dataset: Dataset, backbone: Backbone, opt
 def run_fine_tuned(job: Job, candidates: list, reference: Outcome | None, clock: Clock, state: dict,
                    record: Callable[[Outcome], None]) -> None:
     """Measure, plan and run the fine-tuned candidates (see the module's docstring). `reference`: the logistic
-    head on the fit rows, which tests the views and starts the upper stages' head."""
+    head on the fit rows, which tests the views."""
     say = job.run.say
     pending = []
     for candidate in candidates:
@@ -162,14 +162,12 @@ def run_fine_tuned(job: Job, candidates: list, reference: Outcome | None, clock:
         say(f"{candidate.name}: {plan['epochs']} epochs planned at {candidate.preprocess.input_size} px (about "
             f"{plan['epoch']:.0f} s each after {plan['setup']:.0f} s of setup), views {', '.join(plan['views'])}")
         ends = time.perf_counter() + share
-        warm = reference.head if reference is not None and isinstance(candidate, UpperStagesCandidate) \
-            and candidate.preprocess == job.backbone.preprocess else None
         def save(stage: dict, name: str = candidate.name) -> None:
             state["spent"] = clock.spent()
             job.run.checkpoint.save_stage(name, stage)
 
         record(candidate.run(plan["views"], plan["epochs"], lambda: min(ends - time.perf_counter(), clock.left()),
-                             warm, on_epoch=lambda r, name=candidate.name: say(
+                             on_epoch=lambda r, name=candidate.name: say(
                                  f"{name} epoch {r.epoch}/{plan['epochs']}  loss {r.train_loss:.4f}  held-out loss "
                                  f"{r.val_loss:.4f}  held-out {tasks.SCORE_NAMES[job.task]} {r.val_score:.4f}"),
                              on_checkpoint=save))

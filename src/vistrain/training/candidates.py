@@ -183,18 +183,12 @@ def label_keeping_views(job: Job, reference: nn.Module) -> tuple[list[str], dict
     return [view for view in VIEWS if view in kept], scores
 
 
-def linear_head(job: Job, start: nn.Module | None = None) -> nn.Module:
-    """A `linear` head for the task (dropout -> output, seeded), starting, when `start` is a fitted `logistic`
-    head, from its weights with the standardisation folded in (a warm start: fine-tuning then begins from the
-    frozen features' best linear model instead of a random one)."""
+def linear_head(job: Job) -> nn.Module:
+    """A new `linear` head for the task (dropout -> output), seeded; for regression, scaled to the fit rows'
+    targets."""
     torch.manual_seed(job.options.seed)
     head = build_head("linear", job.backbone.feature_dim, tasks.output_units(job.task, len(job.dataset.classes)),
                       dropout=job.options.dropout, rescale=job.task == "regression")
     if job.task == "regression":
         head[-1].fit(job.targets(job.fit))
-    if start is not None:
-        standardize, fitted, linear = start[0], start[1], head[1]
-        with torch.no_grad():
-            linear.weight.copy_(fitted.weight / standardize.std)
-            linear.bias.copy_(fitted.bias - linear.weight @ standardize.mean)
     return head

@@ -94,7 +94,7 @@ class FineTuningCandidate:
             transform(load_rgb(path, reduce_to=self.preprocess.resize_size))
         self.decode_seconds = (time.perf_counter() - started) / max(1, len(sample))
         features, groups = copy.deepcopy(self.parts())
-        model = Tuned(features, linear_head(self.job), BATCH, self.recipe.batchnorm_statistics).to(self.job.device)
+        model = Tuned(features, linear_head(self.job), BATCH).to(self.job.device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         example = self.example().to(self.job.device)
         units = tasks.output_units(self.job.task, len(self.job.dataset.classes))
@@ -114,7 +114,7 @@ class FineTuningCandidate:
             times.append(time.perf_counter() - started)
         return min(times[1:]) / len(example) * (len(self.job.fit) + len(self.job.held) / 3)
 
-    def run(self, views: list[str], epochs: int, deadline: Callable[[], float], warm: nn.Module | None = None,
+    def run(self, views: list[str], epochs: int, deadline: Callable[[], float],
             on_epoch: Callable[[EpochResult], None] = lambda r: None,
             on_checkpoint: Callable[[dict], None] | None = None) -> Outcome:
         """Train for up to `epochs` (fewer when `deadline()`, the seconds left, says so), keeping the epoch with the
@@ -124,7 +124,7 @@ class FineTuningCandidate:
         job = self.job
         train_inputs, held_inputs, val_inputs = self.inputs(views)
         features, groups = self.parts()
-        model = Tuned(features, linear_head(job, warm), self.recipe.batch_size, self.recipe.batchnorm_statistics)
+        model = Tuned(features, linear_head(job), self.recipe.batch_size)
         recipe = Recipe(**{**self.recipe.__dict__, "epochs": epochs})
         history, best, stage = tune(model, groups, (train_inputs, job.targets(job.fit)),
                                     (held_inputs, job.targets(job.held)), job.task, recipe, job.options.seed,
@@ -138,7 +138,6 @@ class FineTuningCandidate:
                           settings={"candidate": self.name, "views": views, "epochs_planned": epochs,
                                     "epochs_run": len(history), "input_size": self.preprocess.input_size,
                                     "recipe": {**recipe.__dict__, "features_lr": list(recipe.features_lr)},
-                                    "warm_start": warm is not None,
                                     "images_per_second": stage.images_per_second})
         outcome = finish(job, outcome, predict_inputs(model, held_inputs), predict_inputs(model, val_inputs))
         outcome.seconds = time.perf_counter() - started
@@ -199,8 +198,7 @@ class WholeCandidate(FineTuningCandidate):
     with discriminative learning rates (the earliest stages slowest) and random shifts."""
 
     name = "whole"
-    recipe = Recipe(epochs=MAX_EPOCHS, batch_size=BATCH, learning_rate=3e-3, features_lr=(2.5e-4, 5e-4, 1e-3),
-                    batchnorm_statistics=True)  # at another resolution than ImageNet's, the statistics move
+    recipe = Recipe(epochs=MAX_EPOCHS, batch_size=BATCH, learning_rate=3e-3, features_lr=(2.5e-4, 5e-4, 1e-3))
 
     @property
     def changed(self) -> str:

@@ -42,13 +42,13 @@ class UpperStages(nn.Module):
 
 class Tuned(nn.Module):
     """A trainable feature part, then the head: inputs -> logits. In training mode its BatchNorm layers learn
-    their scale and shift but keep their statistics unless `batchnorm_statistics` (and then still when batches
-    are smaller than `MIN_BATCHNORM_BATCH`, whose statistics are noise)."""
+    their statistics from the batches, unless batches are smaller than `MIN_BATCHNORM_BATCH` (their statistics
+    would be noise): then they keep the pretrained ones and learn only their scale and shift."""
 
-    def __init__(self, features: nn.Module, head: nn.Module, batch_size: int, batchnorm_statistics: bool = False):
+    def __init__(self, features: nn.Module, head: nn.Module, batch_size: int):
         super().__init__()
         self.features, self.head = features, head
-        self.batchnorm_statistics = batchnorm_statistics and batch_size >= MIN_BATCHNORM_BATCH
+        self.batchnorm_statistics = batch_size >= MIN_BATCHNORM_BATCH
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(inputs))
@@ -157,9 +157,7 @@ def predict_inputs(model: nn.Module, inputs: Inputs, batch_size: int = 128,
 class Recipe:
     """How a tuned model trains: AdamW at `learning_rate` for the head, `features_lr` for the layers before it
     (a tuple: one per parameter group, earliest first), warm-up over the first `warmup` share of the steps then
-    cosine decay to 0, weight decay, label smoothing (single-label tasks); BatchNorm statistics learnt from the
-    batches (`batchnorm_statistics`) or kept as they were (a warm-started head then sees the features it was
-    fitted on)."""
+    cosine decay to 0, weight decay, label smoothing (single-label tasks)."""
 
     epochs: int
     batch_size: int = 64
@@ -169,7 +167,6 @@ class Recipe:
     label_smoothing: float = 0.1
     warmup: float = 0.15
     patience: int | None = None
-    batchnorm_statistics: bool = False
 
 
 def warmup_cosine(total_steps: Callable[[], int], warmup: float) -> Callable[[int], float]:
