@@ -4,11 +4,11 @@ scores best on held-out training images.
 The clock starts with the run, so the frozen features (the feature stage, before this) count. Then:
 1. the frozen heads (`logistic`, `mlp`: seconds);
 2. the fine-tuned candidates (`fine_tuning.py`), at the data's resolution (`resolution.py`): each is measured
-   (two training steps of a copy, the activations or images it needs), and those whose setup and `MIN_EPOCHS`
-   epochs fit the time left are planned: each gets an equal share of what is left when it starts (a share it
-   does not use passes to the next), as many epochs as fit it (at most `MAX_EPOCHS`), the plan shortened after
-   every epoch when epochs run slower than measured. Which views of an image they train on is decided first, by
-   validation (`candidates.label_keeping_views`);
+   (two training steps of a copy, the activations or images it needs); while their setups and `MIN_EPOCHS`
+   epochs each do not fit the time left together, the dearest is dropped; each of the others gets its minimum
+   plus an equal part of what the minimums leave (a part it does not use passes to the next), as many epochs as
+   fit it (at most `MAX_EPOCHS`), the plan shortened after every epoch when epochs run slower than measured.
+   Which views of an image they train on is decided first, by validation (`candidates.label_keeping_views`);
 3. the choice: the best selection metric on the held-out rows (`selection.py`), ties to the lower held-out loss;
    a `logistic` head chosen is fitted again on every training image (seconds).
 Everything a finished candidate leaves is kept in the checkpoint, with the plan, so `--resume` continues where a
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import astuple, dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -76,7 +77,7 @@ def check_budget_options(options: TrainOptions) -> None:
 
 
 def budget_stage(features: FeatureSet, dataset: Dataset, backbone: Backbone, options: TrainOptions, run: Run,
-                 cache_dir, device: torch.device = torch.device("cpu")) -> Trained:
+                 cache_dir: Path, device: torch.device = torch.device("cpu")) -> Trained:
     """Try the candidates within `options.budget` seconds (counted from the run's start) and return the chosen
     one as the training's result, with the leaderboard."""
     if run.context.active:
@@ -104,7 +105,8 @@ def budget_stage(features: FeatureSet, dataset: Dataset, backbone: Backbone, opt
             record(frozen_head(job, kind))
         else:
             record(Outcome(kind, FROZEN_HEADS[kind], note="not tried: the budget was spent"))
-    reference = outcomes.get("logistic") if outcomes.get("logistic", Outcome("", "")).tried else None
+    logistic = outcomes.get("logistic")
+    reference = logistic if logistic is not None and logistic.tried else None
     fine = [cls for cls in FINE_TUNED if cls.name in wanted]
     if fine:
         preprocess = data_preprocess(backbone.preprocess, median_side(job.train_paths, options.seed))
@@ -133,8 +135,10 @@ def run_fine_tuned(job: Job, candidates: list, reference: Outcome | None, clock:
     if not pending:
         return
     needs = {c.name: setup + MIN_EPOCHS * epoch for c, (setup, epoch) in pending}
-    while pending and sum(needs[c.name] for c, _ in pending) > clock.left():  # the dearest goes first
-        dearest = max(pending, key=lambda item: needs[item[0].name])
+    unplanned = [item for item in pending if item[0].name not in state["plans"]]  # a resumed one stays
+    while unplanned and sum(needs[c.name] for c, _ in pending) > clock.left():  # the dearest goes first
+        dearest = max(unplanned, key=lambda item: needs[item[0].name])
+        unplanned.remove(dearest)
         pending.remove(dearest)
         candidate, (setup, epoch) = dearest
         record(Outcome(candidate.name, candidate.changed, note=(
@@ -162,6 +166,7 @@ def run_fine_tuned(job: Job, candidates: list, reference: Outcome | None, clock:
         say(f"{candidate.name}: {plan['epochs']} epochs planned at {candidate.preprocess.input_size} px (about "
             f"{plan['epoch']:.0f} s each after {plan['setup']:.0f} s of setup), views {', '.join(plan['views'])}")
         ends = time.perf_counter() + share
+
         def save(stage: dict, name: str = candidate.name) -> None:
             state["spent"] = clock.spent()
             job.run.checkpoint.save_stage(name, stage)
