@@ -131,6 +131,8 @@ class FineTuningCandidate:
                                     self.name, deadline, on_epoch, job.run.checkpoint.stage(self.name),
                                     on_checkpoint or (lambda state: job.run.checkpoint.save_stage(self.name, state)),
                                     job.device)
+        held_logits = predict_inputs(model, held_inputs, device=job.device)
+        val_logits = predict_inputs(model, val_inputs, device=job.device)
         model.cpu()
         outcome = Outcome(self.name, self.changed, head=model.head.eval(), head_kind="linear",
                           backbone=self.model.eval(), preprocess=self.preprocess, history=history,
@@ -139,7 +141,7 @@ class FineTuningCandidate:
                                     "epochs_run": len(history), "input_size": self.preprocess.input_size,
                                     "recipe": {**recipe.__dict__, "features_lr": list(recipe.features_lr)},
                                     "images_per_second": stage.images_per_second})
-        outcome = finish(job, outcome, predict_inputs(model, held_inputs), predict_inputs(model, val_inputs))
+        outcome = finish(job, outcome, held_logits, val_logits)
         outcome.seconds = time.perf_counter() - started
         return outcome
 
