@@ -111,7 +111,7 @@ def budget_stage(features: FeatureSet, dataset: Dataset, backbone: Backbone, opt
     if fine:
         preprocess = data_preprocess(backbone.preprocess, median_side(job.train_paths, options.seed))
         run_fine_tuned(job, [cls(job, preprocess) for cls in fine], reference, clock, state, record)
-    return choose(job, outcomes, clock)
+    return choose(job, outcomes, clock, state)
 
 
 def run_fine_tuned(job: Job, candidates: list, reference: Outcome | None, clock: Clock, state: dict,
@@ -146,9 +146,12 @@ def run_fine_tuned(job: Job, candidates: list, reference: Outcome | None, clock:
             f"{epoch:.0f} s an epoch); {max(0.0, clock.left()):.0f} s were left")))
     if pending and reference is not None and "views" not in state:
         started = time.perf_counter()
-        state["views"], scores = label_keeping_views(job, reference.head)
+        state["views"], state["view_scores"], per_pass = label_keeping_views(job, reference.head)
+        for candidate, _ in pending:
+            if isinstance(candidate, UpperStagesCandidate):
+                candidate.calibrate(per_pass, job.backbone.preprocess)
         say(f"views that keep labels (held-out {SELECTION_METRIC[job.task].replace('_', ' ')} of the frozen head: "
-            + ", ".join(f"{view} {score:.3f}" for view, score in scores.items())
+            + ", ".join(f"{view} {score:.3f}" for view, score in state["view_scores"].items())
             + f"): {', '.join(state['views'])} ({time.perf_counter() - started:.1f} s)")
     for position, (candidate, (setup, epoch)) in enumerate(pending):
         later = sum(needs[c.name] for c, _ in pending[position + 1:])
@@ -191,9 +194,10 @@ def make_plan(candidate, views: list[str], setup: float, epoch: float, share: fl
             "epochs": int(min(MAX_EPOCHS, max(0.0, (share - setup) // epoch)))}
 
 
-def choose(job: Job, outcomes: dict[str, Outcome], clock: Clock) -> Trained:
+def choose(job: Job, outcomes: dict[str, Outcome], clock: Clock, state: dict) -> Trained:
     """The tried candidate with the best selection metric (ties: the lower held-out loss), as a `Trained`: a
-    logistic head fitted again on every training image; the history of every candidate, numbered across them."""
+    logistic head fitted again on every training image; the history of every candidate, numbered across them;
+    what config.json records, with the views found to keep labels (`state`: the budget's checkpoint state)."""
     task = job.task
     best: Outcome | None = None
     for outcome in outcomes.values():
@@ -217,6 +221,7 @@ def choose(job: Job, outcomes: dict[str, Outcome], clock: Clock) -> Trained:
     leaderboard = [(best if o.name == best.name else o).row(metric, o.name == best.name) for o in outcomes.values()]
     record = {"seconds": job.options.budget, "chosen": best.name, "selection_metric": metric,
               "held_out_images": len(job.held), "spent_choosing": round(clock.spent(), 1),
+              **{key: state[key] for key in ("views", "view_scores") if key in state},
               "rule": "the best selection metric on training images held out from every candidate's training "
                       "(ties: the lower held-out loss); validation images are never used to choose"}
     settings = dict(best.settings, improved=True) if best.backbone is not None else {}

@@ -151,11 +151,12 @@ def frozen_head(job: Job, kind: str) -> Outcome:
     return replace(outcome, seconds=time.perf_counter() - started)
 
 
-def label_keeping_views(job: Job, reference: nn.Module) -> tuple[list[str], dict[str, float]]:
+def label_keeping_views(job: Job, reference: nn.Module) -> tuple[list[str], dict[str, float], float | None]:
     """The views (`features.activations.VIEWS`) that keep an image's label, found by validation, not by name: the
     `reference` head (trained on the fit rows' plain features) scores held-out images seen each way, and a view
     whose score stays within VIEW_TOLERANCE of the plain images' (5% of the error, for regression) is kept, with
-    the compositions of kept views. Returns the kept views, identity first, and each tested view's score."""
+    the compositions of kept views. Returns the kept views, identity first, each tested view's score, and the
+    seconds a lower-stage pass took (None when every one was cached)."""
     rows = np.random.default_rng(job.options.seed).permutation(job.held)[:VIEW_TEST_IMAGES]
     paths = [job.train_paths[i] for i in rows]
     tested = ("identity", *TESTED_VIEWS)
@@ -180,7 +181,8 @@ def label_keeping_views(job: Job, reference: nn.Module) -> tuple[list[str], dict
         kept.append("rot180")
     if keeps["rot90"]:
         kept += [view for view in ("rot180", "rot270") if view not in kept]
-    return [view for view in VIEWS if view in kept], scores
+    seconds = activations.seconds / (activations.computed * len(tested)) if activations.computed else None
+    return [view for view in VIEWS if view in kept], scores, seconds
 
 
 def linear_head(job: Job) -> nn.Module:

@@ -159,6 +159,7 @@ class Stage:
     scheduler: LRScheduler | None = None  # stepped after every batch
     label_smoothing: float = 0.0
     deadline: Callable[[], float] | None = None  # seconds left: `fit` plans no epoch that would not end in time
+    most_epochs: int | None = None  # with a deadline, the first epoch's time may raise `epochs` up to this
     train_seconds: float = 0.0  # spent in training passes by `fit`, this session
     images_trained: int = 0
 
@@ -175,7 +176,8 @@ def fit(stage: Stage, task: str, best: BestSoFar, weights: torch.Tensor | None =
     `on_checkpoint` gets the whole state (tensors, numbers and lists only); passing it back as `resume_from`
     continues exactly where it stopped. Under torchrun (`context.active`) each process takes its share of every
     batch and DistributedDataParallel averages the gradients. With a `stage.deadline`, each epoch's time sets how
-    many more fit: `stage.epochs` shrinks to those (a schedule reading it decays sooner)."""
+    many more fit: `stage.epochs` shrinks to those (a schedule reading it decays sooner), or, after the first
+    epoch, grows to them up to `stage.most_epochs` (the plan was made from a measure of two steps)."""
     history: list[EpochResult] = []
     stale = 0
     if resume_from:
@@ -203,7 +205,8 @@ def fit(stage: Stage, task: str, best: BestSoFar, weights: torch.Tensor | None =
         stage.images_trained += len(stage.loader.sampler)
         val_loss, val_score, outputs = stage.validate()
         if stage.deadline is not None:
-            stage.epochs = min(stage.epochs, epoch + int(stage.deadline() // (time.perf_counter() - started)))
+            fit_in = epoch + int(stage.deadline() // (time.perf_counter() - started))
+            stage.epochs = min((stage.most_epochs or stage.epochs) if epoch == 1 else stage.epochs, fit_in)
         history.append(EpochResult(epoch, train_loss, train_score, val_loss, val_score))
         on_epoch(history[-1])
         stale = 0 if best.update(val_loss, stage.name, epoch, stage.model, outputs) else stale + 1

@@ -34,7 +34,7 @@ MIN_EPOCHS = 3  # a fine-tuning that cannot run this many epochs in its share of
 MAX_EPOCHS = 12
 BATCH = 64
 MAX_DECODED_BYTES = 2 * 2**30  # the whole backbone trains on images held decoded in memory, up to this much
-TIMED_BATCH = 16  # images in each timed step
+TIMED_BATCH = 32  # images in each timed step
 
 
 class FineTuningCandidate:
@@ -85,8 +85,9 @@ class FineTuningCandidate:
         return len(self.job.fit) + len(self.job.held) + len(self.job.features.val_paths)
 
     def measure(self) -> float:
-        """Seconds for an epoch over the fit rows and a scoring of the held rows, from two timed training steps of
-        a copy (the faster: load on a shared machine comes and goes); also times decoding a few images."""
+        """Seconds for an epoch over the fit rows and a scoring of the held rows, from the fastest of three timed
+        training steps of a copy after a first one (load on a shared machine comes and goes; the first epoch's time
+        corrects the plan, see `engine.fit`); also times decoding a few images."""
         transform = eval_transform(self.preprocess, output="uint8")
         sample = self.job.train_paths[:4]
         started = time.perf_counter()
@@ -102,7 +103,7 @@ class FineTuningCandidate:
             else torch.zeros(len(example), units)
         times = []
         model.train()
-        for _ in range(3):
+        for _ in range(4):
             started = time.perf_counter()
             with autocast(self.job.device):
                 loss = tasks.loss(self.job.task, model(example).float(), targets.to(self.job.device))
@@ -112,7 +113,7 @@ class FineTuningCandidate:
             if self.job.device.type == "cuda":
                 torch.cuda.synchronize(self.job.device)
             times.append(time.perf_counter() - started)
-        return min(times[1:]) / len(example) * (len(self.job.fit) + len(self.job.held) / 3)
+        return min(times[1:]) / len(example) * (len(self.job.fit) + len(self.job.held) / 3)  # scoring: a third
 
     def run(self, views: list[str], epochs: int, deadline: Callable[[], float],
             on_epoch: Callable[[EpochResult], None] = lambda r: None,
@@ -130,7 +131,7 @@ class FineTuningCandidate:
                                     (held_inputs, job.targets(job.held)), job.task, recipe, job.options.seed,
                                     self.name, deadline, on_epoch, job.run.checkpoint.stage(self.name),
                                     on_checkpoint or (lambda state: job.run.checkpoint.save_stage(self.name, state)),
-                                    job.device)
+                                    job.device, MAX_EPOCHS)
         held_logits = predict_inputs(model, held_inputs, device=job.device)
         val_logits = predict_inputs(model, val_inputs, device=job.device)
         model.cpu()
@@ -172,9 +173,14 @@ class UpperStagesCandidate(FineTuningCandidate):
             lower(pixels)
             started = time.perf_counter()
             shape = lower(pixels).shape[1:]
-        # ONNX Runtime runs the lower stages about 1.5 times as fast as torch eager here
+        # ONNX Runtime runs the lower stages faster than torch eager: `calibrate` sets what it measured
         self.lower_seconds = (time.perf_counter() - started) / TIMED_BATCH / 1.5
         return torch.randn(TIMED_BATCH, *shape).contiguous(memory_format=torch.channels_last)
+
+    def calibrate(self, seconds_per_pass: float | None, preprocess: Preprocess) -> None:
+        """Take ONNX Runtime's measured seconds per lower-stage pass (at `preprocess`) for the setup estimate."""
+        if seconds_per_pass and preprocess == self.preprocess:
+            self.lower_seconds = seconds_per_pass
 
     def setup_seconds(self, views: list[str]) -> float:
         """Every fit row in every view through the lower stages, the other images in one; each decoded once."""

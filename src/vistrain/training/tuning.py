@@ -187,11 +187,13 @@ def tune(model: Tuned, groups: list[list[nn.Parameter]], train: tuple[Inputs, to
          held: tuple[Inputs, torch.Tensor], task: str, recipe: Recipe, seed: int, name: str,
          deadline: Callable[[], float] | None = None, on_epoch: Callable[[EpochResult], None] = lambda r: None,
          resume_from: dict | None = None, on_checkpoint: Callable[[dict], None] = lambda state: None,
-         device: torch.device = torch.device("cpu")) -> tuple[list[EpochResult], BestSoFar, Stage]:
+         device: torch.device = torch.device("cpu"),
+         most_epochs: int | None = None) -> tuple[list[EpochResult], BestSoFar, Stage]:
     """Train `model` on `train` (inputs and their targets) with `recipe`, scored each epoch on `held` (never
     trained on); `groups` are the feature part's parameter groups, earliest first, one per `recipe.features_lr`.
     Ends with the weights of the epoch with the lowest held-out loss; returns the history, that best epoch and the
-    stage (its images per second). `deadline()`: seconds left for this stage (see `engine.fit`)."""
+    stage (its images per second). `deadline()`: seconds left for this stage, and `most_epochs` what the first
+    epoch's time may raise `recipe.epochs` to (see `engine.fit`)."""
     torch.manual_seed(seed)
     model.to(device)
     optimizer = torch.optim.AdamW(
@@ -203,7 +205,7 @@ def tune(model: Tuned, groups: list[list[nn.Parameter]], train: tuple[Inputs, to
     stage = Stage(name, model, model, loader, lambda: evaluate(
         predict_inputs(model, held_inputs, device=device), held_targets, task), optimizer, generator, recipe.epochs,
                   recipe.patience, label_smoothing=recipe.label_smoothing if task in tasks.SINGLE_LABEL else 0.0,
-                  deadline=deadline)
+                  deadline=deadline, most_epochs=most_epochs)
     stage.scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(lambda: stage.epochs * len(loader), recipe.warmup))
     best = BestSoFar()
