@@ -6,6 +6,7 @@ views of an image keep its label; the fine-tuned candidates are in `fine_tuning.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,7 +30,7 @@ from vistrain.training.train import Run, train_head
 
 FROZEN_HEADS = {"logistic": "a logistic regression on the frozen features, in closed form",
                 "mlp": "the course's MLP head on the frozen features"}
-VIEW_TOLERANCE = 0.02  # a view keeps labels when the reference head scores within this of the plain images
+VIEW_TOLERANCE = 0.02  # a view keeps labels when the reference head scores within this (or 2 standard errors)
 VIEW_TEST_IMAGES = 160  # held-out images the views are tested on, at most
 TESTED_VIEWS = ("hflip", "vflip", "rot90")  # the generators of the square's symmetries; the rest follow
 
@@ -154,9 +155,10 @@ def frozen_head(job: Job, kind: str) -> Outcome:
 def label_keeping_views(job: Job, reference: nn.Module) -> tuple[list[str], dict[str, float], float | None]:
     """The views (`features.activations.VIEWS`) that keep an image's label, found by validation, not by name: the
     `reference` head (trained on the fit rows' plain features) scores held-out images seen each way, and a view
-    whose score stays within VIEW_TOLERANCE of the plain images' (5% of the error, for regression) is kept, with
-    the compositions of kept views. Returns the kept views, identity first, each tested view's score, and the
-    seconds a lower-stage pass took (None when every one was cached)."""
+    is kept unless its score falls below the plain images' by more than chance explains — two standard errors
+    of that score on these images, at least VIEW_TOLERANCE (for regression, 5% of the error) — with the
+    compositions of kept views. Returns the kept views, identity first, each tested view's score, and the seconds
+    a lower-stage pass took (None when every one was cached)."""
     rows = np.random.default_rng(job.options.seed).permutation(job.held)[:VIEW_TEST_IMAGES]
     paths = [job.train_paths[i] for i in rows]
     tested = ("identity", *TESTED_VIEWS)
@@ -174,7 +176,8 @@ def label_keeping_views(job: Job, reference: nn.Module) -> tuple[list[str], dict
             scores[view] = selection_score(job.task, targets, tasks.outputs(job.task, logits).numpy(),
                                            job.dataset.classes)
     plain = scores["identity"]
-    keeps = {view: (score <= plain * 1.05) if job.task == "regression" else (score >= plain - VIEW_TOLERANCE)
+    tolerance = max(VIEW_TOLERANCE, 2 * math.sqrt(plain * (1 - plain) / len(rows))) if job.task != "regression" else 0
+    keeps = {view: (score <= plain * 1.05) if job.task == "regression" else (score >= plain - tolerance)
              for view, score in scores.items()}
     kept = [view for view in ("identity", *TESTED_VIEWS) if keeps[view]]
     if keeps["hflip"] and keeps["vflip"]:
