@@ -123,3 +123,71 @@ def test_cross_fitted_offsets_score_each_half_with_the_others_offsets():
     assert adjusted.shape == probabilities.shape and np.allclose(adjusted.sum(1), 1)
     assert adjusted[:, 2].mean() > probabilities[:, 2].mean() + 0.05  # each half moved by offsets...
     assert not np.allclose(adjusted, with_offsets(probabilities, offsets), atol=1e-3)  # ...not tuned on itself
+
+
+class FakeCandidate:
+    """A fine-tuned candidate with fixed costs, recording what it was planned for."""
+
+    def __init__(self, name: str, setup: float, epoch: float, clock: "FixedClock"):
+        from vistrain.backbones import get_backbone
+
+        self.name, self.changed, self.setup, self.epoch, self.clock = name, f"{name} changed", setup, epoch, clock
+        self.preprocess = get_backbone("efficientnet_lite0").preprocess
+        self.planned = None
+
+    def refusal(self) -> str:
+        return ""
+
+    def measure(self) -> float:
+        return self.epoch
+
+    def setup_seconds(self, views: list[str]) -> float:
+        return self.setup
+
+    def run(self, views, epochs, deadline, on_epoch=None, on_checkpoint=None):
+        from vistrain.training.candidates import Outcome
+
+        self.planned = (epochs, deadline())
+        self.clock.seconds_left -= self.setup + epochs * self.epoch  # as if it had run as planned
+        return Outcome(self.name, self.changed, seconds=1.0, selection=0.5, selection_loss=1.0, validation=0.5)
+
+
+class FixedClock:
+    def __init__(self, left: float):
+        self.seconds_left = left
+
+    def left(self) -> float:
+        return self.seconds_left
+
+    def spent(self) -> float:
+        return 0.0
+
+
+def plan(candidates: list, clock: FixedClock) -> dict:
+    from types import SimpleNamespace
+
+    from vistrain.training.budget import run_fine_tuned
+
+    job = SimpleNamespace(run=SimpleNamespace(say=lambda *a, **k: None, checkpoint=SimpleNamespace(
+        save=lambda: None, save_stage=lambda name, state: None)), task="binary")
+    recorded = {}
+    run_fine_tuned(job, candidates, None, clock, {"done": {}, "plans": {}},
+                   lambda outcome: recorded.__setitem__(outcome.name, outcome))
+    return recorded
+
+
+def test_the_budget_drops_what_cannot_fit_and_shares_the_rest():
+    clock = FixedClock(100)
+    cheap, dear = FakeCandidate("cheap", 10, 10, clock), FakeCandidate("dear", 10, 50, clock)
+    recorded = plan([cheap, dear], clock)
+    assert dear.planned is None and recorded["dear"].note.startswith("not tried: 3 epochs need about 160 s")
+    assert cheap.planned[0] == 9 and cheap.planned[1] == pytest.approx(100, abs=1)  # all the time, 9 epochs in it
+    clock = FixedClock(130)
+    first, second = FakeCandidate("first", 10, 10, clock), FakeCandidate("second", 10, 20, clock)
+    plan([first, second], clock)
+    assert first.planned[0] == 4  # its minimum (40 s) and half of what the minimums (40 + 70 s) leave: 50 s
+    assert second.planned[0] == 3 and second.planned[1] == pytest.approx(80, abs=1)  # the 80 s left
+    clock = FixedClock(1000)
+    many = FakeCandidate("many", 0, 1, clock)
+    plan([many], clock)
+    assert many.planned[0] == 12  # at most MAX_EPOCHS
