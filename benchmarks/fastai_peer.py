@@ -25,8 +25,9 @@ defaults. `fine_tune` trains one frozen epoch (the head), then the whole network
 left allows (none, when not one fits: the budget wins over fine_tune's one unfrozen epoch), chosen from the measured
 frozen epoch (an unfrozen epoch costs about UNFROZEN_COST times its training part). A `TimeBudget` callback sets
 those epochs when the unfrozen one-cycle fit starts, so its schedule spans them; it stops between epochs when the
-next one would not end in time, and stops training in the middle of an epoch (the frozen one included) when the
-time is up: then the validation predictions are all that is left to do.
+next one would not end in time, and stops training in the middle of an epoch (the frozen one included) when only
+the time of a validation pass is left, for the validation predictions. Accuracy and macro F1 are those of fastai's
+last validation, or of a validation pass after a stop in the middle of an epoch.
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ def fastai_peer(data: str | Path, size: int, seconds: float, batch_size: int = 6
     "train_images", "val_images", "fastai"}."""
     import fastai
     from fastai.callback.core import Callback, CancelFitException
-    from fastai.vision.all import (ImageDataLoaders, Resize, aug_transforms, default_split, model_meta,
-                                   set_seed, vision_learner)
+    from fastai.vision.all import (F1Score, ImageDataLoaders, Resize, accuracy, aug_transforms, default_split,
+                                   model_meta, set_seed, vision_learner)
     from sklearn.metrics import accuracy_score, f1_score
 
     started = time.perf_counter()
@@ -94,9 +95,15 @@ def fastai_peer(data: str | Path, size: int, seconds: float, batch_size: int = 6
 
         order = -100  # before the callbacks that read n_epoch (progress, schedule)
 
-        def __init__(self):
+        def __init__(self, val_images: int):
             self.fits, self.epochs, self.stopped = 0, {1: [], 2: []}, False  # fit -> its finished epochs' seconds
             self.frozen_train = self.frozen_valid = 0.0
+            self.val_images, self.train_seconds_per_image = val_images, 0.0
+
+        def validation_seconds(self) -> float:
+            """A validation pass: as measured after the frozen epoch, else a forward pass per image at a third of
+            the training step's time (forward and backward) measured so far."""
+            return self.frozen_valid or self.val_images * self.train_seconds_per_image / 3
 
         def before_fit(self):
             self.fits += 1
@@ -108,10 +115,16 @@ def fastai_peer(data: str | Path, size: int, seconds: float, batch_size: int = 6
         def before_epoch(self):
             self.epoch_started = time.perf_counter()
 
+        def before_batch(self):
+            self.batch_started = time.perf_counter()
+
         def after_batch(self):
-            if self.training and time.perf_counter() - started > seconds:
+            if not self.training:
+                return
+            self.train_seconds_per_image = (time.perf_counter() - self.batch_started) / len(self.yb[0])
+            if time.perf_counter() - started + self.validation_seconds() > seconds:
                 self.stopped = True
-                raise CancelFitException  # the time is up, in the middle of an epoch
+                raise CancelFitException  # the time is up (but for a validation pass), in the middle of an epoch
 
         def after_train(self):
             self.train_seconds = time.perf_counter() - self.epoch_started
@@ -129,20 +142,22 @@ def fastai_peer(data: str | Path, size: int, seconds: float, batch_size: int = 6
     dls = ImageDataLoaders.from_folder(data, train="train", valid="val", item_tfms=Resize(size),
                                        batch_tfms=aug_transforms(), bs=min(batch_size, train_images))  # fastai drops
     # the last, incomplete training batch: a batch larger than the training set would leave none
-    budget = TimeBudget()
-    learn = vision_learner(dls, lite0, cbs=budget)
+    budget = TimeBudget(len(dls.valid_ds))
+    learn = vision_learner(dls, lite0, cbs=budget, metrics=[accuracy, F1Score(average="macro")])
     with learn.no_bar(), learn.no_logging():
         learn.fine_tune(1, freeze_epochs=1)  # 1: a placeholder, TimeBudget sets the unfrozen epochs
         learn.remove_cb(budget)  # get_preds runs epoch events too
-        predictions, targets = learn.get_preds(dl=dls.valid)
-    predicted, targets = predictions.argmax(1).numpy(), targets.numpy()
-    n_classes = len(dls.vocab)
-    return {"accuracy": float(accuracy_score(targets, predicted)),
-            "macro_f1": float(f1_score(targets, predicted, average="macro")) if n_classes > 2 else None,
+        if budget.stopped or not budget.epochs[1]:  # trained since the last validation
+            predictions, targets = learn.get_preds(dl=dls.valid)
+            predicted, targets = predictions.argmax(1).numpy(), targets.numpy()
+            scores = accuracy_score(targets, predicted), f1_score(targets, predicted, average="macro")
+        else:  # the last epoch's validation scores the model as it is
+            scores = learn.final_record[2:4]
+    return {"accuracy": float(scores[0]), "macro_f1": float(scores[1]) if len(dls.vocab) > 2 else None,
             "seconds": round(time.perf_counter() - started, 1), "frozen_epochs": len(budget.epochs[1]),
             "unfrozen_epochs": len(budget.epochs[2]), "stopped_in_an_epoch": budget.stopped,
             "epoch_seconds": [round(s, 1) for s in budget.epochs[1] + budget.epochs[2]], "size": size,
-            "batch_size": batch_size,
+            "batch_size": dls.train.bs,
             "train_images": len(dls.train_ds), "val_images": len(dls.valid_ds), "fastai": fastai.__version__}
 
 

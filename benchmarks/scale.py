@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vistrain.features.cpu import cpu_name, int8_dot_products, resolve_precision
+
 
 def generate(root: Path, n: int) -> None:
     """n 96x96 JPEGs in root/{circle,square}/: a random shape on random noise, so that they are not near
@@ -55,7 +57,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--check-only", action="store_true", help="Time `check` alone.")
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores")
+    print(f"machine: {cpu_name()}, {platform.machine()}, {os.cpu_count()} cores, int8 dot products: "
+          f"{', '.join(int8_dot_products()) or 'none'}; train's default precision here: {resolve_precision('auto')}")
     print("| images | check (s) | check img/s | check peak RSS (MiB) | train, cold (s) | train img/s "
           "| train peak RSS (MiB) | feature cache on disk (MiB) |")
     print("|---|---|---|---|---|---|---|---|", flush=True)

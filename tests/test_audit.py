@@ -72,8 +72,8 @@ def test_an_off_topic_photo_is_found_however_confident_the_model(found):
 
 def test_a_copy_under_another_class_is_a_conflicting_duplicate(found):
     conflicts = [f for f in found.findings if f.kind == "duplicate: conflicting labels"]
-    assert len(conflicts) == 1 and {conflicts[0].file.name, Path(conflicts[0].detail.split(" (")[0]).name} == \
-        {"circle_3.png", "copy_of_circle_3.png"}
+    assert {(f.file.name, f.given, f.suggested, f.group) for f in conflicts} == \
+        {("circle_3.png", "circle", "square", 1), ("copy_of_circle_3.png", "square", "circle", 1)}  # one group
 
 
 def test_cross_validated_accuracy_and_its_interval(found):
@@ -276,3 +276,58 @@ def test_a_relabel_that_is_not_a_finite_number_stops_a_regression(label: str):
     assert parse_label("0.25", "regression", ["value"], "decisions.csv") == (0.25,)
     with pytest.raises(DataError, match="is not 1 number"):
         parse_label(label, "regression", ["value"], "decisions.csv")
+
+
+# ---- hostile audits (issue 26) ----
+
+
+@pytest.fixture(scope="module")
+def tiny_digits(tmp_path_factory) -> Path:
+    """100 of scikit-learn's 8 x 8 digits as PNGs, even and odd as two classes: the backbone sees near-identical
+    blurs, so most of them are near duplicates of each other."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = tmp_path_factory.mktemp("digits") / "data"
+    for i in range(100):
+        folder = root / ("even", "odd")[digits.target[i] % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((digits.images[i] * 16).clip(0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def test_near_duplicates_are_grouped_one_row_per_image(tiny_digits: Path, tmp_path: Path):
+    result = invoke("audit", tiny_digits, "--out", tmp_path / "audit")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(tmp_path / "audit" / "audit.csv")))
+    duplicates = [row for row in rows if row["kind"].startswith("duplicate")]
+    assert len(duplicates) >= 30  # many images are in some group ...
+    assert len({row["file"] for row in duplicates}) == len(duplicates) <= 100  # ... once each, not once per pair
+    groups = {row["group"] for row in duplicates}
+    assert all(group.isdigit() for group in groups) and len(groups) < len(duplicates)
+    assert (tmp_path / "audit" / "audit.csv").stat().st_size < 300 * 100  # bytes: a row per image at most
+
+
+def test_the_audit_page_shows_at_most_its_cap_per_kind_and_counts_the_rest(tmp_path: Path):
+    from vistrain.analysis.audit import Audit, Finding
+    from vistrain.analysis.audit_report import MAX_SHOWN, write_audit
+    from vistrain.model.predictions import Predictions
+
+    image = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(image)
+    findings = [Finding(image, "a", "", "duplicate", 1.0, "train", f"group 1 of {MAX_SHOWN + 57}", 1)] * \
+        (MAX_SHOWN + 57)
+    predictions = Predictions([image], np.array([0]), np.array([[1.0, 0.0]]), ["a", "b"], "binary")
+    write_audit(tmp_path / "audit", Audit(findings, predictions, ("accuracy", 1, 1, 1), 2, np.zeros(1)), "data")
+    page = (tmp_path / "audit" / "audit.html").read_text()
+    assert page.count('<figure class="thumb') == MAX_SHOWN and "… and 57 more" in page
+    assert len((tmp_path / "audit" / "audit.csv").read_text().splitlines()) == 1 + MAX_SHOWN + 57
+
+
+def test_too_few_images_of_a_class_is_said_in_words_with_the_fix(tmp_path: Path):
+    data = write_class_folders(tmp_path / "data", 3)
+    for extra in sorted((data / "circle").iterdir())[1:]:
+        extra.unlink()
+    result = invoke("audit", data, "--out", tmp_path / "audit")
+    assert result.exit_code == 1 and "class circle has 1 readable image(s)" in result.output
+    assert "--folds" in result.output and "n_splits" not in result.output

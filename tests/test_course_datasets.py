@@ -88,6 +88,14 @@ def test_a_conversion_cut_short_is_redone_and_a_complete_one_is_reused(svhn, tmp
     assert svhn_folder(mat, tmp_path / "cache") == (folder, 40)
 
 
+def test_audit_reads_a_mat_as_train_does(svhn, tmp_path: Path):
+    mat, _, _ = svhn
+    result = invoke("audit", mat, "--folds", "2", "--out", tmp_path / "audit")
+    assert result.exit_code == 0, result.output
+    assert "audited 40 images" in result.stderr
+    assert "is a file: DATA is a folder or an SVHN .mat file" in invoke("audit", tmp_path / "audit" / "audit.csv").output
+
+
 def test_train_on_a_mat_then_evaluate_on_another(svhn, tmp_path: Path):
     mat, _, _ = svhn
     test_mat = write_mat(tmp_path / "downloads" / "test_32x32.mat", X=crops(20, seed=1), y=svhn_labels(20))
@@ -338,3 +346,13 @@ def test_evaluate_on_the_ilsvrc_validation_folder(named_run, imagenet: Path):
     assert metrics["n_images"] == 6 and {name: m["support"] for name, m in metrics["per_class"].items()} == {
         "tabby": 2, "space shuttle": 2, "espresso": 2}
     assert len(metrics["skipped"]) == 2
+
+
+def test_a_header_claiming_a_billion_images_is_refused_within_little_memory(tmp_path: Path):
+    """Held from round 1 (issue 26): refused from the header, before a pixel is allocated or read."""
+    from test_hostile_serve import peak_memory
+
+    path = declaring(tmp_path / "train_32x32.mat", 1_000_000_000)
+    finished, peak = peak_memory("split", str(path), str(tmp_path / "digits"), "--cache-dir", str(tmp_path / "c"))
+    assert finished.returncode == 1 and "X declares 1,000,000,000 images" in finished.stderr, finished.stderr
+    assert len(finished.stderr.strip().splitlines()) == 1 and peak < 400 * 2**20, f"{peak / 2**20:.0f} MiB"

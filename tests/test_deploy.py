@@ -301,7 +301,8 @@ def test_concurrent_requests_share_forward_passes(server: Server):
 def test_micro_batcher_gathers_splits_and_survives_failures():
     seen: list[int] = []
 
-    def infer(batch: torch.Tensor) -> np.ndarray:
+    def infer(batches: list[torch.Tensor]) -> np.ndarray:
+        (batch,) = batches
         if (batch < 0).any():
             raise RuntimeError("bad batch")
         seen.append(len(batch))
@@ -310,12 +311,12 @@ def test_micro_batcher_gathers_splits_and_survives_failures():
     async def scenario() -> None:
         batcher = MicroBatcher(infer, max_batch=4, max_wait=0.05)
         worker = asyncio.create_task(batcher.run())
-        results = await asyncio.gather(*(batcher.predict([torch.full((1,), float(i))]) for i in range(6)))
+        results = await asyncio.gather(*(batcher.predict([(torch.full((1,), float(i)),)]) for i in range(6)))
         assert [float(r[0, 0]) for r in results] == [0, 2, 4, 6, 8, 10]
         assert seen == [4, 2]
         with pytest.raises(RuntimeError, match="bad batch"):
-            await batcher.predict([torch.full((1,), -1.0)])
-        assert (await batcher.predict([torch.ones(1), torch.zeros(1)]))[:, 0].tolist() == [2, 0]
+            await batcher.predict([(torch.full((1,), -1.0),)])
+        assert (await batcher.predict([(torch.ones(1),), (torch.zeros(1),)]))[:, 0].tolist() == [2, 0]
         worker.cancel()
 
     asyncio.run(scenario())

@@ -4,6 +4,7 @@ the ONNX Runtime engine, its cached export and the torch fallback."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import time
 from pathlib import Path
@@ -16,10 +17,13 @@ from conftest import shape_image
 from vistrain.features import extract as features
 from vistrain.features import runtime
 from vistrain.backbones import get_backbone
+from vistrain.backbones.preprocess import Preprocess
 from vistrain.features.cache import FeatureCache
+from vistrain.features import inputs
 from vistrain.features.extract import extract_features
 from vistrain.data.images import load_rgb
-from vistrain.features.transforms import eval_transform
+from vistrain.features.transforms import View, eval_transform
+from vistrain.model import run_dir
 
 LITE0 = get_backbone("efficientnet_lite0")
 
@@ -180,34 +184,75 @@ def test_in_threads_passes_on_an_error():
         list(features.in_threads(range(6), work, threads=2))
 
 
-def test_a_concatenation_computes_only_the_parts_missing_from_their_own_caches(tmp_path: Path, monkeypatch):
-    """Each part is cached on its own, under the concatenation's preprocessing (the largest part's): Lite2 trained
-    alone, then Lite0+Lite2, computes Lite0 only; the concatenation again computes nothing."""
+def test_a_concatenation_and_its_parts_alone_share_their_caches_and_decode_once(tmp_path: Path, monkeypatch):
+    """Each part of a concatenation takes its own preprocessing, as it does alone, so Lite0 computed alone, then
+    Lite0+Lite2, computes Lite2 only, and Lite2 alone then computes nothing; each image is decoded once for both."""
     paths = images(tmp_path / "img", 3)
     (tmp_path / "text.jpg").write_text("not an image")
     paths.insert(1, tmp_path / "text.jpg")
     lite2, both = get_backbone("efficientnet_lite2"), get_backbone("efficientnet_lite0+efficientnet_lite2")
-    alone = extract_features(paths, lite2, lite2.preprocess, tmp_path / "cache", show_progress=False)
-    ran = []  # (backbone, images) of every forward pass
-    function = features.feature_function
+    alone = extract_features(paths, LITE0, LITE0.preprocess, tmp_path / "cache", show_progress=False)
+    fresh = extract_features(paths, lite2, lite2.preprocess, tmp_path / "fresh", show_progress=False)
+    ran, decoded = [], []  # (backbone, images) of every forward pass; every file decoded
+    function, load_pixels = features.feature_function, inputs.load_pixels
 
     def counted(backbone, *args):
         forward = function(backbone, *args)
         return lambda batch: ran.append((backbone.name, len(batch))) or forward(batch)
 
     monkeypatch.setattr(features, "feature_function", counted)
+    monkeypatch.setattr(inputs, "load_pixels", lambda path, **kwargs: decoded.append(path) or load_pixels(path, **kwargs))
     joined = extract_features(paths, both, both.preprocess, tmp_path / "cache", show_progress=False)
-    assert ran == [("efficientnet_lite0", 3)] and joined.computed == 3
+    assert ran == [("efficientnet_lite2", 3)] and joined.computed == 3 and sorted(decoded) == sorted(paths)
     assert joined.kept == alone.kept == [0, 2, 3] and [s.path.name for s in joined.skipped] == ["text.jpg"]
-    np.testing.assert_array_equal(joined.vectors[:, LITE0.feature_dim:], alone.vectors)
+    np.testing.assert_array_equal(joined.vectors[:, :LITE0.feature_dim], alone.vectors)
+    part = extract_features(paths, lite2, lite2.preprocess, tmp_path / "cache", show_progress=False)
+    assert part.computed == 0 and ran == [("efficientnet_lite2", 3)]  # the other way round: nothing to compute
+    np.testing.assert_array_equal(joined.vectors[:, LITE0.feature_dim:], part.vectors)
+    np.testing.assert_array_equal(fresh.vectors, part.vectors)  # what Lite2 computes alone, from its own input
     again = extract_features(paths, both, both.preprocess, tmp_path / "cache", show_progress=False)
-    assert again.computed == 0 and ran == [("efficientnet_lite0", 3)]  # the unreadable file is tried, not run
+    assert again.computed == 0 and len(ran) == 1  # the unreadable file is tried, not run
     np.testing.assert_array_equal(again.vectors, joined.vectors)
+    with pytest.raises(ValueError, match="part by part"):
+        function(both, both.preprocess, tmp_path / "cache")
 
-    kept = [paths[i] for i in joined.kept]
-    with torch.no_grad():  # the concatenated module, as export and fine-tuning build it: the same features
-        module = both.build_feature_extractor()(torch.stack([eval_transform(both.preprocess)(load_rgb(p)) for p in kept]))
-    assert np.abs(joined.vectors - module.numpy()).max() < 1e-3
-    pixels = torch.stack([eval_transform(both.preprocess, "uint8")(load_rgb(p)) for p in kept])
-    served = function(both, both.preprocess, tmp_path / "cache")(pixels)  # as `serve` computes them
-    assert np.abs(served - joined.vectors).max() < 1e-5
+def test_each_part_gets_the_pixels_it_gets_alone_even_where_large_images_are_reduced(tmp_path: Path):
+    """A 2,200 px photo is reduced while decoding for Lite0 (at 2,048 px and over) but not for Lite2 (2,336): each
+    part's pixels are those it is given alone, however many decodes that takes."""
+    lite2 = get_backbone("efficientnet_lite2")
+    path = tmp_path / "large.png"
+    shape_image("circle", seed=3, size=2200).save(path)
+    pixels = inputs.PartPixels([LITE0.preprocess, lite2.preprocess], View())(path, "0" * 64, (0, 1))
+    for i, backbone in enumerate((LITE0, lite2)):
+        alone = View().transform(backbone.preprocess)(load_rgb(path, reduce_to=backbone.preprocess.resize_size), "")
+        assert torch.equal(pixels[i], alone), backbone.name
+
+
+def test_a_concatenation_run_records_each_part_s_preprocessing_and_predicts_with_it(shapes_split: Path,
+                                                                                    tmp_path: Path):
+    """config.json records each part's preprocessing; `predict` feeds each part its own, from the cache `train`
+    filled; runs from before parts took their own (no backbone.parts) keep the one preprocessing they were trained
+    on; the export, which takes one input, refuses."""
+    from conftest import invoke
+    from vistrain.model.predictor import Predictor
+    from vistrain.model.run_dir import part_preprocessing
+
+    out = tmp_path / "both"
+    result = invoke("train", shapes_split, "--out", out, "--backbone", "efficientnet_lite0+efficientnet_lite1",
+                    "--head", "logistic")
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    lite1 = get_backbone("efficientnet_lite1")
+    assert [(part["name"], Preprocess.from_dict(part["preprocess"])) for part in config["backbone"]["parts"]] == [
+        ("efficientnet_lite0", LITE0.preprocess), ("efficientnet_lite1", lite1.preprocess)]
+    predictor = Predictor.from_run(out)
+    assert [part.preprocess for part in predictor.backbone.parts] == [LITE0.preprocess, lite1.preprocess]
+    predicted = json.loads(invoke("predict", out, shapes_split / "val", "--format", "json").stdout)
+    saved = {row["file"]: row for row in run_dir.read_csv(out / "predictions.csv")}
+    for row in predicted:
+        assert row["probability"] == pytest.approx(float(saved[row["file"]][f"prob_{row['class']}"]), abs=1e-5)
+    del config["backbone"]["parts"]  # as issue 17's runs were written
+    older = part_preprocessing(config, get_backbone(config["backbone"]["name"]))
+    assert [part.preprocess for part in older.parts] == [lite1.preprocess] * 2  # the concatenation's one (largest)
+    exported = invoke("export", out, "--format", "onnx")
+    assert exported.exit_code != 0 and "an exported model takes one input" in exported.output

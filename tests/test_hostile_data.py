@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from conftest import invoke, shape_image, tree_state, write_class_folders
 from vistrain.core.files import sha256_file
@@ -318,3 +319,35 @@ def test_an_interrupted_split_is_taken_back_by_the_next(tmp_path: Path, monkeypa
     organise.split_dataset(src, tmp_path / "fresh", seed=1)
     relative = lambda root: sorted(p.relative_to(root) for p in root.rglob("*"))  # noqa: E731
     assert relative(out) == relative(tmp_path / "fresh")
+
+
+def png_with_chunk(kind: bytes, payload: bytes) -> bytes:
+    """A 40 x 40 PNG with one more chunk after its header."""
+    import io
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(buffer, "PNG")
+    png = buffer.getvalue()
+    chunk = struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    return png[:33] + chunk + png[33:]  # the signature and IHDR are 33 bytes
+
+
+def test_png_text_and_icc_bombs_are_skipped_within_little_memory(tmp_path: Path):
+    """Held from round 1 (issue 26): 200 MB of zeros compressed to 194 KB, as a text chunk or an ICC profile."""
+    import zlib
+
+    from test_hostile_serve import peak_memory
+
+    bomb = zlib.compress(bytes(200_000_000), 9)
+    data = write_class_folders(tmp_path / "data", 3)
+    for name, chunk in (("ztxt.png", b"zTXt" + b"Comment\0\0"), ("itxt.png", b"iTXt" + b"Comment\0\1\0\0\0"),
+                        ("iccp.png", b"iCCP" + b"icc\0\0")):
+        (data / "circle" / name).write_bytes(png_with_chunk(chunk[:4], chunk[4:] + bomb))
+    finished, peak = peak_memory("check", str(data), "--out", str(tmp_path / "check"))
+    assert finished.returncode == 0, finished.stderr
+    unreadable = (tmp_path / "check" / "unreadable.csv").read_text()
+    assert all(f"{name},cannot decode: Decompressed data too large" in unreadable
+               for name in ("ztxt.png", "itxt.png", "iccp.png")), unreadable
+    assert peak < 400 * 2**20, f"peak RSS {peak / 2**20:.0f} MiB"

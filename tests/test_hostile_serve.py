@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import SHARED_DATA, invoke, shape_image
@@ -382,3 +383,115 @@ def test_hostile_names_are_text_on_the_serve_page(hostile_run: Path, tmp_path: P
     assert seen["pwned"] is None and seen["injected"] == 0
     assert all(name in seen["text"] and name in seen["title"] for name in HOSTILE_CLASSES)
     assert HOSTILE_CLASSES[0] in seen["text"].split("Drop an image")[1]  # the prediction, shown as text
+
+
+# ---- thin images: only what the centre crop keeps is resized (issue 26) ----
+
+THIN_MAX_RSS = 1.5 * 2**30  # a photo costs about 0.7 GB; a 1 x 20,000 PNG cost 4.8 GB when upscaled whole
+
+
+@pytest.fixture(scope="module")
+def thin(tmp_path_factory) -> Path:
+    """166-byte PNGs of 20,000 x 1 and 1 x 20,000 pixels."""
+    folder = tmp_path_factory.mktemp("thin")
+    Image.new("RGB", (20_000, 1), (200, 30, 30)).save(folder / "wide.png")
+    Image.new("RGB", (1, 20_000), (30, 200, 30)).save(folder / "tall.png")
+    return folder
+
+
+def peak_memory(*args: str) -> tuple[subprocess.CompletedProcess, int]:
+    """(the finished `vistrain ARGS...`, its peak RSS in bytes, from its own /proc/self/status at exit)."""
+    with tempfile.NamedTemporaryFile("r") as peak:
+        code = ("import atexit, re, runpy, sys\n"
+                f"atexit.register(lambda: open({peak.name!r}, 'w').write(re.search(r'VmHWM:\\s+(\\d+)', "
+                "open('/proc/self/status').read()).group(1)))\n"
+                f"sys.argv = ['vistrain', *{list(args)!r}]\n"
+                "runpy.run_module('vistrain', run_name='__main__')\n")
+        finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+        return finished, int(peak.read()) * 1024
+
+
+def test_thin_images_cost_predict_what_a_photo_costs(run: Path, thin: Path, tmp_path: Path):
+    finished, peak = peak_memory("predict", str(run), str(thin), "--format", "json", "--cache-dir", str(tmp_path))
+    assert finished.returncode == 0, finished.stderr
+    assert sorted(Path(row["file"]).name for row in json.loads(finished.stdout) if not row["error"]) == \
+        ["tall.png", "wide.png"]
+    assert peak < THIN_MAX_RSS, f"peak RSS {peak / 2**30:.2f} GiB"
+
+
+def test_thin_images_keep_serve_within_its_memory(served: ServerProcess, thin: Path):
+    Path(f"/proc/{served.process.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+    for name in ("wide.png", "tall.png"):
+        status, answer = post(served.url, [(name, (thin / name).read_bytes())])
+        assert status == 200, answer
+    assert served.memory("VmHWM") < THIN_MAX_RSS, f"peak RSS {served.memory('VmHWM') / 2**30:.2f} GiB"
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+@pytest.mark.parametrize("height, width", [(1, 300), (300, 1), (3, 900), (255, 5000), (8000, 257), (10, 4000)])
+def test_a_thin_image_is_resized_only_where_it_is_cropped_and_as_if_whole(height: int, width: int,
+                                                                          interpolation: str):
+    from vistrain.features.transforms import center_crop, resize_and_crop, resize_shorter_side
+
+    pixels = torch.from_numpy(np.random.default_rng(height).integers(0, 256, (1, 3, height, width), np.uint8))
+    whole = center_crop(resize_shorter_side(pixels, 256, interpolation), 224)
+    difference = (resize_and_crop(pixels, 256, 224, interpolation).int() - whole.int()).abs()
+    assert difference.max() <= 2 and difference.float().mean() < 0.05  # grey levels, on noise: at most a sub-pixel shift
+
+
+# ---- held from round 1 (issue 26): form fields, long names, lying content types, slow connections ----
+
+
+def post_raw(url: str, body: bytes, content_type: str) -> tuple[int, dict]:
+    request = urllib.request.Request(url + "/predict", body, {"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_ten_thousand_form_fields_are_refused_clearly(served: ServerProcess):
+    boundary = uuid.uuid4().hex
+    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nx\r\n'.encode()
+                    for i in range(10_000)) + f"--{boundary}--\r\n".encode()
+    assert len(body) < MAX_BYTES  # refused for its fields, not its size
+    status, answer = post_raw(served.url, body, f"multipart/form-data; boundary={boundary}")
+    assert status == 400 and "Too many fields" in answer["error"]
+
+
+@pytest.mark.parametrize("name, data, content_type, expected", [
+    ("n" * 100_000 + ".png", None, None, 400),  # a 100 KB file name
+    ("photo.png", b"GIF89a, it says, but it is text", None, 415),  # a name and a part type that lie
+    (None, b'{"files": "photo.png"}', "multipart/form-data; boundary=zzz", 400),  # a request type that lies
+    (None, b"\x89PNG\r\n\x1a\n" + bytes(100), "image/png", 400),
+])
+def test_lying_names_and_types_get_a_clear_answer(served: ServerProcess, name, data, content_type, expected: int):
+    if content_type is None:
+        status, answer = post(served.url, [(name, data if data is not None else png(shape_image("circle", 1)))])
+    else:
+        status, answer = post_raw(served.url, data, content_type)
+    assert status == expected and answer["error"], answer
+    assert post(served.url, [("fine.png", png(shape_image("square", 3)))])[0] == 200
+
+
+def test_two_hundred_slow_connections_leave_health_answered(served: ServerProcess):
+    connections = []
+    try:
+        for _ in range(200):  # each sends its headers a line at a time, and never finishes
+            connection = socket.create_connection(("127.0.0.1", served.port), timeout=10)
+            connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            connections.append(connection)
+        slowest = 0.0
+        for round_ in range(20):
+            started = time.perf_counter()
+            with urllib.request.urlopen(served.url + "/health", timeout=10) as response:
+                assert response.status == 200
+            slowest = max(slowest, time.perf_counter() - started)
+            for connection in connections[round_ % 4 :: 4]:
+                connection.sendall(b"X-Slow: 1\r\n")
+            time.sleep(0.05)
+        assert slowest < 1.0, f"health took {slowest * 1000:.0f} ms"  # 7 ms measured on a quiet machine
+    finally:
+        for connection in connections:
+            connection.close()

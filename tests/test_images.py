@@ -87,3 +87,60 @@ def test_images_over_the_pixel_limit_are_refused(tmp_path: Path):
     Image.new("RGB", (100, 100)).save(tmp_path / "big.png")
     with pytest.raises(UnreadableImage, match="over the limit"):
         load_rgb(tmp_path / "big.png", max_pixels=5_000)
+
+
+def photo(width: int = 333, height: int = 251) -> Image.Image:
+    """A photo-like picture (smooth colours and noise), of odd size, so that chroma subsampling has work to do."""
+    rng = np.random.default_rng(width * height)
+    smooth = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
+    return Image.fromarray(np.clip(np.asarray(smooth) + rng.integers(-20, 20, (height, width, 3)), 0, 255)
+                           .astype(np.uint8))
+
+
+JPEGS = {  # name -> how it is saved
+    "4:2:0": dict(quality=85), "4:4:4": dict(quality=95, subsampling=0), "4:2:2": dict(quality=75, subsampling=1),
+    "progressive": dict(quality=80, progressive=True), "optimized": dict(quality=70, optimize=True),
+    "restart markers": dict(quality=90, restart_marker_blocks=4),
+}
+
+
+@pytest.mark.parametrize("name", JPEGS)
+def test_plain_jpegs_are_decoded_straight_into_arrays_as_pillow_decodes_them(name: str, tmp_path: Path, monkeypatch):
+    from vistrain.data import images
+
+    path = tmp_path / "photo.jpg"
+    photo().save(path, **JPEGS[name])
+    decoded = []
+    decode_jpeg = images.simplejpeg.decode_jpeg
+    monkeypatch.setattr(images.simplejpeg, "decode_jpeg", lambda *a, **k: decoded.append(1) or decode_jpeg(*a, **k))
+    pixels, size = images.load_pixels(path, reduce_to=256)
+    assert decoded == [1] and size == (333, 251)  # the fast path, with the same pixels
+    np.testing.assert_array_equal(pixels, np.asarray(load_rgb(path, reduce_to=256)))
+
+
+def test_other_images_give_load_rgb_s_pixels(tmp_path: Path):
+    from vistrain.data.images import load_pixels
+
+    cases = {"turned.jpg": dict(exif=_orientation(6)), "grey.jpg": dict(), "cmyk.jpg": dict(), "large.jpg": dict(),
+             "photo.png": dict()}
+    for name, keywords in cases.items():
+        image = photo(2100, 2200) if name == "large.jpg" else photo()
+        image = image.convert("L" if name == "grey.jpg" else "CMYK" if name == "cmyk.jpg" else "RGB")
+        image.save(tmp_path / name, **keywords)
+        pixels, size = load_pixels(tmp_path / name, reduce_to=256)  # the large one reduced to 1,024 px
+        expected = load_rgb(tmp_path / name, reduce_to=256)
+        np.testing.assert_array_equal(pixels, np.asarray(expected), err_msg=name)
+        assert size == expected.info["source_size"], name
+    whole = (tmp_path / "photo.jpg")
+    photo().save(whole)
+    (tmp_path / "cut.jpg").write_bytes(whole.read_bytes()[:3000])
+    with pytest.raises(UnreadableImage, match="truncated"):
+        load_pixels(tmp_path / "cut.jpg")
+    with pytest.raises(UnreadableImage, match="truncated"):
+        load_rgb(tmp_path / "cut.jpg")
+
+
+def _orientation(value: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif.tobytes()

@@ -19,8 +19,9 @@ from vistrain.backbones import get_backbone
 from vistrain.backbones.multi_depth import with_stages
 from vistrain.features import int8, runtime
 from vistrain.features.cache import FeatureCache
+from vistrain.features.cpu import int8_dot_products
 from vistrain.features.extract import extract_features
-from vistrain.features.int8 import FP32, Precision, calibration_set, cosines, cpu_has_int8_dot, int8_model_path
+from vistrain.features.int8 import FP32, Precision, calibration_set, cosines, int8_model_path
 from vistrain.features.runtime import model_path
 from vistrain.model import run_dir
 from vistrain.model.predictor import Predictor
@@ -117,7 +118,7 @@ def test_the_int8_model_is_named_by_its_calibration_images_and_keeps_the_sensiti
     assert all(node.op_type not in ("QuantizeLinear", "DequantizeLinear") for node in graph.node[pooled[0]:])
 
 
-@pytest.mark.skipif(cpu_has_int8_dot(), reason="with int8 dot products the default kernels are exact")
+@pytest.mark.skipif(int8_dot_products(), reason="with int8 dot products the default kernels are exact")
 def test_default_kernels_are_refused_where_they_saturate(calibration: list[Path], tmp_path: Path, monkeypatch):
     """Without VNNI, ONNX Runtime's default uint8 x int8 kernels saturate; without the exact-accumulation option the
     new model fails its check against fp32 and is not used (nor cached)."""

@@ -13,13 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from rich.markup import escape
 
 from vistrain.analysis.evaluate import Evaluation
 from vistrain.analysis.evaluate import evaluate as evaluate_run
 from vistrain.analysis.inspect import Inspection
 from vistrain.analysis.inspect import inspect as inspect_run
-from vistrain.core.console import console
+from vistrain.core.console import console, shown
 from vistrain.core.device import ignore, resolve_device
 from vistrain.deploy.export import export as export_run
 from vistrain.model.predictor import ImagePredictions, Predictor, expand_paths
@@ -37,21 +36,20 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     review `decisions` (a file) default to the one beside the data, if any; `class_names`, a mapping file such as
     ImageNet's LOC_synset_mapping.txt, names classes known by ids."""
     options = options or TrainOptions(**settings)
-    return _with_report(training.train(data, out, options, cache_dir, overwrite, verbose, image_root,
-                                       decisions=decisions, class_names=class_names), verbose)
+    return training.train(data, out, options, cache_dir, overwrite, verbose, image_root, decisions=decisions,
+                          class_names=class_names, report=lambda run: _report(run, verbose))
 
 
 def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True) -> TrainResult:
     """Continue an interrupted `train` from RUN's checkpoint (see `vistrain.training.train.resume`)."""
-    return _with_report(training.resume(run, cache_dir, verbose), verbose)
+    return training.resume(run, cache_dir, verbose, report=lambda path: _report(path, verbose))
 
 
-def _with_report(result: TrainResult, verbose: bool) -> TrainResult:
-    if result.is_main:
-        report = inspect_run(result.run_dir, show_progress=False).report
-        if verbose:
-            console.print(f"report: {escape(str(report))}")
-    return result
+def _report(run: Path, verbose: bool) -> None:
+    """RUN/report.html and the ranked lists, the last of a run's files."""
+    report = inspect_run(run, show_progress=False).report
+    if verbose:
+        console.print(f"report: {shown(str(report))}")
 
 
 def evaluate(run: str | Path, data: str | Path, image_root: Path | None = None, cache_dir: Path | None = None,
@@ -83,5 +81,6 @@ def inspect(run: str | Path, data: str | Path | None = None, top: int = 10, cach
 
 
 def export(run: str | Path, output_format: str = "onnx", out: str | Path | None = None, int8: bool = False) -> Path:
-    """RUN's whole model as one ONNX or TorchScript file (`int8`: ONNX quantised to int8); returns its path."""
+    """RUN's whole model as one file or folder in `output_format` (onnx, torchscript, tflite, coreml, openvino;
+    `int8`: quantised to int8); returns its path."""
     return export_run(run, output_format, out, int8)

@@ -14,8 +14,10 @@ predicting images it never saw, so a wrong label cannot hide by being fitted. Fr
   did not flag them: worth a look, less likely wrong.
 * **off-topic images**: the mean cosine distance to the 10 nearest neighbours, as a robust z-score against the
   dataset's own distances (median and MAD); over 3 is flagged, however confident the model is about the image.
-* **near duplicates by content**: feature cosine similarity of at least 0.95, within a class, across classes
-  (conflicting labels) and across training and validation (leakage).
+* **near duplicates by content**: images whose features have a cosine similarity of at least 0.95 are grouped
+  (transitively: a group of 5,000 near-identical images is one group, not 12 million pairs), and each image of a
+  group is listed once, with its group: across classes (conflicting labels), across training and validation
+  (leakage), or within a class.
 
 `benchmarks/audit.py` measures these choices against cleanlab on planted label flips and off-topic photos.
 """
@@ -24,16 +26,18 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from vistrain.analysis.audit_scores import confident_learning, duplicate_pairs, neighbours, outlier_scores, residual_scores
+from vistrain.analysis.audit_scores import confident_learning, outlier_scores, residual_scores, similarities
+from vistrain.analysis.ranking import format_values, label_view
 from vistrain.backbones import get_backbone
 from vistrain.data.datasets import load_dataset
-from vistrain.data.decisions import Decisions
-from vistrain.data.samples import SINGLE_LABEL, Dataset, Skipped
+from vistrain.data.samples import SINGLE_LABEL, DataError, Dataset, Skipped
+from vistrain.features.cpu import resolve_precision
 from vistrain.features.extract import extract_features
 from vistrain.features.int8 import Precision, calibration_set
 from vistrain.model.linear import out_of_sample
@@ -57,7 +61,8 @@ class Finding:
     kind: str  # one of KINDS
     score: float  # label issue: blended self-confidence (low is suspicious); off-topic: z-score; duplicate: cosine
     split: str  # train or val
-    detail: str = ""  # e.g. the other file of a duplicate pair
+    detail: str = ""  # e.g. a duplicate's group and the image closest to it
+    group: int = 0  # duplicates: the number of the image's group (1, 2, ...)
 
 
 @dataclass
@@ -86,13 +91,14 @@ class Audit:
 
 def audit(source: str | Path, task: str = "auto", image_root: Path | None = None, backbone: str = "efficientnet_lite0",
           folds: int = 5, seed: int = 0, label_depth: int = 1, cache_dir: Path | None = None,
-          decisions: Decisions | None = None, show_progress: bool = True, precision: str = "fp32") -> Audit:
+          decisions: Path | None = None, show_progress: bool = True, precision: str = "auto") -> Audit:
     """Audit every image of SOURCE (a data folder or a label CSV; training and validation together), on features
-    in `precision` (int8: calibrated on the training images, as `train` does)."""
+    in `precision` (int8: calibrated on the training images, as `train` does; auto as `train` resolves it)."""
     dataset = load_dataset(source, seed=seed, label_depth=label_depth, task=task, image_root=image_root,
                            decisions=decisions)
     model = get_backbone(backbone)
     samples = dataset.train + dataset.val
+    precision = resolve_precision(precision)[0]
     calibration = calibration_set([s.path for s in dataset.train], seed) if precision == "int8" else ()
     features = extract_features([s.path for s in samples], model, model.preprocess, cache_dir,
                                 show_progress=show_progress, precision=Precision(precision, calibration))
@@ -101,16 +107,31 @@ def audit(source: str | Path, task: str = "auto", image_root: Path | None = None
     splits = ["train" if i < len(dataset.train) else "val" for i in features.kept]
     vectors = np.asarray(features.vectors, dtype=np.float32)
     targets = _targets(dataset, kept)
+    _enough_per_class(dataset, targets, folds)
     folds_used, outputs = out_of_sample(vectors, targets, dataset.task, folds, seed)
-    index, similarity = neighbours(vectors, NEIGHBOURS)
-    findings = _label_findings(dataset, kept, splits, targets, outputs, index)
+    index, similarity, groups = similarities(vectors, NEIGHBOURS, DUPLICATE_COSINE)
+    predictions = Predictions([s.path for s in kept], targets, outputs, dataset.classes, dataset.task)
+    findings = _label_findings(dataset, predictions, splits, index)
     z = outlier_scores(similarity)
     findings += [Finding(kept[i].path, _given(dataset, targets[i]), "", "off-topic", float(z[i]), splits[i])
                  for i in np.argsort(-z, kind="stable") if z[i] > OUTLIER_Z]
-    findings += _duplicate_findings(dataset, kept, splits, targets, vectors)
-    predictions = Predictions([s.path for s in kept], targets, outputs, dataset.classes, dataset.task)
+    findings += _duplicate_findings(dataset, kept, splits, targets, (index, similarity, groups))
     return Audit(findings, predictions, cross_validated_metric(predictions), folds_used, z,
                  dataset.skipped + features.skipped, time.perf_counter() - started)
+
+
+def _enough_per_class(dataset: Dataset, targets: np.ndarray, folds: int) -> None:
+    """A DataError, in words and with what to do, when a class has fewer than 2 readable images: cross-validation
+    cannot predict it (scikit-learn would say `n_splits=2 cannot be greater than the number of members`)."""
+    if dataset.task not in SINGLE_LABEL:
+        return
+    counts = np.bincount(targets, minlength=len(dataset.classes))
+    if counts.min() < 2:
+        name = dataset.classes[int(counts.argmin())]
+        raise DataError(f"class {name} has {counts.min()} readable image(s): the audit predicts every image with a "
+                        f"model trained on the other folds, so each class needs at least 2 (and a class with fewer "
+                        f"images than --folds {folds} is cross-validated in as many folds as it has). Add images of "
+                        f"{name}, or leave it out of the data")
 
 
 def _targets(dataset: Dataset, samples: list) -> np.ndarray:
@@ -124,58 +145,65 @@ def _given(dataset: Dataset, target) -> str:
         return dataset.classes[int(target)]
     if dataset.task == "multilabel":
         return ";".join(name for name, on in zip(dataset.classes, target) if on)
-    return ", ".join(f"{v:.4g}" for v in target)
+    return format_values(target)
 
 
-def _label_findings(dataset: Dataset, kept: list, splits: list[str], targets: np.ndarray, outputs: np.ndarray,
-                    index: np.ndarray) -> list[Finding]:
-    """Label issues, most suspicious first (see the module's docstring)."""
+def _label_findings(dataset: Dataset, p: Predictions, splits: list[str], index: np.ndarray) -> list[Finding]:
+    """Label issues, most suspicious first (see the module's docstring), from the out-of-sample predictions `p`."""
     found: list[tuple[float, Finding]] = []
     if dataset.task == "regression":
-        for i, (score, predicted) in residual_scores(targets, outputs, index).items():
-            suggested = ", ".join(f"{v:.4g}" for v in predicted)
-            found.append((-score, Finding(kept[i].path, _given(dataset, targets[i]), suggested, "label issue",
-                                          score, splits[i], "out-of-sample residual, robust z")))
+        for i, (score, predicted) in residual_scores(p.targets, p.outputs, index).items():
+            found.append((-score, Finding(p.files[i], _given(dataset, p.targets[i]), format_values(predicted),
+                                          "label issue", score, splits[i], "out-of-sample residual, robust z")))
         return [f for _, f in sorted(found, key=lambda item: item[0])]
-    columns = [(None, targets, outputs)] if dataset.task in SINGLE_LABEL else \
-        [(j, targets[:, j].astype(int), np.stack([1 - outputs[:, j], outputs[:, j]], 1))
-         for j in range(len(dataset.classes))]
-    for label, y, p in columns:
-        vote = np.stack([(y[index] == c).mean(1) for c in range(p.shape[1])], 1)
-        blended = (1 - BLEND) * p + BLEND * vote
+    views = [(None, p)] if dataset.task in SINGLE_LABEL else [(j, label_view(p, j)) for j in range(len(p.classes))]
+    for label, view in views:
+        y = view.targets
+        vote = np.stack([(y[index] == c).mean(1) for c in range(view.outputs.shape[1])], 1)
+        blended = (1 - BLEND) * view.outputs + BLEND * vote
         flagged = set()
         for i, suggestion, confidence in confident_learning(blended, y):
             flagged.add(i)
             if label is None:
                 suggested, detail = dataset.classes[suggestion], ""
             else:
-                name = dataset.classes[label]
-                suggested = _given(dataset, np.where(np.arange(len(dataset.classes)) == label, suggestion,
-                                                     targets[i]))
-                detail = f"label {name}: {'missing' if suggestion else 'not there'}"
-            found.append((confidence, Finding(kept[i].path, _given(dataset, targets[i]), suggested, "label issue",
+                suggested = _given(dataset, np.where(np.arange(len(p.classes)) == label, suggestion, p.targets[i]))
+                detail = f"label {p.classes[label]}: {'missing' if suggestion else 'not there'}"
+            found.append((confidence, Finding(p.files[i], _given(dataset, p.targets[i]), suggested, "label issue",
                                               confidence, splits[i], detail)))
         if label is None:
             for i in np.flatnonzero(blended.argmax(1) != y):
                 if i not in flagged:
                     confidence = float(blended[i, y[i]])
-                    found.append((1 + confidence, Finding(kept[i].path, _given(dataset, targets[i]),
+                    found.append((1 + confidence, Finding(p.files[i], _given(dataset, p.targets[i]),
                                                           dataset.classes[int(blended[i].argmax())],
                                                           "uncertain label", confidence, splits[i])))
     return [f for _, f in sorted(found, key=lambda item: (item[0], str(item[1].file)))]
 
 
 def _duplicate_findings(dataset: Dataset, kept: list, splits: list[str], targets: np.ndarray,
-                        vectors: np.ndarray) -> list[Finding]:
+                        alike: tuple[np.ndarray, np.ndarray, np.ndarray]) -> list[Finding]:
+    """Each image of a duplicate group once, with its group's number, its cosine to the image closest to it (in its
+    group), and the label most of the others have when it is not its own; the group's kind: conflicting labels,
+    train/val leakage, or a plain duplicate."""
+    index, similarity, groups = alike
+    members: dict[int, list[int]] = defaultdict(list)
+    for i, group in enumerate(groups):
+        members[int(group)].append(i)
     rows = []
-    for i, j, cosine in duplicate_pairs(vectors, DUPLICATE_COSINE):
-        same_label = np.array_equal(targets[i], targets[j])
-        kind = ("duplicate" if splits[i] == splits[j] else "duplicate: train/val leakage") if same_label \
-            else "duplicate: conflicting labels"
-        suggested = "" if same_label else _given(dataset, targets[j])
-        rows.append(Finding(kept[i].path, _given(dataset, targets[i]), suggested, kind, cosine, splits[i],
-                            f"{kept[j].path} ({splits[j]}, {_given(dataset, targets[j])})"))
-    return sorted(rows, key=lambda f: (KINDS.index(f.kind), -f.score, str(f.file)))
+    for number, group in enumerate((m for _, m in sorted(members.items()) if len(m) > 1), 1):
+        labels = Counter(_given(dataset, targets[i]) for i in group)
+        kind = "duplicate: conflicting labels" if len(labels) > 1 else \
+            "duplicate: train/val leakage" if len({splits[i] for i in group}) > 1 else "duplicate"
+        for i in group:
+            given, closest = _given(dataset, targets[i]), int(index[i, 0])
+            majority = (labels - Counter([given])).most_common(1)  # among the others
+            suggested = majority[0][0] if majority and majority[0][0] != given else ""
+            detail = (f"group {number} of {len(group)} images ({', '.join(f'{n} {name}' for name, n in labels.items())})"
+                      f"; closest: {kept[closest].path} ({splits[closest]}, {_given(dataset, targets[closest])})")
+            rows.append(Finding(kept[i].path, given, suggested, kind, float(similarity[i, 0]), splits[i], detail,
+                                number))
+    return sorted(rows, key=lambda f: (KINDS.index(f.kind), f.group, -f.score, str(f.file)))
 
 
 def cross_validated_metric(p: Predictions) -> tuple[str, float, float, float]:

@@ -1,5 +1,6 @@
-"""The audit's numbers: nearest neighbours, confident learning, outlier and duplicate scores, on a feature matrix
-(the out-of-sample predictions come from `vistrain.model.linear`); `audit.py` turns them into findings."""
+"""The audit's numbers: nearest neighbours and duplicate groups (one pass over all pairs), confident learning,
+outlier and residual scores, on a feature matrix (the out-of-sample predictions come from `vistrain.model.linear`);
+`audit.py` turns them into findings."""
 
 from __future__ import annotations
 
@@ -14,11 +15,17 @@ def _normalised(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def neighbours(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(indices, cosine similarities) of each row's k nearest other rows, computed a tile at a time."""
+def similarities(x: np.ndarray, k: int, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One tiled pass over all pairs of rows, by cosine similarity: (indices, similarities) of each row's k nearest
+    other rows, and each row's duplicate group: rows at least `threshold` alike are joined, and so on transitively
+    (connected components), a group named by its first row; a row alike to none is a group of its own."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     k = max(1, min(k, len(x) - 1))
     unit = _normalised(x)
     index, similarity = np.zeros((len(x), k), int), np.zeros((len(x), k))
+    groups = np.arange(len(x))
     for start in range(0, len(x), TILE):
         block = unit[start : start + TILE] @ unit.T
         block[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf  # not its own neighbour
@@ -26,7 +33,15 @@ def neighbours(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         order = np.argsort(-np.take_along_axis(block, top, 1), axis=1, kind="stable")
         index[start : start + TILE] = np.take_along_axis(top, order, 1)
         similarity[start : start + TILE] = np.take_along_axis(block, index[start : start + TILE], 1)
-    return index, similarity
+        rows, columns = np.nonzero(block >= threshold)
+        if len(rows):  # this tile's pairs, and each row tied to its group so far: memory is one tile's
+            edges = (np.concatenate([rows + start, np.arange(len(x))]), np.concatenate([columns, groups]))
+            graph = coo_matrix((np.ones(len(edges[0]), bool), edges), shape=(len(x), len(x)))
+            labels = connected_components(graph, directed=False)[1]
+            first = np.full(labels.max() + 1, len(x))
+            np.minimum.at(first, labels, np.arange(len(x)))
+            groups = first[labels]
+    return index, similarity, groups
 
 
 def confident_learning(p: np.ndarray, y: np.ndarray) -> Iterator[tuple[int, int, float]]:
@@ -56,12 +71,16 @@ def confident_learning(p: np.ndarray, y: np.ndarray) -> Iterator[tuple[int, int,
         yield i, other, float(p[i, y[i]])
 
 
+def robust_z(values: np.ndarray) -> np.ndarray:
+    """(values - median) / (1.4826 MAD): a z-score that a few extreme values do not inflate."""
+    median = np.median(values)
+    spread = 1.4826 * np.median(np.abs(values - median))
+    return (values - median) / max(spread, 1e-12)
+
+
 def outlier_scores(similarity: np.ndarray) -> np.ndarray:
-    """Robust z-scores of the mean cosine distance to the nearest neighbours: (d - median) / (1.4826 MAD)."""
-    distance = 1 - similarity.mean(1)
-    median = np.median(distance)
-    spread = 1.4826 * np.median(np.abs(distance - median))
-    return (distance - median) / max(spread, 1e-12)
+    """Robust z-scores of the mean cosine distance to the nearest neighbours."""
+    return robust_z(1 - similarity.mean(1))
 
 
 def residual_scores(targets: np.ndarray, outputs: np.ndarray, index: np.ndarray,
@@ -69,20 +88,5 @@ def residual_scores(targets: np.ndarray, outputs: np.ndarray, index: np.ndarray,
     """Regression: {image: (robust z of its residual, the suggested value)} for residuals over `threshold`; the
     prediction blends the out-of-sample value and the neighbours' mean target, half and half."""
     predicted = 0.5 * outputs + 0.5 * targets[index].mean(1)
-    residual = np.abs(targets - predicted).sum(1)
-    median = np.median(residual)
-    spread = 1.4826 * np.median(np.abs(residual - median))
-    z = (residual - median) / max(spread, 1e-12)
+    z = robust_z(np.abs(targets - predicted).sum(1))
     return {int(i): (float(z[i]), predicted[i]) for i in np.flatnonzero(z > threshold)}
-
-
-def duplicate_pairs(x: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
-    """(i, j, cosine) for i < j whose features have a cosine similarity of at least `threshold` (tiled)."""
-    unit = _normalised(x)
-    pairs = []
-    for start in range(0, len(x), TILE):
-        block = unit[start : start + TILE] @ unit.T
-        for a, b in zip(*np.nonzero(block >= threshold)):
-            if start + a < b:
-                pairs.append((int(start + a), int(b), float(block[a, b])))
-    return pairs

@@ -10,7 +10,6 @@ import numpy as np
 
 from vistrain.core.device import ignore
 from vistrain.data.datasets import load_labelled
-from vistrain.data.decisions import Decisions
 from vistrain.data.samples import DataError, Skipped
 from vistrain.model.metrics import task_metrics
 from vistrain.model.predictions import Predictions
@@ -36,7 +35,7 @@ def evaluate(run: str | Path, data: str | Path, image_root: Path | None = None, 
     (see `Predictor.from_run`)."""
     predictor = Predictor.from_run(run, device, on_halve)
     samples, skipped = load_labelled(data, predictor.classes, predictor.task, image_root,
-                                     Decisions.load(decisions) if decisions else None, cache_dir)
+                                     decisions, cache_dir)
     target_of = {s.path: s.target for s in samples}
     result = predictor.predict([s.path for s in samples], cache_dir, show_progress=show_progress, tta=tta)
     if not result.paths:

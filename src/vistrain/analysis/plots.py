@@ -10,6 +10,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from vistrain.core.console import printable  # noqa: E402
+
+LABEL_CHARACTERS = 40  # longer class names are cut short on the figures
+
+
+def _label(name: str) -> str:
+    """A class name as drawn: control characters escaped (matplotlib would warn with them raw on stderr), `$` taken
+    literally (not as mathtext), and cut to LABEL_CHARACTERS."""
+    text = printable(name).replace("$", r"\$")
+    return text if len(text) <= LABEL_CHARACTERS else text[: LABEL_CHARACTERS - 1] + "…"
+
 
 def _png(figure) -> bytes:
     buffer = io.BytesIO()
@@ -24,8 +35,9 @@ def confusion_heatmap(matrix: list[list[int]], classes: list[str]) -> bytes:
     size = max(3.5, 0.6 * len(classes) + 2)
     figure, axes = plt.subplots(figsize=(size, size * 0.85))
     image = axes.imshow(counts, cmap="Blues")
-    axes.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    axes.set_yticks(range(len(classes)), classes)
+    labels = [_label(name) for name in classes]
+    axes.set_xticks(range(len(classes)), labels, rotation=45, ha="right")
+    axes.set_yticks(range(len(classes)), labels)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
     for (row, column), value in np.ndenumerate(counts):
@@ -58,8 +70,8 @@ def predicted_vs_true(targets: np.ndarray, values: np.ndarray, names: list[str])
         high = max(targets[:, j].max(), values[:, j].max())
         axes.scatter(targets[:, j], values[:, j], s=12, alpha=0.5)
         axes.plot([low, high], [low, high], "k--", label="predicted = true")
-        axes.set_xlabel(f"true {name}")
-        axes.set_ylabel(f"predicted {name}")
+        axes.set_xlabel(f"true {_label(name)}")
+        axes.set_ylabel(f"predicted {_label(name)}")
         axes.grid(alpha=0.3)
         axes.legend(loc="upper left")
     return _png(figure)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vistrain.analysis import plots
 from vistrain.analysis.ranking import LIST_TITLES, Entry, analyse, coverage, reliability
-from vistrain.core.files import write_atomic
+from vistrain.core.files import utf8, write_atomic
 from vistrain.core.html import render
 from vistrain.data.images import UnreadableImage, jpeg_thumbnail
 from vistrain.data.samples import Skipped
@@ -68,5 +68,5 @@ def render_report(run: Path, config: dict, predictions: Predictions, history: li
 def write_report(run: Path, *args, **kwargs) -> Path:
     """Render the report (see `render_report`) to RUN/report.html."""
     path = run / REPORT
-    write_atomic(path, render_report(run, *args, **kwargs).encode())
+    write_atomic(path, utf8(render_report(run, *args, **kwargs)))
     return path

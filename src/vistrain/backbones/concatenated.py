@@ -1,12 +1,11 @@
 """Several backbones as one: `--backbone efficientnet_lite0+efficientnet_lite2` concatenates their features.
 
-All parts see the same input, prepared with the preprocessing of the part with the largest input size (the
-others are convolutional and pooled, so they take any size). One input is what lets a concatenation be exported
-as one model that takes one image (and served, and fine-tuned) like any backbone; per-part preprocessing would
-need an input per part. Features are computed and cached part by part (`Backbone.parts`, see
-`features.extract`), each under its own name and this shared preprocessing: the largest part's cache is the one
-it has on its own, so `efficientnet_lite2` trained alone, then `efficientnet_lite0+efficientnet_lite2`, computes
-only Lite0's features. Export and fine-tuning build the parts into one module (`Concatenated`).
+Features are computed and cached part by part (`Backbone.parts`), each part with its own preprocessing from one
+decode of each image (`features.inputs`): a part's cache is the one it has alone, so `efficientnet_lite0` trained
+alone, then `efficientnet_lite0+efficientnet_lite2`, computes only Lite2's features, and the other way round.
+The concatenation's own `preprocess` is its largest part's: the one input of the module built here (`Concatenated`),
+which fine-tuning trains (its parts all see that input) and which runs from before parts took their own
+preprocessing are exported with.
 """
 
 from __future__ import annotations

@@ -5,19 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
-from vistrain.cli.main import CACHE_DIR, PRECISION, data_source, friendly_errors, label_options, main
+from vistrain.cli.main import CACHE_DIR, DATA, DECISIONS, PRECISION, data_source, friendly_errors, label_options, main
 from vistrain.cli.show import report_skipped
-from vistrain.core.console import console, results
+from vistrain.core.console import console, results, shown
 from vistrain.data.samples import TASKS
 from vistrain.training.options import DEFAULTS
 
 
 def audit_options(command):
     options = [
-        click.argument("data", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)),
+        DATA,
         label_options,
         click.option("--task", default=DEFAULTS.task, type=click.Choice(("auto", *TASKS))),
         click.option("--backbone", default=DEFAULTS.backbone, help="Whose features to audit with."),
@@ -26,8 +25,7 @@ def audit_options(command):
         click.option("--label-depth", default=DEFAULTS.label_depth, type=click.IntRange(1)),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="vistrain-audit",
                      help="Folder for audit.csv, predictions.csv (out-of-sample) and audit.html."),
-        click.option("--decisions", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Decisions file [default: vistrain-decisions.csv in the data folder, or the CSV's folder]."),
+        DECISIONS,
         click.option("--top", default=20, type=click.IntRange(1), help="Findings shown in the terminal."),
         PRECISION,
         CACHE_DIR,
@@ -41,11 +39,11 @@ def run_audit(data, labels, image_root, task, backbone, folds, seed, label_depth
               cache_dir):
     from vistrain.analysis.audit import audit
     from vistrain.analysis.audit_report import write_audit
-    from vistrain.data.decisions import Decisions, default_path
+    from vistrain.data.decisions import Decisions
 
     source = data_source(data, labels)
-    chosen = Decisions.load(decisions or default_path(source))
-    result = audit(source, task, image_root, backbone, folds, seed, label_depth, cache_dir, chosen,
+    chosen = Decisions.resolve(decisions, source)
+    result = audit(source, task, image_root, backbone, folds, seed, label_depth, cache_dir, decisions,
                    precision=precision)
     paths = write_audit(out, result, str(source))
     name, value, low, high = result.metric
@@ -56,8 +54,8 @@ def run_audit(data, labels, image_root, task, backbone, folds, seed, label_depth
     for column in ("#", "file", "finding", "given", "suggested", "score"):
         table.add_column(column, justify="right" if column in ("#", "score") else "left", overflow="fold")
     for rank, finding in enumerate(result.findings[:top], 1):
-        table.add_row(str(rank), escape(finding.file.name), finding.kind, escape(finding.given),
-                      escape(finding.suggested), f"{finding.score:.3f}")
+        table.add_row(str(rank), shown(finding.file.name), finding.kind, shown(finding.given),
+                      shown(finding.suggested), f"{finding.score:.3f}")
     results.print(table)
     report_skipped(result.skipped)
     console.print(f"written: {', '.join(str(p) for p in paths)}")
@@ -71,7 +69,7 @@ def run_audit(data, labels, image_root, task, backbone, folds, seed, label_depth
 @click.option("--port", default=8001, type=click.IntRange(0, 65535))
 @friendly_errors
 def audit_command(serve: bool, host: str, port: int, **settings) -> None:
-    """Audit the labelled images in DATA (or --labels): label issues, off-topic images and near duplicates, from
+    """Audit the labelled images in DATA (a folder, or an SVHN .mat file) or --labels: label issues, off-topic images and near duplicates, from
     out-of-sample predictions of every image (training and validation together)."""
     result, decisions, source = run_audit(**settings)
     if serve:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
 from vistrain.cli.main import CACHE_DIR, DECISIONS, friendly_errors, main
 from vistrain.cli.show import report_skipped
-from vistrain.core.console import console, results
+from vistrain.core.console import console, results, shown
 from vistrain.data.folders import DEFAULT_PATTERN
 from vistrain.data.organise import LINK_MODES
 from vistrain.training.options import DEFAULTS
@@ -47,25 +46,24 @@ def split(source: Path, dest: Path, val_fraction: float, test_fraction: float, p
     class and seeded, as `train` splits a folder of class folders. Review decisions are honoured: excluded images
     are left out, relabelled ones go to their new class (the cleaned dataset as a new tree); SOURCE is never
     changed."""
-    from vistrain.data.decisions import Decisions
     from vistrain.data.organise import split_dataset
 
     result = split_dataset(source, dest, val_fraction, test_fraction, seed, per_class, pattern, label_depth,
-                           image_root, mode, force, Decisions.load(decisions) if decisions else None, cache_dir)
-    console.print(f"{escape(result.source)} -> {escape(str(dest))} ({result.mode})")
+                           image_root, mode, force, decisions, cache_dir)
+    console.print(f"{shown(result.source)} -> {shown(str(dest))} ({result.mode})")
     table = Table()
     table.add_column("class")
     for name in result.written:
         table.add_column(name, justify="right")
     for label in sorted({label for classes in result.written.values() for label in classes}):
-        table.add_row(escape(label), *(str(len(classes.get(label, []))) for classes in result.written.values()))
+        table.add_row(shown(label), *(str(len(classes.get(label, []))) for classes in result.written.values()))
     table.add_row("[b]total[/]", *(str(sum(map(len, classes.values()))) for classes in result.written.values()))
     results.print(table)
     report_skipped(result.skipped)
     if result.left_alone:
-        console.print(f"[yellow]warning:[/] {len(result.left_alone)} file(s) in {escape(str(dest))} were not placed by "
+        console.print(f"[yellow]warning:[/] {len(result.left_alone)} file(s) in {shown(str(dest))} were not placed by "
                       "this split (not in its manifest) and were left alone, so DEST is not exactly this split: "
-                      + ", ".join(escape(str(path)) for path in result.left_alone[:5]))
+                      + ", ".join(shown(str(path)) for path in result.left_alone[:5]))
 
 
 @main.command()
@@ -82,19 +80,18 @@ def check(data: Path, threshold: int, min_size: int, out: Path, decisions: Path 
     from rich.progress import Progress
 
     from vistrain.data.check import CHECK_FILES, check_dataset, imbalance, size_summary, write_check_files
-    from vistrain.data.decisions import Decisions
 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("checking", total=None)
         result = check_dataset(data, threshold, on_file=lambda done, total: progress.update(task, completed=done,
                                                                                             total=total),
-                               decisions=Decisions.load(decisions) if decisions else None)
+                               decisions=decisions)
     table = Table(title="images per class")
     table.add_column("class")
     for split in result.counts:
         table.add_column(split, justify="right")
     for label in sorted({label for counts in result.counts.values() for label in counts}):
-        table.add_row(escape(label), *(str(result.counts[s].get(label, 0)) for s in result.counts))
+        table.add_row(shown(label), *(str(result.counts[s].get(label, 0)) for s in result.counts))
     table.add_row("[b]imbalance (largest/smallest)[/]", *(f"{imbalance(c):.2f}" for c in result.counts.values()))
     results.print(table)
     sizes = size_summary(result.records, min_size)
@@ -108,10 +105,10 @@ def check(data: Path, threshold: int, min_size: int, out: Path, decisions: Path 
         results.print(f"{kind} duplicates: {len(pairs)} pair(s), {sum(p.a.split != p.b.split for p in pairs)} across "
                       f"splits (leakage), {sum(p.a.label != p.b.label for p in pairs)} with conflicting labels")
         for pair in pairs[:20]:
-            results.print(f"  {escape(str(pair.a.path))}  ~  {escape(str(pair.b.path))}  "
+            results.print(f"  {shown(str(pair.a.path))}  ~  {shown(str(pair.b.path))}  "
                           f"(distance {pair.distance}; {pair.where})")
     write_check_files(result, out)
-    console.print(f"CSV files in {escape(str(out))}/: {', '.join(CHECK_FILES)}")
+    console.print(f"CSV files in {shown(str(out))}/: {', '.join(CHECK_FILES)}")
 
 
 @main.command("augment-preview")
@@ -134,7 +131,7 @@ def augment_preview(data: Path, out: Path, images: int, views: int, rotation: fl
 
     augmentation = Augmentation(rotation, shift, zoom, flip)
     report_skipped(write_preview(data, out, augmentation, images, views, backbone, seed))
-    console.print(f"augmentation {augmentation.to_dict()} -> {escape(str(out))}")
+    console.print(f"augmentation {augmentation.to_dict()} -> {shown(str(out))}")
 
 
 @main.command("backbones")
@@ -156,5 +153,5 @@ def backbones_command() -> None:
     results.print("top-1: accuracy on ImageNet-1k validation, as published for these weights")
     for backbone in list_backbones():
         if not backbone.installed:
-            results.print(f"to install {backbone.name}: {escape(backbone.install)}")
+            results.print(f"to install {backbone.name}: {shown(backbone.install)}")
     results.print(NAMING_HELP)

@@ -6,21 +6,26 @@ library (`TrainOptions`), never repeated here.
 
 from __future__ import annotations
 
+import errno
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
+from typing import Iterator
 
 import click
 
 from vistrain.backbones.registry import BackboneUnavailable
 from vistrain.core.device import DEVICES
+from vistrain.core.console import printable
 from vistrain.data.matlab import is_mat
 from vistrain.data.samples import TASKS, DataError
-from vistrain.features import PRECISIONS
+from vistrain.features import AUTO, PRECISIONS
 from vistrain.model import HEADS
 from vistrain.model.run_dir import RunError
 from vistrain.training.options import DEFAULTS, parse_duration
 
 USER_ERRORS = (DataError, RunError, BackboneUnavailable, ValueError)
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 
 def friendly_errors(command):
@@ -32,11 +37,38 @@ def friendly_errors(command):
             return command(*args, **kwargs)
         except USER_ERRORS as error:
             raise click.ClickException(str(error)) from None
+        except OSError as error:
+            if error.errno not in FULL_DISK:
+                raise
+            raise click.ClickException(f"no space left on the device of {error.filename or 'a file vistrain writes'}"
+                                       " (--out, --cache-dir): free some, or choose a folder on another disk") from None
 
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+class _Commands(click.Group):
+    """The `vistrain` group: every error message, click's own (a bad path given) included, is shown with its control
+    characters escaped (`printable`)."""
+
+    def make_context(self, *args, **kwargs) -> click.Context:
+        with _printable_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, context: click.Context):
+        with _printable_errors():
+            return super().invoke(context)
+
+
+@contextmanager
+def _printable_errors() -> Iterator[None]:
+    try:
+        yield
+    except click.ClickException as error:
+        error.message = printable(error.message)
+        raise
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="vistrain")
 def main() -> None:
     """Train, evaluate and use image classifiers by transfer learning, on a CPU."""
@@ -45,10 +77,12 @@ def main() -> None:
 CACHE_DIR = click.option("--cache-dir", type=click.Path(path_type=Path),
                          help="Cache of features, exported backbones and converted datasets (SVHN's .mat) "
                               "[default: $VISTRAIN_CACHE or ~/.cache/vistrain].")
-PRECISION = click.option("--precision", default=DEFAULTS.precision, type=click.Choice(PRECISIONS),
-                         help="Compute features in fp32, or int8: the backbone quantised once, calibrated on 256 "
-                              "seeded training images, cached apart. predict, evaluate, inspect and serve use the "
-                              "run's own. On this project's 2-core AVX2 machine int8 was no faster (see README).")
+PRECISION = click.option("--precision", default=DEFAULTS.precision, type=click.Choice((AUTO, *PRECISIONS)),
+                         help="auto: int8 where the CPU has int8 dot products (AVX-512 VNNI, AVX-VNNI, AMX; ARM "
+                              "dotprod, i8mm) and the backbone stays frozen, else fp32 ($VISTRAIN_PRECISION "
+                              "overrides what auto picks). int8: the backbone quantised once, calibrated on 256 "
+                              "seeded training images, features cached apart. predict, evaluate, inspect and serve "
+                              "use the run's own.")
 
 DEVICE = click.option("--device", default=DEFAULTS.device, type=click.Choice(DEVICES),
                       help="Where torch work runs: auto (a CUDA GPU when there is one, else the CPU), cpu or cuda. On "
@@ -133,8 +167,9 @@ def training_options(command):
 
 
 DECISIONS = click.option("--decisions", type=click.Path(dir_okay=False, path_type=Path),
-                         help="Review decisions to honour [default: vistrain-decisions.csv in the data folder, or in "
-                              "the CSV's folder, if there is one].")
+                         help="Review decisions (file,decision,label; paths relative to the data folder) "
+                              "[default: vistrain-decisions.csv in the data folder, or in the CSV's folder, if there "
+                              "is one].")
 
 
 DATA = click.argument("data", required=False, type=click.Path(exists=True, path_type=Path))

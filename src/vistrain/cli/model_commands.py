@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
 from vistrain.cli.main import CACHE_DIR, DATA, DECISIONS, DEVICE, data_source, friendly_errors, label_options, main
 from vistrain.cli.show import print_entries, print_metrics, print_predictions, report_skipped, say_halved
-from vistrain.core.console import console
+from vistrain.core.console import console, shown
+from vistrain.deploy.formats import FORMATS, export_size
 from vistrain.deploy.limits import Limits
 
 RUN = click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -110,37 +110,44 @@ def inspect_command(run: Path, data: Path | None, labels: Path | None, image_roo
     console.print(("reused the saved predictions; " if result.reused_predictions else "")
                   + (f"{result.out_of_sample} training images ranked by the audit's out-of-sample predictions; "
                      if result.out_of_sample else "")
-                  + f"CSV files in {escape(str(run))}/inspect_*.csv; report: {escape(str(result.report))}")
+                  + f"CSV files in {shown(str(run))}/inspect_*.csv; report: {shown(str(result.report))}")
 
 
 @main.command()
 @RUN
-@click.option("--format", "output_format", default="onnx", type=click.Choice(("onnx", "torchscript")))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="File to write [default: RUN/model.onnx, RUN/model-int8.onnx or RUN/model.pt].")
+@click.option("--format", "output_format", default="onnx", type=click.Choice(tuple(FORMATS)),
+              help="onnx, torchscript; tflite (LiteRT: Android, embedded Linux), coreml (iOS, macOS), openvino (Intel "
+                   "CPUs, GPUs, NPUs): these three need their extra, e.g. pip install 'vistrain[tflite]'.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="File (folder for coreml and openvino) to write [default: RUN/model.onnx, RUN/model-int8.onnx, "
+                   "RUN/model.pt, RUN/model.tflite, RUN/model.mlpackage, RUN/model_openvino].")
 @click.option("--int8", is_flag=True,
-              help="Quantise the ONNX model to int8 for edge devices (weights in 7 bits, safe on every CPU), "
-                   "calibrated on the run's training images; reports its size and how often its top class is the "
-                   "fp32 model's on the validation images.")
+              help="Quantise the model to int8 (onnx, tflite, openvino: weights and activations, calibrated on the "
+                   "run's training images, then checked: prints its size and how often its top class is the fp32 "
+                   "model's on the validation images; coreml: int8 weights).")
 @friendly_errors
 def export(run: Path, output_format: str, out: Path | None, int8: bool) -> None:
-    """Write the model in RUN as one file: uint8 RGB images (N x size x size x 3, resized and centre-cropped) in,
-    class probabilities (or values) out, with classes, task and preprocessing as metadata."""
+    """Write the model in RUN as one file or folder: uint8 RGB images (size x size x 3, resized and centre-cropped)
+    in, class probabilities (or values) out, with classes, task and preprocessing as metadata."""
     from vistrain import api
 
     path = api.export(run, output_format, out, int8=int8)
-    console.print(f"{output_format} model{' (int8)' if int8 else ''} -> {escape(str(path))} "
-                  f"({path.stat().st_size / 1e6:.2f} MB)")
-    if int8:
-        from vistrain.deploy.quantized import int8_check
-
-        check = int8_check(path)
-        same = (f"the same top class as the fp32 model on {check['top1_agreement']:.1%}"
-                if check["top1_agreement"] is not None else "outputs")
-        console.print(f"int8: {path.stat().st_size / 1e6:.2f} MB against {check['fp32_bytes'] / 1e6:.2f} MB in fp32; "
-                      f"{same} of {check['images']} validation images calibration did not use (mean absolute "
-                      f"difference of the outputs {check['mean_abs_difference']:.4f}); calibrated on "
-                      f"{check['calibration_images']} images")
+    size = export_size(path) / 1e6
+    console.print(f"{output_format} model{' (int8)' if int8 else ''} -> {shown(str(path))} ({size:.2f} MB)")
+    if not int8:
+        return
+    values = FORMATS[output_format].read_metadata(path)
+    if "int8_check" not in values:
+        console.print(f"int8: {size:.2f} MB; {shown(values.get('quantization', ''))}; not checked against fp32: "
+                      f"its runtime does not run here")
+        return
+    check = json.loads(values["int8_check"])
+    same = (f"the same top class as the fp32 model on {check['top1_agreement']:.1%}"
+            if check["top1_agreement"] is not None else "outputs")
+    console.print(f"int8: {size:.2f} MB against {check['fp32_bytes'] / 1e6:.2f} MB in fp32; "
+                  f"{same} of {check['images']} validation images calibration did not use (mean absolute "
+                  f"difference of the outputs {check['mean_abs_difference']:.4f}); calibrated on "
+                  f"{check['calibration_images']} images")
 
 
 @main.command()

@@ -1,7 +1,8 @@
 """What the commands print: metrics, ranked images, predictions and skipped files, as rich tables.
 
-Names that come from the user's files (file and class names, reasons that quote them) are escaped: rich would
-read `[red]x[/].png` as markup, and `[/].png` would stop the command with a MarkupError.
+Names that come from the user's files (file and class names, reasons that quote them) go through `shown`: rich
+would read `[red]x[/].png` as markup (and `[/].png` would stop the command with a MarkupError), and a control
+character in a name would reach the terminal.
 """
 
 from __future__ import annotations
@@ -11,27 +12,26 @@ import json
 import sys
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
-from vistrain.core.console import console, results
+from vistrain.core.console import console, printable, results, shown
 from vistrain.core.device import halved_message
 
 
 def say_halved(what: str):
     """An `on_halve` for `what` (e.g. "feature batches") that says so on the console."""
-    return lambda size: console.print(f"[yellow]{escape(halved_message(what, size))}[/]")
+    return lambda size: console.print(f"[yellow]{shown(halved_message(what, size))}[/]")
 
 
 def print_entries(title: str, entries: list, top: int) -> None:
     """A compact table of ranked images; says so when the list is shorter than asked."""
     note = "" if len(entries) >= top else f"  [dim](only {len(entries)} of {top})[/]"
-    table = Table(title=f"{escape(title)}{note}", title_justify="left", show_edge=False)
+    table = Table(title=f"{shown(title)}{note}", title_justify="left", show_edge=False)
     last = "error" if entries and entries[0].error is not None else "probability"
     for column, justify in (("#", "right"), ("file", "left"), ("true", "left"), ("predicted", "left"), (last, "right")):
         table.add_column(column, justify=justify, overflow="fold")
     for rank, e in enumerate(entries, 1):
-        table.add_row(str(rank), escape(e.file.name), escape(e.true), escape(e.predicted),
+        table.add_row(str(rank), shown(e.file.name), shown(e.true), shown(e.predicted),
                       f"{e.error:.4g}" if last == "error" else f"{e.probability:.4f}")
     results.print(table)
 
@@ -43,7 +43,7 @@ def print_metrics(metrics: dict) -> None:
         _print_table(f"MAE {metrics['mae']:.4g} · RMSE {metrics['rmse']:.4g} · R² {r2} "
                      f"on {metrics['n_images']} images",
                      ("target", "MAE", "RMSE", "R²"),
-                     [(escape(name), f"{m['mae']:.4g}", f"{m['rmse']:.4g}",
+                     [(shown(name), f"{m['mae']:.4g}", f"{m['rmse']:.4g}",
                        "n/a" if m["r2"] is None else f"{m['r2']:.4f}")
                       for name, m in metrics["per_target"].items()])
         return
@@ -53,7 +53,7 @@ def print_metrics(metrics: dict) -> None:
                      f"{'n/a' if mean_ap is None else f'{mean_ap:.4f}'} · exact match {metrics['exact_match']:.4f} "
                      f"on {metrics['n_images']} images",
                      ("label", "threshold", "precision", "recall", "F1", "AP", "images"),
-                     [(escape(name), f"{m['threshold']:.2f}", f"{m['precision']:.4f}", f"{m['recall']:.4f}",
+                     [(shown(name), f"{m['threshold']:.2f}", f"{m['precision']:.4f}", f"{m['recall']:.4f}",
                        f"{m['f1']:.4f}",
                        "n/a" if m["average_precision"] is None else f"{m['average_precision']:.4f}", str(m["support"]))
                       for name, m in metrics["per_label"].items()])
@@ -64,15 +64,15 @@ def print_metrics(metrics: dict) -> None:
     _print_table(f"accuracy {metrics['accuracy']:.4f} on {metrics['n_images']} images  "
                  f"(macro F1 {metrics['macro_f1']:.4f}{extra})",
                  ("class", "precision", "recall", "F1", "images"),
-                 [(escape(name), f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
+                 [(shown(name), f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
                   for name, m in metrics["per_class"].items()])
     names = list(metrics["per_class"])
     matrix = Table(title="confusion matrix")
     matrix.add_column("true ↓  predicted →")
     for name in names:
-        matrix.add_column(escape(name), justify="right")
+        matrix.add_column(shown(name), justify="right")
     for name, row in zip(names, metrics["confusion_matrix"]):
-        matrix.add_row(escape(name), *map(str, row))
+        matrix.add_row(shown(name), *map(str, row))
     results.print(matrix)
 
 
@@ -111,7 +111,8 @@ def print_predictions(rows: list[dict], output_format: str, k: int) -> None:
         for row in rows:
             top = ";".join(f"{name}:{p:.4f}" for name, p in row["top"])
             probability = "" if row["probability"] is None else f"{row['probability']:.6f}"
-            writer.writerow([row["file"], row["class"], probability, row["uncertain"], top, row["error"]])
+            writer.writerow(["" if cell is None else printable(str(cell)) for cell in
+                             (row["file"], row["class"], probability, row["uncertain"], top, row["error"])])
         return
     width = max(24, results.width - 50)  # room for the other columns; long paths keep their end (the file name)
     table = Table()
@@ -121,12 +122,12 @@ def print_predictions(rows: list[dict], output_format: str, k: int) -> None:
     table.add_column(f"top {k}")
     for row in rows:
         if row["error"]:
-            table.add_row(escape(shorten_start(row["file"], width)), "[red]error[/]", "", escape(row["error"]))
+            table.add_row(shown(shorten_start(printable(row["file"]), width)), "[red]error[/]", "", shown(row["error"]))
             continue
-        label = escape(row["class"]) + (" [yellow](uncertain)[/]" if row["uncertain"] else "")
-        top = ", ".join(f"{escape(name)} {p:.3f}" for name, p in row["top"])
+        label = shown(row["class"]) + (" [yellow](uncertain)[/]" if row["uncertain"] else "")
+        top = ", ".join(f"{shown(name)} {p:.3f}" for name, p in row["top"])
         probability = "" if row["probability"] is None else f"{row['probability']:.4f}"
-        table.add_row(escape(shorten_start(row["file"], width)), label, probability, top)
+        table.add_row(shown(shorten_start(printable(row["file"]), width)), label, probability, top)
     results.print(table)
 
 
@@ -139,4 +140,4 @@ def report_skipped(skipped: list) -> None:
     if skipped:
         console.print(f"[yellow]skipped {len(skipped)} file(s):[/]")
         for item in skipped:
-            console.print(f"  {escape(str(item.path))}: {escape(item.reason)}")
+            console.print(f"  {shown(str(item.path))}: {shown(item.reason)}")

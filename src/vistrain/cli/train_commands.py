@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 from click.core import ParameterSource
-from rich.markup import escape
 
 from vistrain.cli.main import DATA, DECISIONS, data_source, friendly_errors, label_options, main, training_options
 from vistrain.cli.show import print_leaderboard, print_metrics, report_skipped
-from vistrain.core.console import console
+from vistrain.core.console import console, shown
 
 
 def _train(data: Path, out, overwrite, cache_dir, image_root=None, decisions=None, class_names=None,
@@ -76,5 +75,5 @@ def demo(**settings) -> None:
         # measured best on these cells (benchmarks/elpv_levers.py, elpv_tasks.py)
         settings["head"] = "mlp" if settings["task"] == "regression" else "logistic"
     labels = elpv_csv((settings["cache_dir"] or default_cache_dir()) / "datasets", settings["task"])
-    console.print(f"demo data: {escape(str(labels))}")
+    console.print(f"demo data: {shown(str(labels))}")
     _train(labels, image_root=elpv_root(), **settings)

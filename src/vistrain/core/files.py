@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -37,7 +38,8 @@ os.umask(UMASK)  # read once, at import: the umask can only be read by setting i
 
 def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     """Write `data` (bytes, or a function that writes to the open binary file) to `path` atomically, with the
-    permissions `open` would give a new file (a temporary file is private until it is renamed)."""
+    permissions `open` would give a new file (a temporary file is private until it is renamed). An OSError (a full
+    disk) names `path`."""
     path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -45,9 +47,29 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
         with os.fdopen(handle, "wb") as file:
             data(file) if callable(data) else file.write(data)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:
+            error.filename = str(path)
         raise
+
+
+def write_folder_atomic(path: Path, fill: Callable[[Path], None]) -> None:
+    """Make the folder `path` atomically: `fill` writes its files into a temporary folder beside it, which then
+    replaces whatever `path` was (a reader sees the old folder or the new one, never half of one)."""
+    path = Path(path)
+    temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    old = temporary.with_suffix(".old")
+    try:
+        fill(temporary)
+        for folder in (temporary, *temporary.rglob("*")):
+            folder.chmod(0o777 & ~UMASK if folder.is_dir() else 0o666 & ~UMASK)
+        if path.exists():
+            path.rename(old)
+        temporary.rename(path)
+    finally:
+        for leftover in (temporary, old):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def make_folder(path: Path, what: str) -> Path:
@@ -66,8 +88,14 @@ def make_folder(path: Path, what: str) -> Path:
     return path
 
 
+def utf8(text: str) -> bytes:
+    """`text` as UTF-8, the bytes of a file name that was not UTF-8 (held as lone surrogates) written as \\xNN, as the
+    terminal shows them (`vistrain.core.console.printable`): a page or a CSV naming such a file can still be written."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").encode()
+
+
 def write_json(path: Path, value: dict | list) -> None:
-    write_atomic(path, (json.dumps(value, indent=2) + "\n").encode())
+    write_atomic(path, utf8(json.dumps(value, indent=2) + "\n"))
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -75,7 +103,7 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    write_atomic(path, buffer.getvalue().encode())
+    write_atomic(path, utf8(buffer.getvalue()))
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -100,14 +100,14 @@ def near_pairs(records: list[Record], threshold: int, chunk: int = 1024) -> list
 
 
 def check_dataset(root: Path, threshold: int = 4, on_file: Callable[[int, int], None] = lambda done, total: None,
-                  decisions: Decisions | None = None) -> CheckResult:
+                  decisions: Path | None = None) -> CheckResult:
     """Read every file once and find unreadable ones, exact and near duplicates; `on_file(done, total)` after
-    each file. Review decisions (`decisions`, else the file beside ROOT) are honoured."""
+    each file. Review decisions (the file `decisions`, else the one beside ROOT) are honoured."""
     unreadable: list[Skipped] = []
     excluded: list[Skipped] = []
     counts: dict[str, dict[str, int]] = {}
     work = []
-    decisions = decisions if decisions is not None else Decisions.beside(root)
+    decisions = Decisions.resolve(decisions, root)
     for split, folder in split_folders(root).items():
         labelled = read_class_folders(folder)
         files, left_out = apply_to_files(labelled.files, decisions)

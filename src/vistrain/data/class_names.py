@@ -7,7 +7,8 @@ A mapping file has a class a line: its id, a space or a tab, then its names sepa
 
 The ids stay the classes (folder names, `classes` in config.json); a class is shown by its first name. A class
 the file does not name is shown by its id, and two classes with the same first name (ImageNet has two `crane`s, a
-bird and a machine) are shown with their ids after it.
+bird and a machine) are shown with their ids after it. A name or id is at most MAX_NAME characters (`vistrain.data.names`),
+without control characters, and an id is named once: a file that breaks one of these is refused with its line.
 """
 
 from __future__ import annotations
@@ -16,25 +17,38 @@ import io
 from collections import Counter
 from pathlib import Path
 
+from vistrain.core.console import printable
 from vistrain.core.files import RefusedFile, open_data_file
+from vistrain.data.names import label_problem
 from vistrain.data.samples import DataError
+
+MAX_MAPPING_BYTES = 16 * 2**20  # ImageNet's words.txt, every WordNet id with its names, is 2.6 MB
 
 
 def read_class_names(path: Path) -> dict[str, str]:
-    """{id: first name} for every line of a mapping file; a DataError for a line that is not an id and names."""
+    """{id: first name} for every line of a mapping file; a DataError naming the file and the line for a line that
+    is not an id and names, an id or name that cannot name a class (`label_problem`), an id named twice, or a file
+    over MAX_MAPPING_BYTES."""
     try:
-        with open_data_file(path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig") as text:
+        with open_data_file(path, MAX_MAPPING_BYTES) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig") as text:
             lines = [(number, line.strip()) for number, line in enumerate(text, 1) if line.strip()]
     except (RefusedFile, UnicodeDecodeError) as error:
         raise DataError(f"{path}: {error}") from None
-    names = {}
+    names: dict[str, str] = {}
+    lines_of: dict[str, int] = {}
     for number, line in lines:
         parts = line.split(None, 1)
         name = parts[1].split(",")[0].strip() if len(parts) == 2 else ""
+        where = f"{path} line {number}"
         if not name:
-            raise DataError(f"{path} line {number}: {line[:60]!r} is not an id followed by names, as in "
+            raise DataError(f"{where}: '{printable(line[:60])}' is not an id followed by names, as in "
                             "'n02123045 tabby, tabby cat'")
-        names[parts[0]] = name
+        problem = label_problem(parts[0]) or label_problem(name)
+        if problem:
+            raise DataError(f"{where}: {problem}")
+        if parts[0] in names:
+            raise DataError(f"{where}: {parts[0]} is named again (first on line {lines_of[parts[0]]})")
+        names[parts[0]], lines_of[parts[0]] = name, number
     if not names:
         raise DataError(f"{path} names no classes")
     return names

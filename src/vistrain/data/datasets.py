@@ -68,12 +68,12 @@ def as_targets(samples: list[Sample], kind: str, classes: list[str]) -> tuple[li
 
 
 def load_dataset(source: str | Path, val_fraction: float = 0.2, seed: int = 0, label_depth: int = 1,
-                 task: str = "auto", image_root: Path | None = None, decisions: Decisions | None = None,
+                 task: str = "auto", image_root: Path | None = None, decisions: Path | None = None,
                  cache_dir: Path | None = None) -> Dataset:
     """Discover the outputs and samples of a data folder, a label CSV or an SVHN .mat (converted in `cache_dir`),
     split off a validation set when there is none, settle the task (see `choose_task`), and honour the review
-    decisions (`decisions`, else the file beside the data, if any: excluded images are skipped, relabelled ones
-    take their new label)."""
+    decisions (the file `decisions`, else the one beside the data, if any: excluded images are skipped, relabelled
+    ones take their new label)."""
     source = Path(source)
     if not source.exists():
         raise DataError(f"{source} does not exist")
@@ -90,12 +90,14 @@ def load_dataset(source: str | Path, val_fraction: float = 0.2, seed: int = 0, l
             dataset.val, _ = as_targets(dataset.val, kind, classes)
             dataset.layout += f" (folders as {kind} targets)"
         dataset.task, dataset.task_reason = choose_task(task, kind, len(dataset.classes))
-    decisions = decisions if decisions is not None else Decisions.beside(source)
+    decisions = Decisions.resolve(decisions, source)
     if decisions:
+        applying = sum(decisions.get(s.path) is not None for s in dataset.train + dataset.val)
         dataset.train, excluded = apply_decisions(dataset.train, decisions, dataset.task, dataset.classes)
         dataset.val, excluded_val = apply_decisions(dataset.val, decisions, dataset.task, dataset.classes)
         dataset.skipped += excluded + excluded_val
-        dataset.layout += f"; {len(decisions)} review decision(s) from {decisions.path}"
+        dataset.layout += (f"; {len(decisions)} review decision(s) from {decisions.path}"
+                           + ("" if applying == len(decisions) else f", {applying} of them for images here"))
     return dataset
 
 
@@ -110,8 +112,7 @@ def apply_decisions(samples: list[Sample], decisions: Decisions, task: str,
         elif decision.action == "exclude":
             excluded.append(Skipped(sample.path, EXCLUDED))
         else:
-            kept.append(Sample(sample.path, parse_label(decision.label, task, classes, f"{decisions.path}: "
-                                                                                        f"{sample.path.name}")))
+            kept.append(Sample(sample.path, parse_label(decision.label, task, classes, decisions.where(decision))))
     return kept, excluded
 
 
@@ -202,7 +203,7 @@ def data_folder(source: Path, cache_dir: Path | None) -> Path:
 
 
 def load_labelled(source: str | Path, classes: list[str], task: str, image_root: Path | None = None,
-                  decisions: Decisions | None = None, cache_dir: Path | None = None
+                  decisions: Path | None = None, cache_dir: Path | None = None
                   ) -> tuple[list[Sample], list[Skipped]]:
     """Samples to score a trained model on, with targets in its outputs (`classes`): a folder's validation split
     if it has one, else all of it (an SVHN .mat: all of it); or a CSV's val rows if it has a split column, else
@@ -211,7 +212,7 @@ def load_labelled(source: str | Path, classes: list[str], task: str, image_root:
     if not source.exists():
         raise DataError(f"{source} does not exist")
     samples, skipped = _labelled(source, classes, task, image_root, cache_dir)
-    decisions = decisions if decisions is not None else Decisions.beside(source)
+    decisions = Decisions.resolve(decisions, source)
     if decisions:
         samples, excluded = apply_decisions(samples, decisions, task, classes)
         skipped += excluded

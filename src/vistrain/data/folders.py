@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from vistrain.data.files import FOLDER_LINK, is_hidden, list_files
+from vistrain.data.files import FOLDER_LINK, is_hidden, is_utf8, list_files
 from vistrain.data.samples import DataError, Skipped
 
 VAL_DIR_NAMES = ("val", "validation")
@@ -54,7 +54,7 @@ def label_class_tree(folder: Path, label_depth: int = 1) -> Labelled:
         by_folder[parts[:label_depth]].append(path)
     if label_depth == 1:
         empty = [str(p) for p in sorted(folder.iterdir()) if p.is_dir() and not p.is_symlink() and not is_hidden(p.name)
-                 and (p.name,) not in by_folder]
+                 and is_utf8(p.name) and (p.name,) not in by_folder]
         if empty:
             raise DataError("empty class folder(s): " + ", ".join(empty))
     names = Counter(key[-1] for key in by_folder)

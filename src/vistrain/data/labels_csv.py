@@ -26,6 +26,7 @@ from pathlib import Path
 
 from vistrain.core.files import RefusedFile, open_data_file
 from vistrain.data.files import resolves_inside
+from vistrain.data.names import LABEL_SEPARATOR, label_problem
 from vistrain.data.samples import DataError, Skipped
 
 PATH_HEADERS = ("path", "file", "filename", "file_name", "image", "image_path")
@@ -33,7 +34,6 @@ SPLIT_HEADER = "split"
 ILSVRC_HEADER = ["ImageId", "PredictionString"]  # LOC_val_solution.csv, as Kaggle publishes it
 ILSVRC_SUFFIX = ".JPEG"
 SPLIT_VALUES = {"train": "train", "val": "val", "validation": "val"}
-LABEL_SEPARATOR = ";"
 KINDS = ("classes", "multilabel", "regression")
 
 
@@ -62,11 +62,7 @@ def read_label_csv(csv_path: Path, image_root: Path | None = None) -> CsvList:
         raise DataError(f"{csv_path} is not a file")
     root = image_root or csv_path.parent
     inside = root.resolve()
-    try:
-        with open_data_file(csv_path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
-            lines = [(n, row) for n, row in enumerate(csv.reader(handle), 1) if any(c.strip() for c in row)]
-    except RefusedFile as error:
-        raise DataError(f"{csv_path}: {error}") from None
+    lines = read_csv_lines(csv_path)
     if not lines:
         raise DataError(f"{csv_path} is empty")
     if [c.strip() for c in lines[0][1]] == ILSVRC_HEADER:
@@ -94,6 +90,8 @@ def read_label_csv(csv_path: Path, image_root: Path | None = None) -> CsvList:
             skipped.append(Skipped(Path(row[0].strip()), f"{where}: {len(row)} cells, the header has {len(names) + 1}"))
         elif not all(cells):
             skipped.append(Skipped(path, f"{where}: empty label"))
+        elif _labels_problem(cells):
+            skipped.append(Skipped(path, f"{where}: {_labels_problem(cells)}"))
         elif split is not None and split not in SPLIT_VALUES:
             skipped.append(Skipped(path, f"{where}: split {split!r} is not train or val"))
         elif not resolves_inside(path, inside):
@@ -103,6 +101,30 @@ def read_label_csv(csv_path: Path, image_root: Path | None = None) -> CsvList:
         else:
             rows.append(CsvRow(line, path, tuple(cells), SPLIT_VALUES.get(split)))
     return CsvList(csv_path, columns, rows, skipped)
+
+
+def _labels_problem(cells: list[str]) -> str | None:
+    """Why one of a row's labels cannot name a class (`label_problem`), or None."""
+    labels = (label.strip() for cell in cells for label in cell.split(LABEL_SEPARATOR))
+    return next((problem for label in labels if label and (problem := label_problem(label))), None)
+
+
+def read_csv_lines(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of every row of a CSV file that is not blank; a DataError naming the file (and the line)
+    when it cannot be read: not UTF-8, a cell over the csv module's field limit (128 KiB), a NUL byte."""
+    try:
+        with open_data_file(path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
+            reader, rows, start = csv.reader(handle), [], 1
+            try:
+                for row in reader:
+                    if any(cell.strip() for cell in row):
+                        rows.append((start, row))
+                    start = reader.line_num + 1  # a quoted cell may hold line breaks: a row starts after the last
+            except csv.Error as error:
+                raise DataError(f"{path} line {reader.line_num}: {error}") from None
+            return rows
+    except (RefusedFile, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: {error}") from None
 
 
 def ilsvrc_row(row: list[str]) -> list[str]:

@@ -183,15 +183,15 @@ class SplitResult:
 def split_dataset(source: Path, destination: Path, val_fraction: float = 0.2, test_fraction: float = 0.0,
                   seed: int = 0, per_class: int | None = None, pattern: str = DEFAULT_PATTERN, label_depth: int = 1,
                   image_root: Path | None = None, mode: str = "hardlink", force: bool = False,
-                  decisions: Decisions | None = None, cache_dir: Path | None = None) -> SplitResult:
-    """`vistrain split`: label SOURCE (`label_source`), honour the review decisions (`decisions`, else the file
-    beside SOURCE: the cleaned dataset as a new tree), split it (`split_files`) and write DEST (`write_splits`;
-    an SVHN .mat's images, converted in `cache_dir`, are copied). Never changes a byte of its sources
+                  decisions: Path | None = None, cache_dir: Path | None = None) -> SplitResult:
+    """`vistrain split`: label SOURCE (`label_source`), honour the review decisions (the file `decisions`, else the
+    one beside SOURCE: the cleaned dataset as a new tree), split it (`split_files`) and write DEST (`write_splits`; an
+    SVHN .mat's images, converted in `cache_dir`, are copied). Never changes a byte of its sources
     (`refuse_nesting`, and `write_splits` keeps every input's last link)."""
     refuse_nesting(source_root(source, image_root), destination)
     labelled = label_source(source, pattern, label_depth, image_root, cache_dir)
     mode = "copy" if is_mat(source) else mode
-    files, excluded = apply_to_files(labelled.files, decisions if decisions is not None else Decisions.beside(source))
+    files, excluded = apply_to_files(labelled.files, Decisions.resolve(decisions, source))
     if len(files) < 2:
         raise DataError(f"{source}: found {len(files)} class(es) ({labelled.source}); need at least two")
     splits = split_files(files, val_fraction, test_fraction, seed, per_class)

@@ -1,4 +1,5 @@
-"""Export a trained run as one self-contained model file: ONNX or TorchScript.
+"""Export a trained run as one self-contained model: ONNX or TorchScript here; LiteRT, Core ML and OpenVINO in their
+own modules, all listed in `formats.py`.
 
 The exported model takes uint8 RGB images, N x H x W x 3 with H = W = the run's input size, already resized
 (shorter side) and centre-cropped exactly as `eval_transform(preprocess, output="uint8")` does; see
@@ -7,7 +8,7 @@ the task's activation, giving what `Predictor.outputs` gives (class or label pro
 The run's classes (with their names, if it has them), task, preprocessing and tuned thresholds travel with the file as
 metadata (`metadata`).
 The backbone is the fp32 one whatever the features' precision in training; `--int8` quantises the whole ONNX model
-(`quantized.py`).
+(`quantized.py`). The other formats are built from the same model (`deployed_model`, `static_model`) and metadata.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from torch import nn
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.files import make_folder, write_atomic
 from vistrain.data.images import load_rgb
+from vistrain.deploy.formats import export_format
 from vistrain.deploy.quantized import quantized_export
 from vistrain.features.runtime import INPUT, onnx_bytes
 from vistrain.features.transforms import PixelNormalize, eval_transform
 from vistrain.model import tasks
 from vistrain.model.predictor import Predictor
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 OUTPUT = "outputs"
 
 
@@ -65,15 +66,15 @@ def deployed_model(predictor: Predictor) -> DeployedModel:
                          predictor.task)
 
 
-def metadata(predictor: Predictor) -> dict[str, str]:
-    """What a user of the exported file needs, as strings (JSON for lists and objects)."""
-    config = predictor.config
+def metadata(predictor: Predictor, batch: str = "N") -> dict[str, str]:
+    """What a user of the exported file needs, as strings (JSON for lists and objects); `batch`: the images a
+    call takes ("N": any number)."""
+    config, size = predictor.config, predictor.preprocess.input_size
     values = {
         "classes": json.dumps(predictor.classes),
         "task": predictor.task,
         "preprocess": json.dumps(predictor.preprocess.to_dict()),
-        "input": f"{INPUT}: uint8 RGB, N x {predictor.preprocess.input_size} x {predictor.preprocess.input_size} x 3, "
-                 "resized (shorter side) and centre-cropped",
+        "input": f"{INPUT}: uint8 RGB, {batch} x {size} x {size} x 3, resized (shorter side) and centre-cropped",
         "backbone": json.dumps(config["backbone"]),
         "precision": "fp32",
         "vistrain_version": version("vistrain"),
@@ -86,39 +87,69 @@ def metadata(predictor: Predictor) -> dict[str, str]:
 
 
 def export(run: str | Path, output_format: str, out: str | Path | None = None, int8: bool = False) -> Path:
-    """Write RUN's model as `output_format` ('onnx' or 'torchscript'), with `int8` (ONNX only) quantised to int8
-    (`quantized.py`); returns the file written [default: RUN/model.onnx, RUN/model-int8.onnx or RUN/model.pt]."""
-    if output_format not in FORMATS:
-        raise ValueError(f"unknown format {output_format!r}; choose one of {', '.join(FORMATS)}")
-    if int8 and output_format != "onnx":
-        raise ValueError("an int8 export is an ONNX model: --int8 needs --format onnx")
+    """Write RUN's model as `output_format` (a name in `formats.FORMATS`), with `int8` quantised to int8 where the
+    format has an int8 version; returns the file or folder written [default: RUN/model.onnx, RUN/model-int8.onnx,
+    RUN/model.tflite... (`ExportFormat.default_path`)]."""
+    chosen = export_format(output_format, int8)
     predictor = Predictor.from_run(run)
-    path = Path(out) if out else Path(run) / f"model{'-int8' if int8 else ''}{FORMATS[output_format]}"
+    if any(part.preprocess != predictor.preprocess for part in predictor.backbone.parts):
+        raise ValueError(f"{predictor.backbone.name}: the run's backbones each take their own preprocessing (their "
+                         "features are cached as each computes them alone), and an exported model takes one input; "
+                         "a concatenation cannot be exported")
+    path = Path(out) if out else chosen.default_path(Path(run), int8)
+    if path.is_dir() != chosen.folder and path.exists():
+        raise ValueError(f"{path} is a {'folder' if path.is_dir() else 'file'}: --format {output_format} writes a "
+                         f"{'folder' if chosen.folder else 'file'}")
     make_folder(path.parent, "the export's folder")
-    model = deployed_model(predictor)
-    size = predictor.preprocess.input_size
-    example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
-    with torch.no_grad():
-        data = (_onnx_bytes if output_format == "onnx" else _torchscript_bytes)(model, example, metadata(predictor))
-    if int8:
-        data = quantized_export(data, predictor, Path(run))
-    write_atomic(path, data)
+    chosen.writer()(predictor, Path(run), path, int8)
     return path
 
 
-def _onnx_bytes(model: nn.Module, example: torch.Tensor, values: dict[str, str]) -> bytes:
+def example_images(predictor: Predictor, batch: int = 2) -> torch.Tensor:
+    """A batch of black uint8 images of the run's input size, to trace or export its model with."""
+    size = predictor.preprocess.input_size
+    return torch.zeros(batch, size, size, 3, dtype=torch.uint8)
+
+
+def static_model(predictor: Predictor) -> DeployedModel:
+    """The run's whole model with its "same" paddings computed once for its input size (`static_graph.py`), for
+    converters that trace shapes into constants."""
+    from vistrain.features.static_graph import freeze_same_padding
+
+    model = deployed_model(predictor)
+    freeze_same_padding(model, example_images(predictor, 1))
+    return model
+
+
+def onnx_export(predictor: Predictor) -> bytes:
+    """The run's fp32 ONNX model (any batch size), with its metadata."""
     import onnx
 
-    proto = onnx.load_from_string(onnx_bytes(model, example, OUTPUT))
-    for key, value in values.items():
+    with torch.no_grad():  # onnx_bytes freezes the paddings itself, then simplifies the graph
+        proto = onnx.load_from_string(onnx_bytes(deployed_model(predictor), example_images(predictor), OUTPUT))
+    for key, value in metadata(predictor).items():
         proto.metadata_props.add(key=key, value=value)
     proto.producer_name = "vistrain"
     return proto.SerializeToString()
 
 
-def _torchscript_bytes(model: nn.Module, example: torch.Tensor, values: dict[str, str]) -> bytes:
+def write_onnx(predictor: Predictor, run: Path, path: Path, int8: bool) -> None:
+    """The ONNX export, quantised to int8 if `int8` (`quantized.py`)."""
+    data = onnx_export(predictor)
+    write_atomic(path, quantized_export(data, predictor, run) if int8 else data)
+
+
+def read_onnx_metadata(path: Path) -> dict[str, str]:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(path).metadata_props}
+
+
+def write_torchscript(predictor: Predictor, run: Path, path: Path, int8: bool) -> None:
     buffer = io.BytesIO()
-    with warnings.catch_warnings():  # TorchScript is deprecated upstream, yet still what many C++/mobile runtimes load
+    with warnings.catch_warnings(), torch.no_grad():
+        # TorchScript is deprecated upstream, yet still what many C++/mobile runtimes load
         warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(torch.jit.trace(model, (example,)), buffer, _extra_files=values)
-    return buffer.getvalue()
+        torch.jit.save(torch.jit.trace(deployed_model(predictor), (example_images(predictor),)), buffer,
+                       _extra_files=metadata(predictor))
+    write_atomic(path, buffer.getvalue())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def quantized_export(fp32: bytes, predictor: Predictor, run: Path) -> bytes:
         reader = CalibrationImages(calibration, predictor.preprocess, INPUT, layout="nhwc")
         int8 = quantize(source, reader, first_convs=0, reduce_range=True, quantize_head=True)
     check = {"fp32_bytes": len(fp32), "calibration_images": len(calibration),
-             **agreement(fp32, int8, held_out, predictor)}
+             **agreement(onnx_runner(fp32), onnx_runner(int8), held_out, predictor)}
     proto = onnx.load_from_string(int8)
     del proto.metadata_props[:]
     values = {p.key: p.value for p in onnx.load_from_string(fp32).metadata_props}
@@ -67,15 +68,21 @@ def quantized_export(fp32: bytes, predictor: Predictor, run: Path) -> bytes:
     return proto.SerializeToString()
 
 
-def agreement(fp32: bytes, int8: bytes, paths: list[Path], predictor: Predictor) -> dict:
-    """How the int8 model's outputs agree with the fp32 model's on the readable `paths`, both run by ONNX Runtime
-    with its default options (as a device would): `images`, `top1_agreement` (single-label: the same top class;
-    multi-label: the same labels over their thresholds; None for regression) and `mean_abs_difference`."""
+def onnx_runner(model: bytes) -> Callable[[np.ndarray], np.ndarray]:
+    """An ONNX model run by ONNX Runtime with its default options (as a device would): uint8 images -> outputs."""
     import onnxruntime
 
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return lambda images: session.run(None, {INPUT: images})[0]
+
+
+def agreement(fp32: Callable[[np.ndarray], np.ndarray], int8: Callable[[np.ndarray], np.ndarray], paths: list[Path],
+              predictor: Predictor) -> dict:
+    """How the int8 model's outputs agree with the fp32 model's on the readable `paths`, each run by its own
+    runtime (uint8 N x H x W x 3 images -> outputs): `images`, `top1_agreement` (single-label: the same top class;
+    multi-label: the same labels over their thresholds; None for regression) and `mean_abs_difference`."""
     from vistrain.deploy.export import prepare_image
 
-    sessions = [onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]) for model in (fp32, int8)]
     same, differences = [], []
     for start in range(0, len(paths), BATCH):
         images = []
@@ -86,7 +93,7 @@ def agreement(fp32: bytes, int8: bytes, paths: list[Path], predictor: Predictor)
                 continue
         if not images:
             continue
-        a, b = (session.run(None, {INPUT: np.stack(images)})[0] for session in sessions)
+        a, b = fp32(np.stack(images)), int8(np.stack(images))
         differences.append(np.abs(a - b).mean(1))
         if predictor.task == "multilabel":
             cut = np.asarray(predictor.thresholds)
@@ -97,11 +104,3 @@ def agreement(fp32: bytes, int8: bytes, paths: list[Path], predictor: Predictor)
     return {"images": len(differences),
             "top1_agreement": float(np.concatenate(same).mean()) if same else None,
             "mean_abs_difference": float(differences.mean()) if len(differences) else None}
-
-
-def int8_check(path: Path) -> dict:
-    """The `int8_check` an int8 export carries in its metadata."""
-    import onnx
-
-    values = {p.key: p.value for p in onnx.load(path).metadata_props}
-    return json.loads(values["int8_check"])

@@ -28,6 +28,7 @@ from vistrain.data.images import MAX_PIXELS
 from vistrain.deploy.limits import Limits
 from vistrain.deploy.uploads import FIELD, BadUpload, Decoders, decode_upload, uploaded_files
 from vistrain.features.extract import feature_function
+from vistrain.features.inputs import backbone_inputs
 from vistrain.features.transforms import eval_transform
 from vistrain.model.predictor import Predictor
 
@@ -35,15 +36,17 @@ from vistrain.model.predictor import Predictor
 class MicroBatcher:
     """Gathers single images from concurrent requests into batches for one `infer` call each."""
 
-    def __init__(self, infer: Callable[[torch.Tensor], np.ndarray], max_batch: int = 16, max_wait: float = 0.005):
+    def __init__(self, infer: Callable[[list[torch.Tensor]], np.ndarray], max_batch: int = 16,
+                 max_wait: float = 0.005):
         self.infer = infer
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.batches: list[int] = []  # size of every batch run so far
-        self._queue: asyncio.Queue[tuple[torch.Tensor, asyncio.Future]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[tuple[torch.Tensor, ...], asyncio.Future]] = asyncio.Queue()
 
-    async def predict(self, images: list[torch.Tensor]) -> np.ndarray:
-        """The outputs for `images` (uint8 CHW tensors), computed in batches shared with other requests."""
+    async def predict(self, images: list[tuple[torch.Tensor, ...]]) -> np.ndarray:
+        """The outputs for `images` (each the uint8 CHW tensors of every backbone input, see `backbone_inputs`),
+        computed in batches shared with other requests: `infer` gets a batch per input."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in images]
         for image, future in zip(images, futures):
@@ -63,7 +66,8 @@ class MicroBatcher:
                     break
             self.batches.append(len(items))
             try:
-                outputs = await asyncio.to_thread(self.infer, torch.stack([image for image, _ in items]))
+                batches = [torch.stack(part) for part in zip(*(image for image, _ in items))]
+                outputs = await asyncio.to_thread(self.infer, batches)
             except Exception as error:  # a failed batch fails its requests, never the server
                 for _, future in items:
                     if not future.done():
@@ -81,13 +85,17 @@ def create_app(run: str | Path, threshold: float | None = None, limits: Limits =
     GET /health and GET / (the page); with `docs`, also FastAPI's /docs, /redoc and /openapi.json."""
     predictor = Predictor.from_run(run, device, on_halve)
     predictor.check_threshold(threshold)
-    transform = eval_transform(predictor.preprocess, output="uint8")
-    reduce_to = predictor.preprocess.resize_size
-    features = feature_function(predictor.backbone, predictor.preprocess, precision=predictor.precision,
-                                device=predictor.device, on_halve=predictor.on_halve)
+    inputs = backbone_inputs(predictor.backbone, predictor.preprocess)  # a concatenation: each part its own
+    transforms = [eval_transform(preprocess, output="uint8") for _, preprocess in inputs]
+    reduce_to = max(preprocess.resize_size for _, preprocess in inputs)
+    features = [feature_function(backbone, preprocess, precision=predictor.precision,
+                                 device=predictor.device, on_halve=predictor.on_halve) for backbone, preprocess in inputs]
 
-    def infer(batch: torch.Tensor) -> np.ndarray:
-        return predictor.outputs(features(batch))
+    def transform(image: Image.Image) -> tuple[torch.Tensor, ...]:
+        return tuple(each(image) for each in transforms)
+
+    def infer(batches: list[torch.Tensor]) -> np.ndarray:
+        return predictor.outputs(np.concatenate([part(batch) for part, batch in zip(features, batches)], axis=1))
 
     batcher = MicroBatcher(infer, max_batch, max_wait)
     decoders = Decoders(limits)

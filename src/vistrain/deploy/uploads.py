@@ -84,9 +84,10 @@ async def uploaded_files(request: Request, limits: Limits) -> AsyncIterator[list
         await form.close()
 
 
-def decode_upload(upload: UploadFile, transform: Callable, reduce_to: int, max_pixels: int) -> tuple[torch.Tensor, int]:
-    """(the model's input for an uploaded image, its pixels at full size); BadUpload when it is not a readable
-    image (415) or has over `max_pixels` pixels (413)."""
+def decode_upload(upload: UploadFile, transform: Callable, reduce_to: int,
+                  max_pixels: int) -> tuple[tuple[torch.Tensor, ...], int]:
+    """(the model's inputs for an uploaded image, `transform`'s, and its pixels at full size); BadUpload when it is
+    not a readable image (415) or has over `max_pixels` pixels (413)."""
     name = upload.filename or ""
     with tempfile.NamedTemporaryFile(prefix="vistrain-upload-") as file:
         upload.file.seek(0)

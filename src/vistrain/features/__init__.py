@@ -7,3 +7,4 @@ import numpy or torch.
 """
 
 PRECISIONS = ("fp32", "int8")  # see int8.Precision
+AUTO = "auto"  # int8 where the CPU has int8 dot products, else fp32 (cpu.resolve_precision)

@@ -10,10 +10,13 @@ about 0.996 to fp32): their precision and calibration set are part of the key, s
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -43,9 +46,10 @@ class FeatureCache:
         self.path = make_folder(directory, "the feature cache") / f"features-{backbone.file_stem}-{key}.sqlite"
         self.dim = backbone.feature_dim
         try:
-            self._db = self._open(identity)
+            with self._full_disk():
+                self._db = self._open(identity)
         except sqlite3.DatabaseError as error:
-            if isinstance(error, sqlite3.OperationalError):  # locked, read-only, disk full: not a damaged file
+            if isinstance(error, sqlite3.OperationalError):  # locked, read-only: not a damaged file
                 raise
             self._db = self._start_again(identity, error)
 
@@ -107,8 +111,19 @@ class FeatureCache:
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
         rows = [(digest, np.asarray(v, dtype=np.float32).tobytes()) for digest, v in items.items()]
-        with self._db:
+        with self._full_disk(), self._db:
             self._db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?)", rows)
+
+    @contextmanager
+    def _full_disk(self) -> Iterator[None]:
+        """SQLite's "database or disk is full" as the OSError (ENOSPC) a full disk gives any other file, naming the
+        cache."""
+        try:
+            yield
+        except sqlite3.OperationalError as error:
+            if "full" not in str(error):
+                raise
+            raise OSError(errno.ENOSPC, f"No space left on device ({error})", str(self.path)) from None
 
     def close(self) -> None:
         self._db.close()

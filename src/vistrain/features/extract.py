@@ -28,9 +28,10 @@ from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
 from vistrain.core.device import HalvingBatches, ignore
 from vistrain.core.files import default_cache_dir, sha256_file
-from vistrain.data.images import UnreadableImage, load_rgb
+from vistrain.data.images import UnreadableImage
 from vistrain.data.samples import Skipped
 from vistrain.features.cache import FeatureCache
+from vistrain.features.inputs import PartPixels, backbone_inputs
 from vistrain.features.int8 import FP32, Precision
 from vistrain.features.runtime import INPUT, feature_session, pixel_feature_extractor
 from vistrain.features.transforms import View
@@ -53,25 +54,29 @@ class Features:
 
 
 class _ImageFiles:
-    """Batches of image files -> (positions, uint8 pixels of the readable ones, [(position, reason)] of the rest)."""
+    """Batches of image files -> ({input: (the readable positions that want it, their uint8 pixels)},
+    [(position, reason)] of the unreadable ones), each file decoded once for every input (`PartPixels`)."""
 
-    def __init__(self, paths: list[Path], digests: list[str], preprocess: Preprocess, view: View):
-        self.paths = paths
-        self.digests = digests
-        self.transform = view.transform(preprocess)
-        self.reduce_to = preprocess.resize_size
+    def __init__(self, paths: list[Path], digests: list[str], wanted: list[tuple[int, ...]],
+                 preprocesses: list[Preprocess], view: View):
+        self.paths, self.digests, self.wanted = paths, digests, wanted
+        self.pixels = PartPixels(preprocesses, view)
 
-    def load(self, positions: range) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
-        good, pixels, bad = [], [], []
+    def load(self, positions: range) -> tuple[dict[int, tuple[list[int], torch.Tensor]], list[tuple[int, str]]]:
+        bad = []
+        batches: dict[int, tuple[list[int], list[torch.Tensor]]] = {}
         with _one_torch_thread():
             for position in positions:
                 try:
-                    image = load_rgb(self.paths[position], reduce_to=self.reduce_to)
-                    pixels.append(self.transform(image, self.digests[position]))
-                    good.append(position)
+                    pixels = self.pixels(self.paths[position], self.digests[position], self.wanted[position])
                 except UnreadableImage as error:
                     bad.append((position, str(error)))
-        return good, torch.stack(pixels) if pixels else None, bad
+                    continue
+                for i, image in pixels.items():
+                    batches.setdefault(i, ([], []))
+                    batches[i][0].append(position)
+                    batches[i][1].append(image)
+        return {i: (where, torch.stack(images)) for i, (where, images) in batches.items()}, bad
 
 
 @contextmanager
@@ -137,7 +142,8 @@ def extract_features(
     on_halve: Callable[[int], None] = ignore,
 ) -> Features:
     """Feature vectors for `paths` (of `view`: by default the images as validation sees them; in `precision`),
-    reading cached ones and computing (and caching) the rest.
+    reading cached ones and computing (and caching) the rest. `preprocess` is the run's; a concatenation's parts
+    take their own (`inputs.backbone_inputs`), each image decoded once for all of them.
 
     `engine` computes them: "onnx" (ONNX Runtime on the CPU, falling back to torch with a warning where it cannot
     run, for fp32) or "torch" (torch eager on `device`, default the CPU; fp32 only; `on_halve` is told when a batch
@@ -152,21 +158,19 @@ def extract_features(
             digests[index] = sha256_file(path)
         except OSError as error:
             skipped[index] = f"cannot read: {error.strerror or error}"
-    parts = backbone.parts or (backbone,)  # a concatenation's parts are cached each on its own
+    inputs = backbone_inputs(backbone, preprocess)  # a concatenation's parts, each cached on its own
     caches = []
     try:
         started = time.perf_counter()
-        computed = 0
-        for part in parts:
-            caches.append(FeatureCache(cache_dir, part, preprocess, view, precision))
-            label = f"features ({part.name})" if backbone.parts else "features"
-            computed = max(computed, _fill_cache(paths, digests, skipped, caches[-1], part, preprocess, cache_dir,
-                                                 batch_size, show_progress, engine, view, precision, label, device,
-                                                 on_halve))
+        for part, part_preprocess in inputs:  # one at a time, so that each opened is closed below
+            caches.append(FeatureCache(cache_dir, part, part_preprocess, view, precision))
+        label = f"features ({', '.join(part.name for part, _ in inputs)})" if backbone.parts else "features"
+        computed = _fill_caches(paths, digests, skipped, caches, inputs, cache_dir, batch_size, show_progress, engine,
+                                view, precision, label, device, on_halve)
         seconds = time.perf_counter() - started
         kept = [i for i in range(len(paths)) if i not in skipped]
         matrix = feature_matrix(len(kept), backbone.feature_dim, cache_dir)
-        columns = np.cumsum([0] + [part.feature_dim for part in parts])
+        columns = np.cumsum([0] + [part.feature_dim for part, _ in inputs])
         for cache, start, end in zip(caches, columns, columns[1:]):
             cache.read_into(matrix[:, start:end], [digests[i] for i in kept])
     finally:
@@ -182,20 +186,26 @@ def extract_features(
     )
 
 
-def _fill_cache(paths: list[Path], digests: dict[int, str], skipped: dict[int, str], cache: FeatureCache,
-                backbone: Backbone, preprocess: Preprocess, cache_dir: Path, batch_size: int, show_progress: bool,
-                engine: str, view: View, precision: Precision, label: str, device: torch.device | None,
-                on_halve: Callable[[int], None]) -> int:
-    """Compute the features `cache` lacks of the files not yet `skipped` (adding the unreadable ones to it);
-    returns how many were computed."""
-    cached = cache.has(sorted({digests[i] for i in digests if i not in skipped}))
-    missing = [i for i, digest in digests.items() if digest not in cached and i not in skipped]
+def _fill_caches(paths: list[Path], digests: dict[int, str], skipped: dict[int, str], caches: list[FeatureCache],
+                 inputs: list[tuple[Backbone, Preprocess]], cache_dir: Path, batch_size: int, show_progress: bool,
+                 engine: str, view: View, precision: Precision, label: str, device: torch.device | None,
+                 on_halve: Callable[[int], None]) -> int:
+    """Compute what each of `caches` (one per input) lacks of the files not yet `skipped` (adding the unreadable
+    ones to it), decoding each file once for all inputs; returns how many files were computed."""
+    readable = sorted({digests[i] for i in digests if i not in skipped})
+    cached = [cache.has(readable) for cache in caches]
+    wanted = {i: tuple(k for k, have in enumerate(cached) if digest not in have)
+              for i, digest in digests.items() if i not in skipped}
+    missing = [i for i, parts in wanted.items() if parts]
     if not missing:
         return 0
     at_once, threads_each = extraction_threads()
-    forward = feature_function(backbone, preprocess, cache_dir, engine, threads_each, precision, device, on_halve)
-    failures = _compute_into_cache([paths[i] for i in missing], [digests[i] for i in missing], forward, preprocess,
-                                   view, cache, batch_size, at_once, show_progress, label)
+    forwards = {k: feature_function(part, part_preprocess, cache_dir, engine, threads_each, precision,
+                                     device, on_halve)
+                for k, (part, part_preprocess) in enumerate(inputs) if any(k in wanted[i] for i in missing)}
+    files = _ImageFiles([paths[i] for i in missing], [digests[i] for i in missing], [wanted[i] for i in missing],
+                        [part_preprocess for _, part_preprocess in inputs], view)
+    failures = _compute_into_cache(files, forwards, caches, batch_size, at_once, show_progress, label)
     skipped.update({missing[position]: reason for position, reason in failures.items()})
     return len(missing) - len(failures)
 
@@ -221,10 +231,9 @@ def feature_function(backbone: Backbone, preprocess: Preprocess, cache_dir: Path
     if precision != FP32 and engine != "onnx":
         raise ValueError(f"{precision.name} features are computed by ONNX Runtime only, not by the {engine} engine "
                          "(VISTRAIN_ENGINE)")
-    if backbone.parts:  # as `extract_features` computes them: part by part
-        parts = [feature_function(part, preprocess, cache_dir, engine, threads, precision, device, on_halve)
-                 for part in backbone.parts]
-        return lambda batch: np.concatenate([part(batch) for part in parts], axis=1)
+    if backbone.parts:
+        raise ValueError(f"{backbone.name}: a concatenation's features are computed part by part, each on its own "
+                         "input (`inputs.backbone_inputs`)")
     if engine == "onnx":
         try:
             session = feature_session(backbone, preprocess, cache_dir or default_cache_dir(),
@@ -256,26 +265,26 @@ def feature_function(backbone: Backbone, preprocess: Preprocess, cache_dir: Path
     return forward
 
 
-def _compute_into_cache(
-    paths: list[Path], digests: list[str], forward: Callable[[torch.Tensor], np.ndarray], preprocess: Preprocess,
-    view: View, cache: FeatureCache, batch_size: int, at_once: int, show_progress: bool, label: str = "features",
-) -> dict[int, str]:
-    """Compute the features of `paths`, `at_once` batches at a time, and cache them under `digests` (each batch
-    committed as it comes); returns {position in paths: reason} for unreadable files."""
-    files = _ImageFiles(paths, digests, preprocess, view)
+def _compute_into_cache(files: _ImageFiles, forwards: dict[int, Callable[[torch.Tensor], np.ndarray]],
+                        caches: list[FeatureCache], batch_size: int, at_once: int, show_progress: bool,
+                        label: str = "features") -> dict[int, str]:
+    """Compute the features `files` want with `forwards` (one per input), `at_once` batches at a time, and cache
+    them in each input's cache under the files' digests (each batch committed as it comes); returns {position in
+    files: reason} for unreadable files."""
 
-    def compute(positions: range) -> tuple[list[int], np.ndarray | None, list[tuple[int, str]]]:
-        good, pixels, bad = files.load(positions)
-        return good, forward(pixels) if pixels is not None else None, bad
+    def compute(positions: range) -> tuple[dict[int, tuple[list[int], np.ndarray]], list[tuple[int, str]]]:
+        pixels, bad = files.load(positions)
+        return {i: (where, forwards[i](batch)) for i, (where, batch) in pixels.items()}, bad
 
-    batches = [range(start, min(start + batch_size, len(paths))) for start in range(0, len(paths), batch_size)]
+    total = len(files.paths)
+    batches = [range(start, min(start + batch_size, total)) for start in range(0, total, batch_size)]
     failures: dict[int, str] = {}
     columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, disable=not show_progress, transient=True) as progress:
-        task = progress.add_task("features", total=len(paths))
-        for positions, vectors, bad in in_threads(batches, compute, at_once):
+        task = progress.add_task("features", total=total)
+        for positions, (computed, bad) in zip(batches, in_threads(batches, compute, at_once)):
             failures.update(bad)
-            if vectors is not None:
-                cache.put_many({digests[p]: row for p, row in zip(positions, vectors)})
-            progress.advance(task, len(positions) + len(bad))
+            for i, (where, vectors) in computed.items():
+                caches[i].put_many({files.digests[p]: row for p, row in zip(where, vectors)})
+            progress.advance(task, len(positions))
     return failures

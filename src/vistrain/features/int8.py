@@ -1,11 +1,13 @@
 """int8 features: the static fp32 export (`runtime.py`) quantised by ONNX Runtime, calibrated on the user's own
 training images.
 
-The recipe (measured in issue 17 on cats-vs-dogs and elpv): QDQ, weights int8 per channel, activations uint8, ranges
-by MinMax over a seeded sample of up to 256 training images (`calibration_set`), taken 64 at a time; the first 5
-convolutions (the most sensitive: the stem and the first depthwise block) and the global pooling with everything
-after it stay fp32 (`excluded_nodes`). The int8 model is cached beside the fp32 export, its file named by the
-calibration images' digests; features are cached apart from fp32 ones (`Precision.identity`).
+The recipe (measured in issues 17 and 24 on cats-vs-dogs and elpv): QDQ, weights int8 per channel, activations
+uint8, ranges by MinMax over a seeded sample of up to 256 training images (`calibration_set`), taken 64 at a time;
+the first 3 convolutions (the most sensitive: the stem and the first depthwise block; keeping 5 was a fifth slower
+for a cosine to fp32 of 0.9969 instead of 0.9964) and the global pooling with everything after it stay fp32
+(`excluded_nodes`). The int8 model is cached beside the fp32 export, its file named by the calibration images'
+digests and the convolutions kept (`Precision.key`); features are cached apart from fp32 ones (`Precision.identity`).
+Which precision a run gets by default is `cpu.py`'s choice.
 
 On x86 CPUs without int8 dot-product instructions (VNNI), ONNX Runtime's default uint8 x int8 kernels saturate
 their 16-bit sums and the features fall apart (median cosine to fp32 0.81 on elpv); there the session asks for
@@ -27,6 +29,7 @@ from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
 from vistrain.core.files import sha256_file, sha256_text, write_atomic
 from vistrain.features import PRECISIONS
+from vistrain.features.cpu import int8_dot_products
 
 if TYPE_CHECKING:
     import onnx
@@ -34,8 +37,7 @@ if TYPE_CHECKING:
 
 CALIBRATION_IMAGES = 256
 STRIDE = 64  # calibration images whose ranges are gathered at once
-FIRST_CONVS_KEPT = 5  # convolutions left in fp32 at the start of the network
-INT8_DOT = {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"}  # /proc/cpuinfo flags of exact, fast int8 products
+FIRST_CONVS_KEPT = 3  # convolutions left in fp32 at the start of the network (part of `Precision.key`)
 CHECKED_IMAGES = 32
 MIN_COSINE = 0.99  # median cosine to the fp32 features a new int8 model must reach on calibration images
 
@@ -56,8 +58,9 @@ class Precision:
 
     @property
     def key(self) -> str:
-        """The calibration set's identity: its images' digests, sorted."""
-        return sha256_text(json.dumps(sorted({digest for _, digest in self.calibration})))
+        """The int8 model's identity: its calibration images' digests, sorted, and the convolutions left in fp32."""
+        digests = sorted({digest for _, digest in self.calibration})
+        return sha256_text(json.dumps([digests, FIRST_CONVS_KEPT]))
 
     def identity(self) -> dict | None:
         """What distinguishes these features in a feature-cache key; None for fp32, the key of earlier versions."""
@@ -84,17 +87,9 @@ def int8_model_path(fp32_path: Path, precision: Precision) -> Path:
     return fp32_path.with_name(f"{fp32_path.stem}-int8-{precision.key}.onnx")
 
 
-def cpu_has_int8_dot() -> bool:
-    """Whether this CPU has int8 dot-product instructions, with which ONNX Runtime's int8 kernels are exact."""
-    try:
-        return bool(INT8_DOT & set(Path("/proc/cpuinfo").read_text().split()))
-    except OSError:
-        return False
-
-
 def configure(options: onnxruntime.SessionOptions) -> None:
     """Session options for an int8 model: exact accumulation on CPUs without int8 dot products."""
-    if not cpu_has_int8_dot():
+    if not int8_dot_products():
         options.add_session_config_entry("session.x64quantprecision", "1")
 
 

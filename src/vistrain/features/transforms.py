@@ -9,11 +9,18 @@ Augmentation is applied to training images only, never to validation or predicti
 Resizing and cropping call torch directly, exactly as torchvision's `Resize(antialias=True)` and `CenterCrop` do
 (a test checks they agree pixel for pixel): importing torchvision imports torch._dynamo, seconds of start-up
 that every `train`, `predict` and `serve` would pay; only augmentation imports it.
+
+An image more than WINDOW_ABOVE times longer than wide (or wider than long) is resized only where the centre crop
+lies (`resize_and_crop`): a 1 x 20,000 PNG would otherwise be upscaled to 256 x 5,120,000 pixels (3.9 GB) to keep
+224 x 224 of them. The window starts where its resized pixels fall on the full resize's grid when such a place is
+near (then the pixels are the same), else as close to it as the search finds (a shift of a fraction of a pixel).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -37,6 +44,9 @@ class Augmentation:
 
 
 OUTPUTS = ("normalized", "uint8")
+WINDOW_ABOVE = 16  # longer side over shorter side beyond which only the crop's window is resized
+WINDOW_SEARCH = 2048  # output pixels searched for a window start on the full resize's grid
+SUPPORT = {"bilinear": 1.0, "bicubic": 2.0}  # the filters' reach, in pixels of the smaller of input and output
 
 
 def eval_transform(preprocess: Preprocess, output: str = "normalized") -> "ImageTransform":
@@ -64,21 +74,67 @@ class ImageTransform:
         self.augment = _augmenter(augmentation) if augmentation else None
         self.normalize = PixelNormalize(preprocess) if output == "normalized" else None
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        pixels = torch.from_numpy(np.array(image.convert("RGB")))[None].permute(0, 3, 1, 2)  # 1 x 3 x H x W
+    def __call__(self, image: Image.Image | np.ndarray) -> torch.Tensor:
+        """`image`: a PIL image, or H x W x 3 uint8 RGB pixels (`load_pixels`), which are not copied."""
+        array = image if isinstance(image, np.ndarray) else np.array(image.convert("RGB"))
+        pixels = torch.from_numpy(array)[None].permute(0, 3, 1, 2)  # 1 x 3 x H x W, channels last
         if self.augment:
             pixels = self.augment(pixels)
-        pixels = center_crop(resize_shorter_side(pixels, self.preprocess.resize_size, self.preprocess.interpolation),
-                             self.preprocess.input_size)
+        pixels = resize_and_crop(pixels, self.preprocess.resize_size, self.preprocess.input_size,
+                                 self.preprocess.interpolation)
         return (self.normalize(pixels) if self.normalize else pixels.contiguous())[0]
+
+
+def resize_and_crop(pixels: torch.Tensor, size: int, crop: int, interpolation: str) -> torch.Tensor:
+    """uint8 N x 3 x H x W -> the central `crop` x `crop` pixels of the image resized to a shorter side of `size`
+    (`resize_shorter_side`, then `center_crop`). Along the longer side of an image more than WINDOW_ABOVE times
+    longer than wide, only the source pixels that reach the crop are resized: memory is set by the output."""
+    height, width = pixels.shape[-2:]
+    new_height, new_width = resized_shape(height, width, size)
+    if max(new_height, new_width) <= WINDOW_ABOVE * size:
+        return center_crop(resize_shorter_side(pixels, size, interpolation), crop)
+    wide = new_width > new_height
+    source, resized = (width, new_width) if wide else (height, new_height)
+    start = int(round((resized - crop) / 2.0))  # the crop's first pixel along the longer side
+    first, end, offset = _window(source, resized, start, crop, interpolation)
+    part = pixels.narrow(-1 if wide else -2, first, end - first)
+    resize = partial(torch.nn.functional.interpolate, mode=interpolation, align_corners=False, antialias=True)
+    if wide:  # as torch does within one call: the width first, then the height
+        part = resize(part, scale_factor=(1.0, resized / source), recompute_scale_factor=False)  # the window's grid
+        part = resize(part.narrow(-1, start - offset, crop), size=(new_height, crop))
+    else:
+        part = resize(part, size=(part.shape[-2], new_width))
+        part = resize(part, scale_factor=(resized / source, 1.0), recompute_scale_factor=False).narrow(-2, start - offset,
+                                                                                                        crop)
+    return center_crop(part, crop)
+
+
+def _window(source: int, resized: int, start: int, crop: int, interpolation: str) -> tuple[int, int, int]:
+    """(first, end, offset): the source pixels [first, end) along the longer side that output pixels [start,
+    start + crop) of the full resize read, the first one chosen where its resized position (`offset`) is nearest
+    a whole pixel, so that the window is resized on the same grid."""
+    scale = source / resized
+    reach = SUPPORT[interpolation] * max(scale, 1.0) + 1  # source pixels an output pixel reads on either side
+    latest = max(0, math.floor(start * scale - reach))
+    earliest = max(0, latest - math.floor(min(WINDOW_SEARCH * scale, WINDOW_SEARCH)))
+    first = min(range(latest, earliest - 1, -1), key=lambda a: abs(a / scale - round(a / scale)))
+    end = math.ceil((start + crop) * scale + reach) + 1
+    if resized != source:  # torch does not resize a window whose resized length would equal its own
+        end = max(end, first + math.ceil(1 / abs(1 / scale - 1)) + 2)
+    return first, min(source, end), round(first / scale)
+
+
+def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) with the shorter side `size` and the longer one in proportion, rounded down."""
+    short, long = min(height, width), max(height, width)
+    new_short, new_long = size, int(size * long / short)
+    return (new_long, new_short) if width <= height else (new_short, new_long)
 
 
 def resize_shorter_side(pixels: torch.Tensor, size: int, interpolation: str) -> torch.Tensor:
     """uint8 N x 3 x H x W -> the shorter side `size` (the longer one in proportion, rounded down), antialiased."""
     height, width = pixels.shape[-2:]
-    short, long = min(height, width), max(height, width)
-    new_short, new_long = size, int(size * long / short)
-    new_size = (new_long, new_short) if width <= height else (new_short, new_long)
+    new_size = resized_shape(height, width, size)
     if new_size == (height, width):
         return pixels
     return torch.nn.functional.interpolate(pixels, size=new_size, mode=interpolation, align_corners=False,
@@ -151,7 +207,7 @@ class ViewTransform:
         augmented = view.kind == "augmented"
         self.steps = ImageTransform(preprocess, "uint8", view.augmentation if augmented else None)
 
-    def __call__(self, image: Image.Image, digest: str) -> torch.Tensor:
+    def __call__(self, image: Image.Image | np.ndarray, digest: str) -> torch.Tensor:
         if self.view.kind == "augmented":
             with torch.random.fork_rng():
                 torch.manual_seed(int(digest[:15], 16) + 1_000_003 * self.view.index)

@@ -11,23 +11,23 @@ from typing import Callable
 
 import numpy as np
 import torch
-from rich.markup import escape
 from torch import nn
 
 from vistrain.backbones import Backbone, BackboneUnavailable, get_backbone
 from vistrain.backbones.multi_depth import with_stages
 from vistrain.backbones.preprocess import Preprocess
-from vistrain.core.console import console
+from vistrain.core.console import console, shown
 from vistrain.core.device import ignore
 from vistrain.core.files import sha256_file
-from vistrain.data.files import list_files
+from vistrain.data.files import NOT_UTF8, is_utf8, list_files
 from vistrain.data.samples import Skipped
 from vistrain.features.extract import extract_features
 from vistrain.features.transforms import View
 from vistrain.model import tasks
 from vistrain.model.heads import build_head
 from vistrain.model.run_dir import (BACKBONE_WEIGHTS, CONFIG, WEIGHTS, RunError, class_labels_of, load_weights,
-                                    read_config, run_precision)
+                                    part_preprocessing, read_config, run_precision)
+from vistrain.model.run_state import require_complete
 
 
 @dataclass
@@ -60,18 +60,20 @@ class Predictor:
     @classmethod
     def from_run(cls, run: str | Path, device: torch.device | None = None,
                  on_halve: Callable[[int], None] = ignore) -> "Predictor":
-        """The model in `run`, its backbone to run on `device` (`core.device.resolve_device`; None: the CPU)."""
+        """The model of a complete run (`vistrain.model.run_state.require_complete`), its backbone to run on
+        `device` (`core.device.resolve_device`; None: the CPU)."""
         config = read_config(run)
+        require_complete(Path(run))
         try:
             backbone = get_backbone(config["backbone"]["name"])
         except BackboneUnavailable as error:
             raise BackboneUnavailable(f"{Path(run) / CONFIG} names a backbone this machine cannot load: {error}") \
                 from None
-        backbone = with_stages(backbone, tuple(config["backbone"].get("stages", ())))
+        backbone = part_preprocessing(config, with_stages(backbone, tuple(config["backbone"].get("stages", ()))))
         if backbone.weights != config["backbone"]["weights"]:
             console.print(
-                f"[yellow]warning:[/] the run was trained with {escape(config['backbone']['weights'])}, "
-                f"this machine has {escape(backbone.weights)}; predictions may differ"
+                f"[yellow]warning:[/] the run was trained with {shown(config['backbone']['weights'])}, "
+                f"this machine has {shown(backbone.weights)}; predictions may differ"
             )
         if config.get("fine_tune", {}).get("sha256"):  # fine-tuning beat the frozen head: the run's own backbone
             backbone = fine_tuned_backbone(backbone, Path(run), config["fine_tune"]["sha256"])
@@ -174,11 +176,14 @@ def fine_tuned_backbone(base: Backbone, run: Path, sha256: str) -> Backbone:
 
 
 def expand_paths(inputs: list[str | Path]) -> tuple[list[Path], list[Skipped]]:
-    """Files as given (a missing one is reported when it is read) and every non-hidden file inside folders; and the
-    links to folders found inside them, as skipped (`list_files`)."""
+    """Files as given (a missing one is reported when it is read) and every non-hidden file inside folders; and, as
+    skipped, the links to folders found inside them and the names that are not UTF-8 (`list_files`)."""
     paths: list[Path] = []
     links: list[Skipped] = []
     for item in map(Path, inputs):
+        if not is_utf8(str(item)):
+            links.append(Skipped(item, NOT_UTF8))
+            continue
         found, skipped = list_files(item) if item.is_dir() else ([item], [])
         paths += found
         links += skipped

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import platform
 import re
+from dataclasses import replace
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
@@ -53,6 +54,7 @@ SKIPPED = "skipped.csv"
 REPORT = "report.html"
 CHECKPOINT = "checkpoint.pt"
 LEADERBOARD = "leaderboard.csv"
+LOCK = ".vistrain-lock"  # held while a process writes the run (`vistrain.model.run_state`)
 RUN_FILES = (CONFIG, CHECKPOINT, WEIGHTS, BACKBONE_WEIGHTS, METRICS, HISTORY, PREDICTIONS, SKIPPED, REPORT,
              LEADERBOARD)
 
@@ -61,11 +63,16 @@ class RunError(ValueError):
     """The run directory is missing, incomplete or damaged; the message names the file."""
 
 
+def run_path(out: str | Path | None) -> Path:
+    """Where a new run goes: `out`, or runs/<timestamp>."""
+    return Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
 def new_run_dir(out: str | Path | None, overwrite: bool = False) -> Path:
-    """Create the run directory: `out`, or runs/<timestamp>. An existing non-empty one needs `overwrite`, and then
-    loses the files of the run it held (config.json first, so that it never passes for complete), nothing else."""
-    path = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    if path.is_dir() and any(path.iterdir()):
+    """Create the run directory (`run_path`). An existing non-empty one needs `overwrite`, and then loses the files
+    of the run it held (config.json first, so that it never passes for complete), nothing else."""
+    path = run_path(out)
+    if path.is_dir() and any(p.name != LOCK for p in path.iterdir()):
         if not overwrite:
             raise RunError(f"{path} already holds files; choose another --out or pass --overwrite")
         for name in RUN_FILES:
@@ -139,11 +146,30 @@ def config_problem(config: object) -> str | None:
         return "calibration is not a list of [file, SHA-256] pairs"
     if precision == "int8" and not calibration:
         return "an int8 model needs its calibration images (calibration is empty)"
+    parts = backbone.get("parts", [])
+    if not (isinstance(parts, list) and all(isinstance(part, dict) and isinstance(part.get("name"), str)
+                                            for part in parts)):
+        return "backbone.parts is not a list of objects with a name and a preprocess"
     try:
-        Preprocess.from_dict(config["preprocess"])
+        for preprocess in [config["preprocess"]] + [part.get("preprocess") for part in parts]:
+            Preprocess.from_dict(preprocess)
     except ValueError as error:
         return str(error)
     return None
+
+
+def part_preprocessing(config: dict, backbone: Backbone) -> Backbone:
+    """A concatenation with each part's preprocessing as the run recorded it; runs from before parts took their own
+    (no backbone.parts) fed every part the run's one preprocessing, and still do."""
+    if not backbone.parts:
+        return backbone
+    recorded = config["backbone"].get("parts")
+    if recorded is None:
+        recorded = [{"name": part.name, "preprocess": config["preprocess"]} for part in backbone.parts]
+    if [each["name"] for each in recorded] != [part.name for part in backbone.parts]:
+        raise RunError(f"config.json's backbone.parts do not name the parts of {backbone.name}")
+    return replace(backbone, parts=tuple(replace(part, preprocess=Preprocess.from_dict(each["preprocess"]))
+                                         for part, each in zip(backbone.parts, recorded)))
 
 
 def run_precision(config: dict) -> Precision:
@@ -239,7 +265,9 @@ def run_config(backbone: Backbone, classes: list[str], task: str, thresholds: li
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "backbone": {"name": backbone.name, "weights": backbone.weights, "feature_dim": backbone.feature_dim,
-                     **({"stages": list(options["feature_stages"])} if options.get("feature_stages") else {})},
+                     **({"stages": list(options["feature_stages"])} if options.get("feature_stages") else {}),
+                     **({"parts": [{"name": part.name, "preprocess": part.preprocess.to_dict()}
+                                   for part in backbone.parts]} if backbone.parts else {})},
         "preprocess": backbone.preprocess.to_dict(),
         "precision": options["precision"],
         "calibration": [list(image) for image in calibration],

@@ -10,9 +10,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-from rich.markup import escape
 
 from vistrain.backbones import Backbone
+from vistrain.core.console import shown
 from vistrain.core.device import halved_message
 from vistrain.data.check import digest_leaks
 from vistrain.data.samples import DataError, Dataset, Sample, Skipped
@@ -87,7 +87,7 @@ def warn_about_leaks(digests: dict[int, str], samples: list[Sample], n_train: in
         say(f"[yellow]warning:[/] {len(leaks)} image(s) are in both training and validation (exact duplicates), "
             "which inflates validation accuracy; `vistrain check` lists them and near duplicates:")
         for train_path, val_path in leaks[:10]:
-            say(f"  {escape(str(train_path))} = {escape(str(val_path))}")
+            say(f"  {shown(str(train_path))} = {shown(str(val_path))}")
 
 
 def with_augmented_views(train_xy: tuple[torch.Tensor, torch.Tensor], paths: list[Path], views: int,
@@ -111,7 +111,7 @@ def warn_about_imbalance(dataset: Dataset, say: Callable[..., None]) -> None:
     counts = np.bincount([s.target for s in dataset.train], minlength=len(dataset.classes))
     top = int(counts.argmax())
     if counts[top] > 0.8 * counts.sum():
-        say(f"[yellow]warning:[/] class {escape(dataset.classes[top])} holds {counts[top] / counts.sum():.0%} of the "
+        say(f"[yellow]warning:[/] class {shown(dataset.classes[top])} holds {counts[top] / counts.sum():.0%} of the "
             "training images; accuracy will flatter the model (look at per-class recall), and consider "
             "--class-weight balanced or --sampler balanced")
 

@@ -29,7 +29,8 @@ class TrainOptions:
     fine_tune_epochs: int = 5
     fine_tune_lr: float | None = None  # the backbone's, while fine-tuning [default: learning_rate / 10]
     patience: int = 3  # fine-tuning stops after this many epochs without a lower validation loss
-    precision: str = "fp32"  # "int8": features of the backbone quantised on the training images (features/int8.py)
+    precision: str = "auto"  # int8 (the backbone quantised on the training images, features/int8.py) where the CPU
+    # has int8 dot products and the backbone stays frozen, else fp32 (features/cpu.py); a run records the one chosen
     feature_stages: tuple[int, ...] = ()  # also pool these stages of the backbone (features from several depths)
     device: str = "auto"  # where torch work runs: "auto" (a CUDA GPU when there is one), "cpu" or "cuda"
     budget: float | str | None = None  # wall time to spend (seconds, or "90s", "10m", "1h"): try candidates, keep the best

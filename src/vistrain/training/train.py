@@ -6,21 +6,20 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TextIO
 
 import torch
-from rich.markup import escape
 
 from vistrain.backbones import Backbone, get_backbone
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.backbones.multi_depth import with_stages
-from vistrain.core.console import console
+from vistrain.core.console import console, shown
 from vistrain.core.device import autocast_dtype, describe_device, halved_message, resolve_device
 from vistrain.core.files import default_cache_dir, make_folder
 from vistrain.data.class_names import class_labels, name_classes
 from vistrain.data.datasets import load_dataset
-from vistrain.data.decisions import Decisions
 from vistrain.data.samples import Dataset, Skipped
+from vistrain.features.cpu import resolve_precision
 from vistrain.features.int8 import Precision, calibration_set
 from vistrain.features.transforms import Augmentation
 from vistrain.model import run_dir, tasks
@@ -28,6 +27,7 @@ from vistrain.model.heads import build_head
 from vistrain.model.metrics import HEADLINE, task_metrics, tune_thresholds
 from vistrain.model.predictions import Predictions
 from vistrain.model.run_dir import RunError
+from vistrain.model.run_state import lock_run, start_run_dir, unlock_run
 from vistrain.training import distributed
 from vistrain.training.checkpoint import Checkpoint, load_checkpoint
 from vistrain.training.distributed import Context
@@ -61,6 +61,7 @@ class Run:
     context: Context
     say: Callable[..., None]
     device: torch.device = torch.device("cpu")
+    lock: TextIO | None = None  # the run directory's lock, held by the process that writes it
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -84,23 +85,27 @@ class Trained:
 def train(data: str | Path, out: str | Path | None = None, options: TrainOptions | None = None,
           cache_dir: Path | None = None, overwrite: bool = False, verbose: bool = True,
           image_root: Path | None = None, checkpoint: Checkpoint | None = None,
-          decisions: Path | None = None, class_names: Path | None = None) -> TrainResult:
+          decisions: Path | None = None, class_names: Path | None = None,
+          report: Callable[[Path], object] | None = None) -> TrainResult:
     """Train a head on frozen backbone features of the images in `data` (a folder, a label CSV whose paths are
     relative to `image_root`, or an SVHN .mat), then, with `options.fine_tune`, the backbone's last blocks with it,
     and write a run directory. Review decisions come from `decisions`, else the file beside the data (see
     `vistrain.data.decisions`); `class_names`, a mapping file, names the classes (`vistrain.data.class_names`).
-    Until it is complete, the run directory holds a checkpoint (see `resume`)."""
+    `report(run)` writes what else the run holds. Until all of it is written, the run directory holds a checkpoint
+    (see `resume`), and while it is written, its lock (`vistrain.model.run_state`)."""
     started = time.perf_counter()  # a --budget counts from here
     options = options or TrainOptions()
     if options.precision == "int8" and options.fine_tune:
         raise ValueError("--fine-tune trains the backbone in fp32; int8 features are for a frozen backbone")
+    chosen, why = resolve_precision(options.precision, trains_backbone=bool(options.fine_tune or options.budget))
+    options = replace(options, precision=chosen)  # the checkpoint and config.json record what `auto` chose
     device = resolve_device(options.device)  # before the data is read: a missing GPU stops the run at once
     from vistrain.training.budget import budget_stage, check_budget_options  # it builds on this module
 
     check_budget_options(options)
     cache_dir = make_folder(cache_dir or default_cache_dir(), "the feature cache")  # a bad one stops us before the run
     dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth, options.task, image_root,
-                           Decisions.load(decisions) if decisions else None, cache_dir)
+                           decisions, cache_dir)
     if class_names is not None:
         dataset.class_names = name_classes(dataset.classes, class_names)
     backbone = with_stages(get_backbone(options.backbone), tuple(options.feature_stages))
@@ -109,41 +114,52 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     precision = Precision(options.precision, calibration if options.precision == "int8" else ())
     run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, verbose, class_names, device)
     run.started = started
-    describe_data(dataset, run.say, class_names)
-    features = compute_features(dataset, backbone, precision, cache_dir, options.augment_views, run.context, run.say,
-                                verbose, run.device)
-    if options.budget:
-        trained = budget_stage(features, dataset, backbone, options, run, cache_dir, run.device)
-    else:
-        trained = train_head(features, dataset, backbone, options, run)
-    if options.fine_tune:
-        trained = fine_tune_stage(trained, features, dataset, backbone, options, run)
-    metrics, predictions = score(trained, features, dataset, run)
-    if run.context.is_main:
-        write_run(run, data, dataset, backbone, options, calibration, trained, features, metrics, predictions)
-        if not options.budget and not options.fine_tune and metrics.get("accuracy", 1.0) < ROOM:
-            run.say(f"frozen features may be the ceiling on these images (validation accuracy {metrics['accuracy']:.3f})"
-                    ": --budget 10m also tries fine-tuning the backbone (see the README, --budget)")
+    try:
+        describe_data(dataset, run.say, class_names)
+        if why != "asked for" and chosen != "fp32":  # fp32 runs say what they always said
+            run.say(f"precision: {chosen} ({why})")
+        features = compute_features(dataset, backbone, precision, cache_dir, options.augment_views, run.context,
+                                    run.say, verbose, run.device)
+        if options.budget:
+            trained = budget_stage(features, dataset, backbone, options, run, cache_dir, run.device)
+        else:
+            trained = train_head(features, dataset, backbone, options, run)
+        if options.fine_tune:
+            trained = fine_tune_stage(trained, features, dataset, backbone, options, run)
+        metrics, predictions = score(trained, features, dataset, run)
+        if run.context.is_main:
+            write_run(run, data, dataset, backbone, options, calibration, trained, features, metrics, predictions)
+            if not options.budget and not options.fine_tune and metrics.get("accuracy", 1.0) < ROOM:
+                run.say(f"frozen features may be the ceiling on these images (validation accuracy "
+                        f"{metrics['accuracy']:.3f}): --budget 10m also tries fine-tuning the backbone (see the "
+                        "README, --budget)")
+            if report is not None:
+                report(run.path)
+            run.checkpoint.remove()  # now the run is complete
+    finally:
+        if run.lock is not None:
+            unlock_run(run.lock)
     return TrainResult(run.path, metrics, trained.history, dataset.skipped + features.skipped, run.context.is_main,
                        trained.leaderboard)
 
 
-def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True) -> TrainResult:
-    """Continue a `train` that was interrupted (Ctrl-C, kill -9, power cut) from RUN's last checkpoint: the
-    features come from the cache, the head from the last finished epoch; the result is the same as an
+def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True,
+           report: Callable[[Path], object] | None = None) -> TrainResult:
+    """Continue a `train` that was interrupted (Ctrl-C, kill -9, power cut, a full disk) from RUN's last checkpoint:
+    the features come from the cache, the head from the last finished epoch; the result is the same as an
     uninterrupted run's."""
     run = Path(run)
-    if (run / run_dir.CONFIG).is_file():
+    if (run / run_dir.CONFIG).is_file() and not (run / run_dir.CHECKPOINT).exists():
         raise RunError(f"{run} is complete; there is nothing to resume")
     checkpoint = load_checkpoint(run)
     job = checkpoint.state["job"]
     epochs_done = sum(len(state["history"]) for state in checkpoint.state["stages"].values())
     if verbose:
-        console.print(f"resuming {escape(str(run))} after epoch {epochs_done}")
+        console.print(f"resuming {shown(str(run))} after epoch {epochs_done}")
     return train(job["data"], run, TrainOptions(**job["options"]), cache_dir, verbose=verbose,
                  image_root=Path(job["image_root"]) if job["image_root"] else None, checkpoint=checkpoint,
                  decisions=Path(job["decisions"]) if job.get("decisions") else None,
-                 class_names=Path(job["class_names"]) if job.get("class_names") else None)
+                 class_names=Path(job["class_names"]) if job.get("class_names") else None, report=report)
 
 
 def start_run(data: str | Path, out: str | Path | None, options: TrainOptions, overwrite: bool,
@@ -157,28 +173,35 @@ def start_run(data: str | Path, out: str | Path | None, options: TrainOptions, o
         say(f"device: {describe_device(device)}, mixed precision {str(autocast_dtype(device)).removeprefix('torch.')}")
     if checkpoint is not None:
         checkpoint.writes = context.is_main
-        return Run(checkpoint.path.parent, checkpoint, context, say, device)
-    path = distributed.share(context, run_dir.new_run_dir(out, overwrite) if context.is_main else None)
+        return Run(checkpoint.path.parent, checkpoint, context, say, device,
+                   lock_run(checkpoint.path.parent) if context.is_main else None)
+    path, lock = start_run_dir(out, overwrite) if context.is_main else (None, None)
+    path = distributed.share(context, path)
     job = {"data": str(Path(data).resolve()), "image_root": str(image_root.resolve()) if image_root else None,
            "decisions": str(Path(decisions).resolve()) if decisions else None,
            "class_names": str(Path(class_names).resolve()) if class_names else None, "options": asdict(options)}
     checkpoint = Checkpoint(path, job, writes=context.is_main)
-    checkpoint.save()
-    return Run(path, checkpoint, context, say, device)
+    try:
+        checkpoint.save()
+    except BaseException:
+        if lock is not None:
+            unlock_run(lock)
+        raise
+    return Run(path, checkpoint, context, say, device, lock)
 
 
 def describe_data(dataset: Dataset, say: Callable[..., None], names_from: Path | None = None) -> None:
     """The data, task and classes (with their names from `names_from`, if given, and how many it has) as lines."""
-    say(f"data: {escape(dataset.layout)}")
+    say(f"data: {shown(dataset.layout)}")
     say(f"task: {dataset.task} ({dataset.task_reason})")
     names = dataset.class_names
     say(("classes: " if dataset.task in tasks.SINGLE_LABEL else "outputs: ")
-        + ", ".join(f"{i} = {escape(c)}" + (f" ({escape(names[c])})" if c in names else "")
+        + ", ".join(f"{i} = {shown(c)}" + (f" ({shown(names[c])})" if c in names else "")
                     for i, c in enumerate(dataset.classes)))
     if names_from is not None:
         unnamed = [c for c in dataset.classes if c not in names]
-        say(f"class names from {escape(str(names_from))}: {len(names)} of {len(dataset.classes)} classes"
-            + (f"; [yellow]{len(unnamed)} not in it, shown by their ids:[/] {escape(', '.join(unnamed[:10]))}"
+        say(f"class names from {shown(str(names_from))}: {len(names)} of {len(dataset.classes)} classes"
+            + (f"; [yellow]{len(unnamed)} not in it, shown by their ids:[/] {shown(', '.join(unnamed[:10]))}"
                + (", ..." if len(unnamed) > 10 else "") if unnamed else ""))
     say(f"images: {len(dataset.train)} for training, {len(dataset.val)} for validation")
     warn_about_imbalance(dataset, say)
@@ -302,7 +325,7 @@ def score(trained: Trained, features: FeatureSet, dataset: Dataset, run: Run) ->
 def write_run(run: Run, data: str | Path, dataset: Dataset, backbone: Backbone, options: TrainOptions,
               calibration: tuple[tuple[str, str], ...], trained: Trained, features: FeatureSet, metrics: dict,
               predictions: Predictions) -> None:
-    """Write the run directory (config.json last: a run with a config is complete) and drop the checkpoint."""
+    """Write the run directory's files (config.json last); the checkpoint stays until the report is written."""
     fine_tune = {key: value for key, value in trained.fine_tune.items() if key != "images_per_second"}
     if trained.backbone is not None:
         fine_tune.update(run_dir.save_backbone(run.path, trained.backbone))
@@ -320,7 +343,6 @@ def write_run(run: Run, data: str | Path, dataset: Dataset, backbone: Backbone, 
             data={"source": str(Path(data).resolve()), "layout": dataset.layout,
                   "n_train": len(features.train_images[0]), "n_val": len(features.val_paths)},
             class_names=dataset.class_names))
-    run.checkpoint.remove()
     headline = metrics[HEADLINE[dataset.task]]
     run.say(f"best epoch {metrics['best_epoch']}: validation {HEADLINE[dataset.task].replace('_', ' ')} "
-            f"{headline:.4f} on {len(features.val_paths)} images; run saved in {escape(str(run.path))}")
+            f"{headline:.4f} on {len(features.val_paths)} images; run saved in {shown(str(run.path))}")

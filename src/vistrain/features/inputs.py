@@ -1,0 +1,44 @@
+"""What each backbone of a feature vector takes, and image files decoded once into all of it.
+
+A concatenation's parts each take their own preprocessing, as each does alone, so that their features are cached
+once for both uses (`--backbone efficientnet_lite0`, then `efficientnet_lite0+efficientnet_lite2`, computes Lite2
+only, and the other way round); an image is decoded once for all parts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vistrain.backbones import Backbone
+from vistrain.backbones.preprocess import Preprocess
+from vistrain.data.images import load_pixels, reduced_size
+from vistrain.features.transforms import View
+
+
+def backbone_inputs(backbone: Backbone, preprocess: Preprocess) -> list[tuple[Backbone, Preprocess]]:
+    """The backbones features are computed by, each with the preprocessing it takes: a concatenation's parts with
+    their own (`Backbone.preprocess`), any other backbone with `preprocess` (the run's)."""
+    if backbone.parts:
+        return [(part, part.preprocess) for part in backbone.parts]
+    return [(backbone, preprocess)]
+
+
+class PartPixels:
+    """An image file -> the uint8 CHW pixels of `view` for each of `preprocesses`, decoded once for all of them (a
+    large image that some preprocessing would reduce differently while decoding is decoded once for each)."""
+
+    def __init__(self, preprocesses: list[Preprocess], view: View):
+        self.transforms = [view.transform(preprocess) for preprocess in preprocesses]
+        self.reduce_to = [preprocess.resize_size for preprocess in preprocesses]
+
+    def __call__(self, path: Path, digest: str, wanted: tuple[int, ...]) -> dict[int, torch.Tensor]:
+        """{i: pixels for preprocesses[i]} for each i in `wanted`; UnreadableImage when the file cannot be used."""
+        largest = max(self.reduce_to[i] for i in wanted)
+        pixels, source = load_pixels(path, reduce_to=largest)
+        found = {}
+        for i in wanted:
+            same = reduced_size(source, self.reduce_to[i]) == reduced_size(source, largest)
+            found[i] = self.transforms[i](pixels if same else load_pixels(path, reduce_to=self.reduce_to[i])[0], digest)
+        return found
