@@ -88,7 +88,7 @@ def print_leaderboard(rows: list[dict]) -> None:
                          overflow="fold")
     for row in rows:
         style = "bold green" if row["chosen"] else None
-        table.add_row(*(escape(str(row[c])) for c in columns), style=style)
+        table.add_row(*(shown(row[c]) for c in columns), style=style)
     results.print(table)
 
 
