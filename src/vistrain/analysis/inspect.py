@@ -21,7 +21,7 @@ from vistrain.data.datasets import load_labelled
 from vistrain.data.samples import Skipped
 from vistrain.model.predictions import Predictions, read_predictions
 from vistrain.model.run_dir import (RunError, class_labels_of, inspect_file, read_config, read_history,
-                                    read_saved_predictions, read_skipped)
+                                    read_leaderboard, read_saved_predictions, read_skipped)
 
 
 @dataclass
@@ -115,7 +115,8 @@ def inspect(run: Path, data: Path | None = None, top: int = 10, cache_dir: Path 
     if out_of_sample:
         source += f" ({out_of_sample} training images ranked by the audit's out-of-sample predictions)"
     history = _or_nothing(read_history, run, "training curves")
-    report = write_report(run, config, predictions, history, skipped, source, top)
+    leaderboard = _or_nothing(read_leaderboard, run, "leaderboard")
+    report = write_report(run, config, predictions, history, skipped, source, top, leaderboard)
     return Inspection(sections, errors, report, reused, out_of_sample)
 
 

@@ -8,6 +8,8 @@
     backbone.safetensors  with a fine-tuning that beat the frozen head: the fine-tuned backbone (its SHA-256 is in
                           config.json)
     metrics.json          validation metrics of the best epoch, timings
+    leaderboard.csv       with --budget: each candidate tried, what it changed, its held-out and validation metric,
+                          its seconds, the one chosen (`write_leaderboard`)
     history.csv           loss and score per epoch, with its stage (frozen or fine-tune)
     predictions.csv       validation images: file, true, predicted, an output per class or label (`predictions`)
     skipped.csv           files left out, with the reason
@@ -61,9 +63,10 @@ SKIPPED = "skipped.csv"
 REPORT = "report.html"
 INT8_MODELS = "int8"  # a folder: copies of the int8 feature extractors an int8 run's features came from
 CHECKPOINT = "checkpoint.pt"
+LEADERBOARD = "leaderboard.csv"
 LOCK = ".vistrain-lock"  # held while a process writes the run (`vistrain.model.run_state`)
 RUN_FILES = (CONFIG, CHECKPOINT, WEIGHTS, BACKBONE_WEIGHTS, METRICS, HISTORY, PREDICTIONS, SKIPPED, REPORT,  # train's
-             INT8_MODELS)
+             INT8_MODELS, LEADERBOARD)
 EXPORTS = {  # `export`'s default file or folder in the run, by format (`vistrain.deploy.formats`): fp32[, int8]
     "onnx": ("model.onnx", "model-int8.onnx"),
     "torchscript": ("model.pt",),
@@ -292,7 +295,8 @@ def class_labels_of(config: dict) -> list[str]:
 
 def run_config(backbone: Backbone, classes: list[str], task: str, thresholds: list[float] | None, options: dict,
                best_epoch: int, fine_tune: dict | None, data: dict, calibration: tuple[tuple[str, str], ...],
-               class_names: dict[str, str] | None = None, head_fit: dict | None = None) -> dict:
+               class_names: dict[str, str] | None = None, head_fit: dict | None = None,
+               budget: dict | None = None) -> dict:
     """config.json: everything predicting needs (backbone with its feature stages, its preprocessing, the features'
     precision and calibration images, classes in index order and their names, task, head, thresholds), and how the
     run was trained."""
@@ -314,6 +318,7 @@ def run_config(backbone: Backbone, classes: list[str], task: str, thresholds: li
         "training": {**options, "task": task, "optimizer": "adam", "best_epoch": best_epoch,
                      "best_epoch_rule": "lowest validation loss, across stages"},
         **({"fine_tune": fine_tune} if fine_tune else {}),
+        **({"budget": budget} if budget else {}),
         "data": data,
         "versions": package_versions(),
     }
@@ -326,13 +331,28 @@ def save_backbone(run: Path, backbone: torch.nn.Module) -> dict:
 
 
 def write_trained_run(run: Path, head: torch.nn.Module, metrics: dict, history: list, stages: list[str],
-                      score_name: str, predictions: Predictions, skipped: list[Skipped], config: dict) -> None:
+                      score_name: str, predictions: Predictions, skipped: list[Skipped], config: dict,
+                      leaderboard: list[dict] | None = None) -> None:
     """Every file of a trained run; config.json last, so that a run with a config is complete. `history`: the
-    epochs' `EpochResult`s, `stages` their stages, `score_name` the task's score (`tasks.SCORE_NAMES`)."""
+    epochs' `EpochResult`s, `stages` their stages, `score_name` the task's score (`tasks.SCORE_NAMES`);
+    `leaderboard`: a budget's rows (`write_leaderboard`)."""
     save_weights(run / WEIGHTS, head)
     write_json(run / METRICS, metrics)
     rows = [{**r.as_row(score_name), "stage": stage} for r, stage in zip(history, stages)]
     write_csv(run / HISTORY, list(rows[0]), [list(row.values()) for row in rows])
     write_predictions(run / PREDICTIONS, predictions)
     write_skipped(run / SKIPPED, skipped)
+    if leaderboard:
+        write_leaderboard(run / LEADERBOARD, leaderboard)
     write_json(run / CONFIG, config)
+
+
+def write_leaderboard(path: Path, rows: list[dict]) -> None:
+    """A budget's candidates, one a row, in the order tried (columns: candidate, changed, selection_<metric>,
+    validation_<metric>, seconds, chosen, note)."""
+    write_csv(path, list(rows[0]), [list(row.values()) for row in rows])
+
+
+def read_leaderboard(run: Path) -> list[dict]:
+    """RUN/leaderboard.csv's rows ([] for a run trained without a budget); a RunError when it is damaged."""
+    return _read_run_csv(run / LEADERBOARD, ["candidate", "changed", "seconds", "chosen"])
