@@ -149,7 +149,7 @@ def main() -> None:
         cache = Path(scratch) / "cache"
         expected = predictor.predict(paths, cache, show_progress=False).outputs.argmax(1)
         images = np.stack([prepare_image(path, predictor.preprocess) for path in paths])
-        print(f"{datetime.date.today()}, {cpu()}; run {args.run} ({predictor.config['backbone']['name']}, "
+        print(f"{datetime.date.today()}, {cpu()}; run {args.run} ({predictor.config.backbone.name}, "
               f"{predictor.preprocess.input_size} px), {len(paths)} validation images\n")
         print("| format | precision | size (MB) | top-1 = predict | 1 image (ms) | batch of 32 (images/s) |")
         print("|---|---|---|---|---|---|")

@@ -235,6 +235,7 @@ def test_a_concatenation_run_records_each_part_s_preprocessing_and_predicts_with
     on; the export, which takes one input, refuses."""
     from conftest import invoke
     from vistrain.model.predictor import Predictor
+    from vistrain.model.run_config import RunConfig
     from vistrain.model.run_dir import part_preprocessing
 
     out = tmp_path / "both"
@@ -252,7 +253,7 @@ def test_a_concatenation_run_records_each_part_s_preprocessing_and_predicts_with
     for row in predicted:
         assert row["probability"] == pytest.approx(float(saved[row["file"]][f"prob_{row['class']}"]), abs=1e-5)
     del config["backbone"]["parts"]  # as issue 17's runs were written
-    older = part_preprocessing(config, get_backbone(config["backbone"]["name"]))
+    older = part_preprocessing(RunConfig.from_json(config), get_backbone(config["backbone"]["name"]))
     assert [part.preprocess for part in older.parts] == [lite1.preprocess] * 2  # the concatenation's one (largest)
     exported = invoke("export", out, "--format", "onnx")
     assert exported.exit_code != 0 and "an exported model takes one input" in exported.output

@@ -172,7 +172,7 @@ def test_the_run_records_and_predicts_with_its_fine_tuned_backbone(tuned_run: Pa
     assert exported == pytest.approx(direct, abs=1e-4)
     saved = {r["file"]: float(r["prob_square"]) for r in csv.DictReader(open(tuned_run / "predictions.csv"))}
     assert outputs[:, 1] == pytest.approx([saved[str(p)] for p in val], abs=1e-4)  # train's validation outputs
-    pretrained = Predictor(config, predictor.head, BACKBONE).predict(val, show_progress=False).outputs
+    pretrained = Predictor(predictor.config, predictor.head, BACKBONE).predict(val, show_progress=False).outputs
     assert np.abs(pretrained - outputs).max() > 1e-3  # the pretrained backbone would predict otherwise
 
 

@@ -102,4 +102,4 @@ def test_overwrite_after_exports_and_inspect_leaves_no_file_of_the_old_run(run: 
     result = invoke("train", shapes_split, "--out", old, "--overwrite", *settings)
     assert result.exit_code == 0, result.output
     assert sorted(os.listdir(old)) == sorted(os.listdir(tmp_path / "fresh") + ["notes.txt"])
-    assert read_config(old)["head"]["kind"] == "logistic"
+    assert read_config(old).head.kind == "logistic"

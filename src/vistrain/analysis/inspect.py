@@ -20,8 +20,9 @@ from vistrain.core.files import write_csv
 from vistrain.data.datasets import load_labelled
 from vistrain.data.samples import Skipped
 from vistrain.model.predictions import Predictions, read_predictions
-from vistrain.model.run_dir import (RunError, class_labels_of, inspect_file, read_config, read_history,
-                                    read_leaderboard, read_saved_predictions, read_skipped)
+from vistrain.model.run_config import RunConfig
+from vistrain.model.run_dir import (RunError, inspect_file, read_config, read_history, read_leaderboard,
+                                    read_saved_predictions, read_skipped)
 
 
 @dataclass
@@ -40,7 +41,7 @@ def predictions_for(run: Path, data: Path | None, cache_dir: Path | None = None,
     config = read_config(run)
     if data is None:
         return read_saved_predictions(run, config), _or_nothing(read_skipped, run, "skipped files"), True
-    samples, skipped = load_labelled(data, config["classes"], config["task"], image_root, cache_dir=cache_dir)
+    samples, skipped = load_labelled(data, list(config.classes), config.task, image_root, cache_dir=cache_dir)
     wanted = {s.path.resolve(): s.target for s in samples}
     try:
         saved = read_saved_predictions(run, config)
@@ -53,12 +54,12 @@ def predictions_for(run: Path, data: Path | None, cache_dir: Path | None = None,
 
     result = Predictor.from_run(run).predict([s.path for s in samples], cache_dir, show_progress)
     targets = np.array([wanted[p.resolve()] for p in result.paths])
-    predictions = Predictions(result.paths, targets, result.outputs, config["classes"], config["task"],
-                              config.get("thresholds"))
+    predictions = Predictions(result.paths, targets, result.outputs, list(config.classes), config.task,
+                              config.thresholds)
     return predictions, skipped + result.skipped, False
 
 
-def with_audit(run: Path, config: dict, predictions: Predictions, audit: Path) -> tuple[Predictions, int]:
+def with_audit(run: Path, config: RunConfig, predictions: Predictions, audit: Path) -> tuple[Predictions, int]:
     """`predictions` with the audit's out-of-sample outputs (AUDIT/predictions.csv, `vistrain audit`) for the run's
     training images it covers: the run's own model has fitted those, so its outputs would hide their label errors.
     Validation images keep the run's predictions. Returns the predictions and how many were replaced."""
@@ -66,7 +67,7 @@ def with_audit(run: Path, config: dict, predictions: Predictions, audit: Path) -
     if not path.is_file():
         raise RunError(f"{audit} holds no audit ({OUT_OF_SAMPLE} is missing); run `vistrain audit` first")
     try:
-        audited = read_predictions(path, config["classes"], config["task"], config.get("thresholds"))
+        audited = read_predictions(path, list(config.classes), config.task, config.thresholds)
     except ValueError as error:
         raise RunError(f"{path} does not fit this run ({error}); audit the same data and classes") from None
     outputs = {f.resolve(): row for f, row in zip(audited.files, audited.outputs)}
@@ -95,7 +96,7 @@ def inspect(run: Path, data: Path | None = None, top: int = 10, cache_dir: Path 
     out_of_sample = 0
     if audit is not None:
         predictions, out_of_sample = with_audit(run, config, predictions, audit)
-    predictions = replace(predictions, classes=class_labels_of(config))  # from here on, classes by their names
+    predictions = replace(predictions, classes=config.labels)  # from here on, classes by their names
     sections, errors = analyse(predictions, top)
     header = ["class", "rank", "file", "true", "predicted", "probability", "probability_of_label"]
     by_list: dict[str, list] = {}
@@ -105,7 +106,7 @@ def inspect(run: Path, data: Path | None = None, top: int = 10, cache_dir: Path 
                 [cls, rank, *_cells(e)] for cls, entries in by_class.items() for rank, e in enumerate(entries, 1))
     for list_name, rows in by_list.items():
         write_csv(run / inspect_file(list_name), header, rows)
-    if config["task"] == "regression":
+    if config.task == "regression":
         write_csv(run / inspect_file("largest_errors"), ["rank", "file", "true", "predicted", "error"],
                   [[rank, str(e.file), e.true, e.predicted, f"{e.error:.6g}"] for rank, e in enumerate(errors, 1)])
     elif errors:

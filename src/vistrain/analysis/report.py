@@ -14,6 +14,7 @@ from vistrain.data.images import UnreadableImage, jpeg_thumbnail
 from vistrain.data.samples import Skipped
 from vistrain.model.metrics import task_metrics
 from vistrain.model.predictions import Predictions
+from vistrain.model.run_config import RunConfig
 from vistrain.model.run_dir import REPORT
 THUMBNAIL_SIZE = 144
 COVERAGE_TABLE_THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99)
@@ -36,7 +37,7 @@ def _b64(png: bytes) -> str:
     return base64.b64encode(png).decode()
 
 
-def render_report(run: Path, config: dict, predictions: Predictions, history: list[dict], skipped: list[Skipped],
+def render_report(run: Path, config: RunConfig, predictions: Predictions, history: list[dict], skipped: list[Skipped],
                   source: str, top: int = 10, leaderboard: list[dict] | None = None) -> str:
     """The report as an HTML string; `leaderboard`: a budget's candidates (`run_dir.read_leaderboard`)."""
     p = predictions

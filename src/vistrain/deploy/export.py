@@ -64,14 +64,14 @@ def metadata(predictor: Predictor, batch: str = "N") -> dict[str, str]:
         "task": predictor.task,
         "preprocess": json.dumps(predictor.preprocess.to_dict()),
         "input": f"{INPUT}: uint8 RGB, {batch} x {size} x {size} x 3, resized (shorter side) and centre-cropped",
-        "backbone": json.dumps(config["backbone"]),
+        "backbone": json.dumps(config.backbone.to_json()),
         "precision": "fp32",
         "vistrain_version": version("vistrain"),
     }
     if predictor.task == "multilabel":
         values["thresholds"] = json.dumps(predictor.thresholds)
-    if "class_names" in config:
-        values["class_names"] = json.dumps(config["class_names"])
+    if config.class_names:
+        values["class_names"] = json.dumps(config.class_names)
     return values
 
 

@@ -32,9 +32,8 @@ BATCH = 32
 def calibration_and_held_out(run: Path, predictor: Predictor) -> tuple[tuple[tuple[str, str], ...], list[Path]]:
     """(calibration images as (path, SHA-256), validation images calibration did not see)."""
     validation = read_saved_predictions(run, predictor.config).files
-    recorded = tuple((file, digest) for file, digest in predictor.config.get("calibration", []))
-    chosen = recorded[:CALIBRATION_IMAGES] or calibration_set(
-        validation, predictor.config.get("training", {}).get("seed", 0), min(CALIBRATION_IMAGES, len(validation) // 2))
+    chosen = predictor.config.calibration[:CALIBRATION_IMAGES] or calibration_set(
+        validation, predictor.config.seed, min(CALIBRATION_IMAGES, len(validation) // 2))
     used = {file for file, _ in chosen}
     held_out = [path for path in validation if str(path.resolve()) not in used and path.is_file()]
     if not chosen or not held_out:

@@ -101,8 +101,8 @@ def create_app(run: str | Path, threshold: float | None = None, limits: Limits =
     decoders = Decoders(limits)
     largest = min(MAX_PIXELS, Image.MAX_IMAGE_PIXELS, limits.max_pixels)  # over it, the decoder refuses an image
     info = {"task": predictor.task, "classes": predictor.classes,
-            **({"class_names": predictor.config["class_names"]} if "class_names" in predictor.config else {}),
-            "backbone": predictor.config["backbone"], "precision": predictor.precision.name,
+            **({"class_names": predictor.config.class_names} if predictor.config.class_names else {}),
+            "backbone": predictor.config.backbone.to_json(), "precision": predictor.precision.name,
             "input_size": predictor.preprocess.input_size, "threshold": threshold,
             "limits": {**limits.to_dict(), "max_image_pixels": largest}}
 

@@ -4,6 +4,7 @@ their CSV file."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ class Predictions:
     outputs: np.ndarray
     classes: list[str]
     task: str = "multiclass"
-    thresholds: list[float] | None = None
+    thresholds: Sequence[float] | None = None
 
     @property
     def predicted(self) -> np.ndarray:
@@ -66,7 +67,7 @@ def _names(p: Predictions, target) -> str:
     return p.classes[target]
 
 
-def read_predictions(path: Path, classes: list[str], task: str, thresholds: list[float] | None) -> Predictions:
+def read_predictions(path: Path, classes: list[str], task: str, thresholds: Sequence[float] | None) -> Predictions:
     """What `write_predictions` wrote; a ValueError names the column or row that cannot be read."""
     rows = read_csv(path, columns(classes, task))
     if not rows:

@@ -25,8 +25,9 @@ from vistrain.features.extract import extract_features
 from vistrain.features.transforms import View
 from vistrain.model import tasks
 from vistrain.model.heads import build_head
-from vistrain.model.run_dir import (BACKBONE_WEIGHTS, CONFIG, WEIGHTS, RunError, class_labels_of, load_weights,
-                                    part_preprocessing, read_config, run_precision)
+from vistrain.model.run_config import RunConfig
+from vistrain.model.run_dir import (BACKBONE_WEIGHTS, CONFIG, WEIGHTS, RunError, load_weights, part_preprocessing,
+                                    read_config, run_precision)
 from vistrain.model.run_state import require_complete
 
 
@@ -43,14 +44,14 @@ class ImagePredictions:
 class Predictor:
     """A trained model loaded from its run directory (with its fine-tuned backbone, if it has one)."""
 
-    def __init__(self, config: dict, head: nn.Module, backbone: Backbone, device: torch.device | None = None,
+    def __init__(self, config: RunConfig, head: nn.Module, backbone: Backbone, device: torch.device | None = None,
                  on_halve: Callable[[int], None] = ignore, run: Path | None = None):
         self.config = config
-        self.classes: list[str] = config["classes"]
-        self.labels: list[str] = class_labels_of(config)  # how the classes are shown: their names, if they have any
-        self.task: str = config["task"]
-        self.thresholds: list[float] | None = config.get("thresholds")  # multilabel, tuned on validation
-        self.preprocess = Preprocess.from_dict(config["preprocess"])
+        self.classes: list[str] = list(config.classes)
+        self.labels: list[str] = config.labels  # how the classes are shown: their names, if they have any
+        self.task: str = config.task
+        self.thresholds: tuple[float, ...] | None = config.thresholds  # multilabel, tuned on validation
+        self.preprocess = config.preprocess
         self.precision = run_precision(config, run)  # as the head was trained: fp32 or int8 features, never mixed
         self.backbone = backbone
         self.head = head.eval()
@@ -65,18 +66,18 @@ class Predictor:
         config = read_config(run)
         require_complete(Path(run))
         try:
-            backbone = get_backbone(config["backbone"]["name"])
+            backbone = get_backbone(config.backbone.name)
         except BackboneUnavailable as error:
             raise BackboneUnavailable(f"{Path(run) / CONFIG} names a backbone this machine cannot load: {error}") \
                 from None
-        backbone = part_preprocessing(config, with_stages(backbone, tuple(config["backbone"].get("stages", ()))))
-        if backbone.weights != config["backbone"]["weights"]:
+        backbone = part_preprocessing(config, with_stages(backbone, config.backbone.stages))
+        if backbone.weights != config.backbone.weights:
             console.print(
-                f"[yellow]warning:[/] the run was trained with {shown(config['backbone']['weights'])}, "
+                f"[yellow]warning:[/] the run was trained with {shown(config.backbone.weights)}, "
                 f"this machine has {shown(backbone.weights)}; predictions may differ"
             )
-        if config.get("fine_tune", {}).get("sha256"):  # fine-tuning beat the frozen head: the run's own backbone
-            backbone = fine_tuned_backbone(backbone, Path(run), config["fine_tune"]["sha256"])
+        if config.tuned_backbone:  # fine-tuning beat the frozen head: the run's own backbone
+            backbone = fine_tuned_backbone(backbone, Path(run), config.tuned_backbone)
         head = load_head(Path(run), config, backbone)
         return cls(config, head, backbone, device, on_halve, Path(run))
 
@@ -128,12 +129,12 @@ class Predictor:
         return rows
 
 
-def load_head(run: Path, config: dict, backbone: Backbone) -> nn.Module:
+def load_head(run: Path, config: RunConfig, backbone: Backbone) -> nn.Module:
     """The head config.json describes, with the weights of RUN/head.safetensors; a RunError when they do not fit
     (another number of classes, another hidden size, another backbone)."""
-    spec, task, classes = config["head"], config["task"], config["classes"]
+    spec, task, classes = config.head, config.task, config.classes
     units = tasks.output_units(task, len(classes))
-    head = build_head(spec["kind"], backbone.feature_dim, units, spec["hidden"], spec["dropout"],
+    head = build_head(spec.kind, backbone.feature_dim, units, spec.hidden, spec.dropout,
                       rescale=task == "regression")
     path = run / WEIGHTS
     weights = load_weights(path)
@@ -143,13 +144,13 @@ def load_head(run: Path, config: dict, backbone: Backbone) -> nn.Module:
         layers = [f"{name}.weight" for name, layer in head.named_children() if isinstance(layer, nn.Linear)]
         first, last = found.get(layers[0]), found.get(layers[-1])
         if set(found) != set(expected):
-            why = f"its layers ({', '.join(sorted(found))}) are not those of a {spec['kind']} head for {task}"
+            why = f"its layers ({', '.join(sorted(found))}) are not those of a {spec.kind} head for {task}"
         elif last[0] != units:
             why = f"it has {last[0]} output(s); {len(classes)} classes ({task}) need {units}"
         elif first[1] != backbone.feature_dim:
             why = f"it takes {first[1]} features; the backbone {backbone.name} gives {backbone.feature_dim}"
         else:
-            why = f"its hidden layer has {first[0]} units, not {spec['hidden']}"
+            why = f"its hidden layer has {first[0]} units, not {spec.hidden}"
         raise RunError(f"{path} does not fit {run / CONFIG}: {why}")
     head.load_state_dict(weights)
     return head

@@ -31,22 +31,17 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import re
 from dataclasses import replace
-from datetime import datetime, timezone
-from importlib.metadata import version
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.files import (leftovers, make_folder, read_csv, remove_atomic, sha256_file, write_atomic, write_csv,
                                  write_json)
-from vistrain.data.class_names import class_labels
-from vistrain.data.samples import TASKS, Skipped
-from vistrain.features.precision import FP32, PRECISIONS, Precision
-from vistrain.model import HEADS
+from vistrain.data.samples import Skipped
+from vistrain.features.precision import FP32, Precision
 from vistrain.model.predictions import Predictions, read_predictions, write_predictions
+from vistrain.model.run_config import PartConfig, RunConfig
 
 if TYPE_CHECKING:
     import torch
@@ -112,103 +107,42 @@ def new_run_dir(out: str | Path | None, overwrite: bool = False) -> Path:
     return make_folder(path, "the run directory (--out)")
 
 
-def read_config(run: str | Path) -> dict:
-    """RUN/config.json, checked (see `config_problem`): a damaged one is a RunError naming the file and what is
-    wrong, never a KeyError later."""
+def read_config(run: str | Path) -> RunConfig:
+    """RUN/config.json, checked (`RunConfig.from_json`): a damaged one is a RunError naming the file and the key,
+    never a KeyError later."""
     path = Path(run) / CONFIG
     if not path.is_file():
         raise RunError(f"{run} is not a vistrain run directory (no {CONFIG})")
     try:
-        config = json.loads(path.read_bytes())
-    except ValueError as error:  # JSON and UTF-8 errors
+        values = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as error:  # JSON and UTF-8 errors; nesting deeper than Python's stack
         raise RunError(f"{path} is damaged: not valid JSON ({error})") from None
-    problem = config_problem(config)
-    if problem:
-        raise RunError(f"{path} is damaged: {problem}")
-    return config
-
-
-def config_problem(config: object) -> str | None:
-    """What is wrong with a config.json's contents (the first thing found), or None when predicting can use it."""
-    if not isinstance(config, dict):
-        return f"it holds a JSON {type(config).__name__}, not an object"
-    missing = [key for key in ("backbone", "preprocess", "classes", "task", "head") if key not in config]
-    if missing:
-        return f"no {', '.join(missing)}"
-    task, classes, head, backbone = config["task"], config["classes"], config["head"], config["backbone"]
-    if task not in TASKS:
-        return f"unknown task {task!r} (tasks: {', '.join(TASKS)})"
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)
-            and len(set(classes)) == len(classes)):
-        return f"classes is {classes!r}, not a list of distinct names"
-    if task == "binary" and len(classes) != 2:
-        return f"a binary model has 2 classes, not {len(classes)}"
-    names = config.get("class_names", {})
-    if not isinstance(names, dict):
-        return f"class_names is {names!r}, not an object of class: name"
-    unknown = next((c for c in names if c not in classes), None)
-    if unknown is not None:
-        return f"class_names names {unknown!r}, which is not one of the classes"
-    unnamed = next((c for c, name in names.items() if not (isinstance(name, str) and name.strip())), None)
-    if unnamed is not None:
-        return f"class_names gives {unnamed!r} the name {names[unnamed]!r}, not a name"
-    thresholds = config.get("thresholds")
-    if task == "multilabel" and not (isinstance(thresholds, list) and len(thresholds) == len(classes)
-                                     and all(type(t) in (int, float) for t in thresholds)):
-        return f"a multi-label model needs a threshold per label ({len(classes)}), not {thresholds!r}"
-    if not (isinstance(backbone, dict) and isinstance(backbone.get("name"), str)
-            and isinstance(backbone.get("weights"), str)):
-        return f"backbone is {backbone!r}, not an object with a name and weights"
-    if not isinstance(head, dict) or head.get("kind") not in HEADS:
-        return f"head is {head!r}, not an object whose kind is one of {', '.join(HEADS)}"
-    if type(head.get("hidden")) is not int or head["hidden"] < 1:
-        return f"head.hidden is {head.get('hidden')!r}, not a whole number of units"
-    if type(head.get("dropout")) not in (int, float) or not 0 <= head["dropout"] < 1:
-        return f"head.dropout is {head.get('dropout')!r}, not a number in [0, 1)"
-    if not isinstance(config.get("fine_tune", {}), dict):
-        return f"fine_tune is {config['fine_tune']!r}, not an object"
-    precision, calibration = config.get("precision", "fp32"), config.get("calibration", [])
-    if precision not in PRECISIONS:
-        return f"precision is {precision!r}, not one of {', '.join(PRECISIONS)}"
-    if not (isinstance(calibration, list) and all(
-            isinstance(image, list) and len(image) == 2 and isinstance(image[0], str)
-            and isinstance(image[1], str) and re.fullmatch("[0-9a-f]{64}", image[1]) for image in calibration)):
-        return "calibration is not a list of [file, SHA-256] pairs"
-    if precision == "int8" and not calibration:
-        return "an int8 model needs its calibration images (calibration is empty)"
-    parts = backbone.get("parts", [])
-    if not (isinstance(parts, list) and all(isinstance(part, dict) and isinstance(part.get("name"), str)
-                                            for part in parts)):
-        return "backbone.parts is not a list of objects with a name and a preprocess"
     try:
-        for preprocess in [config["preprocess"]] + [part.get("preprocess") for part in parts]:
-            Preprocess.from_dict(preprocess)
+        return RunConfig.from_json(values)
     except ValueError as error:
-        return str(error)
-    return None
+        raise RunError(f"{path} is damaged: {error}") from None
 
 
-def part_preprocessing(config: dict, backbone: Backbone) -> Backbone:
+def part_preprocessing(config: RunConfig, backbone: Backbone) -> Backbone:
     """A concatenation with each part's preprocessing as the run recorded it; runs from before parts took their own
     (no backbone.parts) fed every part the run's one preprocessing, and still do."""
     if not backbone.parts:
         return backbone
-    recorded = config["backbone"].get("parts")
+    recorded = config.backbone.parts
     if recorded is None:
-        recorded = [{"name": part.name, "preprocess": config["preprocess"]} for part in backbone.parts]
-    if [each["name"] for each in recorded] != [part.name for part in backbone.parts]:
+        recorded = tuple(PartConfig(part.name, config.preprocess) for part in backbone.parts)
+    if [each.name for each in recorded] != [part.name for part in backbone.parts]:
         raise RunError(f"config.json's backbone.parts do not name the parts of {backbone.name}")
-    return replace(backbone, parts=tuple(replace(part, preprocess=Preprocess.from_dict(each["preprocess"]))
+    return replace(backbone, parts=tuple(replace(part, preprocess=each.preprocess)
                                          for part, each in zip(backbone.parts, recorded)))
 
 
-def run_precision(config: dict, run: Path | None = None) -> Precision:
+def run_precision(config: RunConfig, run: Path | None = None) -> Precision:
     """The precision of a run's features (fp32 for runs from before there was a choice), with the calibration
     images that set an int8 backbone's ranges and RUN's copies of its int8 models (`save_int8_models`)."""
-    if config.get("precision", "fp32") == "fp32":
+    if config.precision == FP32.name:
         return FP32
-    return Precision(config["precision"], tuple((file, digest) for file, digest in config["calibration"]),
-                     run / INT8_MODELS if run is not None else None)
+    return Precision(config.precision, config.calibration, run / INT8_MODELS if run is not None else None)
 
 
 def save_int8_models(run: Path, models: list[Path]) -> None:
@@ -249,13 +183,13 @@ def read_skipped(run: Path) -> list[Skipped]:
     return [Skipped(Path(row["file"]), row["reason"]) for row in _read_run_csv(run / SKIPPED, ["file", "reason"])]
 
 
-def read_saved_predictions(run: Path, config: dict) -> Predictions:
+def read_saved_predictions(run: Path, config: RunConfig) -> Predictions:
     """RUN/predictions.csv: the validation predictions `train` wrote; a RunError when it is missing or damaged."""
     path = run / PREDICTIONS
     if not path.is_file():
         raise RunError(f"{run} has no {PREDICTIONS}; give `inspect` the images to predict them again")
     try:
-        return read_predictions(path, config["classes"], config["task"], config.get("thresholds"))
+        return read_predictions(path, list(config.classes), config.task, config.thresholds)
     except ValueError as error:
         raise RunError(f"{error}; give `inspect` the images to predict them again") from None
 
@@ -282,48 +216,6 @@ def _read_run_csv(path: Path, needed: list[str]) -> list[dict]:
         raise RunError(str(error)) from None
 
 
-def package_versions() -> dict[str, str]:
-    names = ["vistrain", "torch", "torchvision", "timm", "numpy", "pillow", "scikit-learn", "safetensors"]
-    return {"python": platform.python_version(), **{name: version(name) for name in names}}
-
-
-def class_labels_of(config: dict) -> list[str]:
-    """How the run's classes are shown: by the names config.json gives them, else by their ids
-    (`vistrain.data.class_names.class_labels`)."""
-    return class_labels(config["classes"], config.get("class_names", {}))
-
-
-def run_config(backbone: Backbone, classes: list[str], task: str, thresholds: list[float] | None, options: dict,
-               best_epoch: int, fine_tune: dict | None, data: dict, calibration: tuple[tuple[str, str], ...],
-               class_names: dict[str, str] | None = None, head_fit: dict | None = None,
-               budget: dict | None = None) -> dict:
-    """config.json: everything predicting needs (backbone with its feature stages, its preprocessing, the features'
-    precision and calibration images, classes in index order and their names, task, head, thresholds), and how the
-    run was trained."""
-    return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "backbone": {"name": backbone.name, "weights": backbone.weights, "feature_dim": backbone.feature_dim,
-                     **({"stages": list(options["feature_stages"])} if options.get("feature_stages") else {}),
-                     **({"parts": [{"name": part.name, "preprocess": part.preprocess.to_dict()}
-                                   for part in backbone.parts]} if backbone.parts else {})},
-        "preprocess": backbone.preprocess.to_dict(),
-        "precision": options["precision"],
-        "calibration": [list(image) for image in calibration],
-        "classes": classes,
-        **({"class_names": class_names} if class_names else {}),
-        "task": task,
-        **({"thresholds": thresholds} if thresholds else {}),
-        "head": {"kind": options["head"], "hidden": options["hidden"], "dropout": options["dropout"],
-                 **({"fit": head_fit} if head_fit else {})},
-        "training": {**options, "task": task, "optimizer": "adam", "best_epoch": best_epoch,
-                     "best_epoch_rule": "lowest validation loss, across stages"},
-        **({"fine_tune": fine_tune} if fine_tune else {}),
-        **({"budget": budget} if budget else {}),
-        "data": data,
-        "versions": package_versions(),
-    }
-
-
 def save_backbone(run: Path, backbone: torch.nn.Module) -> dict:
     """RUN/backbone.safetensors (a fine-tuned backbone); returns what config.json records of it."""
     save_weights(run / BACKBONE_WEIGHTS, backbone)
@@ -331,7 +223,7 @@ def save_backbone(run: Path, backbone: torch.nn.Module) -> dict:
 
 
 def write_trained_run(run: Path, head: torch.nn.Module, metrics: dict, history: list, stages: list[str],
-                      score_name: str, predictions: Predictions, skipped: list[Skipped], config: dict,
+                      score_name: str, predictions: Predictions, skipped: list[Skipped], config: RunConfig,
                       leaderboard: list[dict] | None = None) -> None:
     """Every file of a trained run; config.json last, so that a run with a config is complete. `history`: the
     epochs' `EpochResult`s, `stages` their stages, `score_name` the task's score (`tasks.SCORE_NAMES`);
@@ -344,7 +236,7 @@ def write_trained_run(run: Path, head: torch.nn.Module, metrics: dict, history: 
     write_skipped(run / SKIPPED, skipped)
     if leaderboard:
         write_leaderboard(run / LEADERBOARD, leaderboard)
-    write_json(run / CONFIG, config)
+    write_json(run / CONFIG, config.to_json())
 
 
 def write_leaderboard(path: Path, rows: list[dict]) -> None:

@@ -26,6 +26,7 @@ from vistrain.features.transforms import Augmentation
 from vistrain.model import run_dir, tasks
 from vistrain.model.metrics import HEADLINE, task_metrics, tune_thresholds
 from vistrain.model.predictions import Predictions
+from vistrain.model.run_config import BackboneConfig, HeadConfig, PartConfig, RunConfig
 from vistrain.model.run_dir import RunError
 from vistrain.model.run_state import lock_run, start_run_dir, unlock_run
 from vistrain.training import distributed
@@ -247,14 +248,17 @@ def write_run(run: Run, data: str | Path, dataset: Dataset, backbone: Backbone, 
         run.path, head=trained.head, metrics=metrics, history=trained.history, stages=trained.stages,
         score_name=tasks.SCORE_NAMES[dataset.task], predictions=predictions, skipped=dataset.skipped + features.skipped,
         leaderboard=trained.leaderboard,
-        config=run_dir.run_config(
-            backbone=backbone, classes=dataset.classes, task=dataset.task, thresholds=predictions.thresholds,
-            options=asdict(options), best_epoch=best_epoch(trained), fine_tune=fine_tune or None,
-            calibration=calibration,
-            head_fit=trained.head_fit or None, budget=trained.budget or None,
+        config=RunConfig(
+            BackboneConfig(backbone.name, backbone.weights, backbone.feature_dim, tuple(options.feature_stages),
+                           tuple(PartConfig(part.name, part.preprocess) for part in backbone.parts) or None),
+            backbone.preprocess, tuple(dataset.classes), dataset.task,
+            HeadConfig(options.head, options.hidden, options.dropout, trained.head_fit), options.precision, calibration,
+            dataset.class_names, None if predictions.thresholds is None else tuple(predictions.thresholds),
+            training={**asdict(options), "task": dataset.task, "optimizer": "adam", "best_epoch": best_epoch(trained),
+                      "best_epoch_rule": "lowest validation loss, across stages"},
+            fine_tune=fine_tune, budget=trained.budget,
             data={"source": str(Path(data).resolve()), "layout": dataset.layout,
-                  "n_train": len(features.train_images[0]), "n_val": len(features.val_paths)},
-            class_names=dataset.class_names))
+                  "n_train": len(features.train_images[0]), "n_val": len(features.val_paths)}))
     headline = metrics[HEADLINE[dataset.task]]
     run.say(f"best epoch {metrics['best_epoch']}: validation {HEADLINE[dataset.task].replace('_', ' ')} "
             f"{headline:.4f} on {len(features.val_paths)} images; run saved in {shown(str(run.path))}")
