@@ -169,7 +169,7 @@ def plan(candidates: list, clock: FixedClock) -> dict:
     from vistrain.training.budget import run_fine_tuned
 
     job = SimpleNamespace(run=SimpleNamespace(say=lambda *a, **k: None, checkpoint=SimpleNamespace(
-        save=lambda: None, save_stage=lambda name, state: None)), task="binary")
+        save=lambda: None, save_phase=lambda name, state: None)), task="binary")
     recorded = {}
     run_fine_tuned(job, candidates, None, clock, {"done": {}, "plans": {}},
                    lambda outcome: recorded.__setitem__(outcome.name, outcome))

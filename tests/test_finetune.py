@@ -93,7 +93,7 @@ def test_early_stopping_stops_and_restores_the_best_epoch(shapes_split: Path, mo
     monkeypatch.setattr(fine_tune_module, "evaluate_images", scripted)
     extractor, head, result, best = tune(shapes_split / "train", shapes_split / "val", epochs=6, patience=2)
     assert [r.val_loss for r in result.history] == [0.5, 0.3, 0.4, 0.6]  # two epochs without a lower loss: stop
-    assert (best.stage, best.epoch, best.loss) == ("fine-tune", 2, 0.3) and result.improved
+    assert (best.phase, best.epoch, best.loss) == ("fine-tune", 2, 0.3) and result.improved
     final = FineTuned(extractor, head).state_dict()
     assert all(torch.equal(final[k], states[1][k]) for k in final)
     assert not all(torch.equal(final[k], states[3][k]) for k in final)
@@ -113,7 +113,7 @@ def test_a_fine_tuning_that_never_beats_the_frozen_head_changes_nothing(shapes_s
                        BACKBONE.preprocess, blocks=1, epochs=2, batch_size=4, head_lr=1e-2, backbone_lr=1e-2,
                        patience=3, seed=0, best=best)
     assert len(result.history) == 2 and not result.improved
-    assert (best.stage, best.epoch, best.loss) == ("frozen", 4, 0.3)  # still the frozen head's epoch
+    assert (best.phase, best.epoch, best.loss) == ("frozen", 4, 0.3)  # still the frozen head's epoch
     pretrained = BACKBONE.build_feature_extractor().state_dict()
     assert all(torch.equal(value, pretrained[key]) for key, value in extractor.state_dict().items())
     assert all(torch.equal(value, start_head[key]) for key, value in head.state_dict().items())
@@ -132,7 +132,7 @@ def test_train_discards_a_fine_tuning_that_does_not_beat_the_frozen_head(shapes_
     assert not (tmp_path / "run" / BACKBONE_WEIGHTS).exists() and "sha256" not in config["fine_tune"]
     assert config["fine_tune"]["improved"] is False and metrics["best_epoch"] <= 3  # a frozen epoch
     history = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
-    assert [r["stage"] for r in history] == ["frozen"] * 3 + ["fine-tune"] * 2  # both stages still shown
+    assert [r["phase"] for r in history] == ["frozen"] * 3 + ["fine-tune"] * 2  # both phases still shown
     predictor = Predictor.from_run(tmp_path / "run")
     assert predictor.backbone.weights == BACKBONE.weights  # the pretrained backbone
 
@@ -150,7 +150,7 @@ def test_the_run_records_and_predicts_with_its_fine_tuned_backbone(tuned_run: Pa
     assert config["fine_tune"]["sha256"] == file_digest(tuned_run / BACKBONE_WEIGHTS)
     assert config["fine_tune"]["unfrozen"] == ["blocks.6", "conv_head", "bn2"]
     history = list(csv.DictReader(open(tuned_run / "history.csv")))
-    assert [(r["epoch"], r["stage"]) for r in history] == [
+    assert [(r["epoch"], r["phase"]) for r in history] == [
         ("1", "frozen"), ("2", "frozen"), ("3", "frozen"), ("4", "fine-tune"), ("5", "fine-tune")]
 
     predictor = Predictor.from_run(tuned_run)
@@ -179,19 +179,19 @@ def test_the_run_records_and_predicts_with_its_fine_tuned_backbone(tuned_run: Pa
 def test_interrupted_fine_tuning_resumes_to_the_same_result(tuned_run: Path, shapes_split: Path, tmp_path, monkeypatch):
     from vistrain.training.checkpoint import Checkpoint
 
-    original = Checkpoint.save_stage
+    original = Checkpoint.save_phase
 
     def interrupt_after_first_fine_tune_epoch(self, name: str, state: dict) -> None:
         original(self, name, state)
         if name == "fine-tune" and len(state["history"]) == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(Checkpoint, "save_stage", interrupt_after_first_fine_tune_epoch)
+    monkeypatch.setattr(Checkpoint, "save_phase", interrupt_after_first_fine_tune_epoch)
     options = TrainOptions(epochs=3, fine_tune=1, fine_tune_epochs=2, batch_size=16, seed=1)
     with pytest.raises(KeyboardInterrupt):
         train(shapes_split, tmp_path / "run", options, verbose=False)
     assert (tmp_path / "run" / CHECKPOINT).is_file() and not (tmp_path / "run" / "config.json").exists()
-    monkeypatch.setattr(Checkpoint, "save_stage", original)
+    monkeypatch.setattr(Checkpoint, "save_phase", original)
     resume(tmp_path / "run", verbose=False)
     assert (tmp_path / "run" / "history.csv").read_text() == (tuned_run / "history.csv").read_text()
     assert file_digest(tmp_path / "run" / BACKBONE_WEIGHTS) == file_digest(tuned_run / BACKBONE_WEIGHTS)

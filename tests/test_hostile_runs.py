@@ -167,7 +167,7 @@ def test_missing_saved_predictions_are_one_clear_line(copy: Path):
 @pytest.mark.parametrize("name, damage, lost", [
     ("history.csv", "epoch,train_loss\n1,0.5\n", "training curves"),
     ("history.csv", "epoch,train_loss,val_loss\n1,0.5,0.4\n", "training curves"),
-    ("history.csv", "epoch,train_loss,train_accuracy,val_loss,val_accuracy,stage\n1,0.5,high,0.4,0.9,frozen\n",
+    ("history.csv", "epoch,train_loss,train_accuracy,val_loss,val_accuracy,phase\n1,0.5,high,0.4,0.9,frozen\n",
      "training curves"),
     ("skipped.csv", "path,why\nx.png,broken\n", "skipped files"),
 ])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ ARGS = ["--epochs", "80", "--batch-size", "4", "--seed", "2"]
 def epochs_done(run: Path) -> int:
     try:
         state = torch.load(run / CHECKPOINT, weights_only=True)
-        return len(state["stages"].get("frozen", {}).get("history", []))
+        return len(state["phases"].get("frozen", {}).get("history", []))
     except (FileNotFoundError, RuntimeError, EOFError, KeyError):
         return 0
 
@@ -40,6 +41,9 @@ def test_killed_training_resumes_to_the_same_result(tmp_path: Path):
         pytest.fail(f"could not interrupt the run mid-training (epochs done: {done})")
     assert not (killed / "config.json").exists() and process.returncode == -9
 
+    older = Path(shutil.copytree(killed, tmp_path / "older"))
+    as_format_2(older / CHECKPOINT)
+
     resumed = invoke("train", "--resume", killed, "--cache-dir", cache)
     assert resumed.exit_code == 0, resumed.output
     assert f"resuming {killed} after epoch {done}" in resumed.stderr.replace("\n", "")
@@ -50,6 +54,19 @@ def test_killed_training_resumes_to_the_same_result(tmp_path: Path):
         assert got[key] == expected[key]
     assert (killed / "history.csv").read_text() == (tmp_path / "whole" / "history.csv").read_text()
     assert "is complete" in invoke("train", "--resume", killed).output
+    resumed = invoke("train", "--resume", older, "--cache-dir", cache)  # a checkpoint from before phases
+    assert resumed.exit_code == 0, resumed.output
+    assert (older / "history.csv").read_text() == (tmp_path / "whole" / "history.csv").read_text()
+
+
+def as_format_2(path: Path) -> None:
+    """Rewrite a checkpoint as vistrain wrote it before 2026-12-04: format 2, its phases called "stages", each best
+    epoch's phase its "stage"."""
+    state = torch.load(path, weights_only=True)
+    phases = state.pop("phases")
+    for phase in phases.values():
+        phase["best"]["stage"] = phase["best"].pop("phase")
+    torch.save({**state, "format": 2, "stages": phases}, path)
 
 
 def cached_rows(cache: Path) -> int:
@@ -76,6 +93,9 @@ def test_killed_during_feature_extraction_keeps_the_features_computed(tmp_path: 
     if not 0 < kept < 96:
         pytest.fail(f"could not interrupt the feature extraction ({kept} of 96 features cached)")
     assert epochs_done(killed) == 0 and not (killed / "config.json").exists()
+
+    older = Path(shutil.copytree(killed, tmp_path / "older"))
+    as_format_2(older / CHECKPOINT)
 
     resumed = invoke("train", "--resume", killed, "--cache-dir", cache)
     assert resumed.exit_code == 0, resumed.output

@@ -103,3 +103,15 @@ def test_overwrite_after_exports_and_inspect_leaves_no_file_of_the_old_run(run: 
     assert result.exit_code == 0, result.output
     assert sorted(os.listdir(old)) == sorted(os.listdir(tmp_path / "fresh") + ["notes.txt"])
     assert read_config(old).head.kind == "logistic"
+
+
+def test_history_csv_names_each_epoch_s_phase_and_reads_older_files_stage_column(tmp_path: Path):
+    from vistrain.model.run_dir import read_history
+
+    header = "epoch,train_loss,train_accuracy,val_loss,val_accuracy"
+    for column in ("phase", "stage"):  # as written now, and before 2026-12-04
+        run = tmp_path / column
+        run.mkdir()
+        (run / "history.csv").write_text(f"{header},{column}\n1,0.5,0.8,0.4,0.9,frozen\n2,0.3,0.9,0.2,0.95,fine-tune\n")
+        assert [(row["epoch"], row["val_loss"], row["phase"]) for row in read_history(run)] == [
+            (1, 0.4, "frozen"), (2, 0.2, "fine-tune")]

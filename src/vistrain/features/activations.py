@@ -201,8 +201,8 @@ def cached_activations(paths: list[Path], digests: list[str], backbone: Backbone
                        batch_size: int = 32) -> Activations:
     """The lower-stage activations of every image in every view, from the cache; the missing ones computed (each
     image decoded once for all its views) and cached batch by batch. A file that cannot be read any more raises
-    `UnreadableImage` (the feature stage has already left out those it could not read). `progress(done, total)`
-    is told as batches finish."""
+    `UnreadableImage` (the training job's features step has already left out those it could not read).
+    `progress(done, total)` is told as batches finish."""
     import time
 
     from vistrain.data.images import UnreadableImage, load_rgb

@@ -10,7 +10,8 @@
     metrics.json          validation metrics of the best epoch, timings
     leaderboard.csv       with --budget: each candidate tried, what it changed, its held-out and validation metric,
                           its seconds, the one chosen (`write_leaderboard`)
-    history.csv           loss and score per epoch, with its stage (frozen or fine-tune)
+    history.csv           loss and score per epoch, with its phase of training (frozen, fine-tune, a budget's
+                          candidate; files written before 2026-12-04 call the column `stage`)
     predictions.csv       validation images: file, true, predicted, an output per class or label (`predictions`)
     skipped.csv           files left out, with the reason
     report.html           the inspection report (`vistrain.analysis.report`)
@@ -59,6 +60,7 @@ REPORT = "report.html"
 INT8_MODELS = "int8"  # a folder: copies of the int8 feature extractors an int8 run's features came from
 CHECKPOINT = "checkpoint.pt"
 LEADERBOARD = "leaderboard.csv"
+OLD_HISTORY_COLUMNS = {"stage": "phase"}  # history.csv's columns as runs before 2026-12-04 named them
 LOCK = ".vistrain-lock"  # held while a process writes the run (`vistrain.model.run_state`)
 RUN_FILES = (CONFIG, CHECKPOINT, WEIGHTS, BACKBONE_WEIGHTS, METRICS, HISTORY, PREDICTIONS, SKIPPED, REPORT,  # train's
              INT8_MODELS, LEADERBOARD)
@@ -195,7 +197,8 @@ def read_saved_predictions(run: Path, config: RunConfig) -> Predictions:
 
 
 def read_history(run: Path) -> list[dict]:
-    """RUN/history.csv's rows ([] when it is not there), numbers as numbers; a RunError when it is damaged."""
+    """RUN/history.csv's rows ([] when it is not there), numbers as numbers, each epoch's `phase` (older files' `stage`
+    column read as it); a RunError when it is damaged."""
     path = run / HISTORY
     rows = _read_run_csv(path, ["epoch", "train_loss", "val_loss"])
     header = list(rows[0]) if rows else []
@@ -204,7 +207,8 @@ def read_history(run: Path) -> list[dict]:
         raise RunError(f"{path} is damaged: its columns ({', '.join(header)}) do not name one score")
     numbers = [key for key in header if key == "epoch" or key.startswith(("train_", "val_"))]
     try:
-        return [{**row, **{key: (int if key == "epoch" else float)(row[key]) for key in numbers}} for row in rows]
+        return [{**{OLD_HISTORY_COLUMNS.get(key, key): value for key, value in row.items()},
+                 **{key: (int if key == "epoch" else float)(row[key]) for key in numbers}} for row in rows]
     except (TypeError, ValueError) as error:  # a short row's missing cells are None
         raise RunError(f"{path} is damaged: {error}") from None
 
@@ -222,15 +226,15 @@ def save_backbone(run: Path, backbone: torch.nn.Module) -> dict:
     return {"weights_file": BACKBONE_WEIGHTS, "sha256": sha256_file(run / BACKBONE_WEIGHTS, max_bytes=None)}
 
 
-def write_trained_run(run: Path, head: torch.nn.Module, metrics: dict, history: list, stages: list[str],
+def write_trained_run(run: Path, head: torch.nn.Module, metrics: dict, history: list, phases: list[str],
                       score_name: str, predictions: Predictions, skipped: list[Skipped], config: RunConfig,
                       leaderboard: list[dict] | None = None) -> None:
     """Every file of a trained run; config.json last, so that a run with a config is complete. `history`: the
-    epochs' `EpochResult`s, `stages` their stages, `score_name` the task's score (`tasks.SCORE_NAMES`);
+    epochs' `EpochResult`s, `phases` their phases, `score_name` the task's score (`tasks.SCORE_NAMES`);
     `leaderboard`: a budget's rows (`write_leaderboard`)."""
     save_weights(run / WEIGHTS, head)
     write_json(run / METRICS, metrics)
-    rows = [{**r.as_row(score_name), "stage": stage} for r, stage in zip(history, stages)]
+    rows = [{**r.as_row(score_name), "phase": phase} for r, phase in zip(history, phases)]
     write_csv(run / HISTORY, list(rows[0]), [list(row.values()) for row in rows])
     write_predictions(run / PREDICTIONS, predictions)
     write_skipped(run / SKIPPED, skipped)

@@ -1,7 +1,7 @@
 """`--budget`: spend at most a given wall time, trying candidates from the cheapest up, and keep the one that
 scores best on held-out training images.
 
-The clock starts with the run, so the frozen features (the feature stage, before this) count. Then:
+The clock starts with the run, so the frozen features (the features step, before this) count. Then:
 1. the frozen heads (`logistic`, `mlp`: seconds);
 2. the fine-tuned candidates (`fine_tuning.py`), at the data's resolution (`resolution.py`): each is measured
    (two training steps of a copy, the activations or images it needs); while their setups and `MIN_EPOCHS`
@@ -31,7 +31,7 @@ from vistrain.model import tasks
 from vistrain.model.heads import build_head
 from vistrain.training.candidates import FROZEN_HEADS, Job, Outcome, frozen_head, label_keeping_views
 from vistrain.training.engine import BestSoFar, EpochResult
-from vistrain.training.features_stage import FeatureSet
+from vistrain.training.features_step import FeatureSet
 from vistrain.training.fine_tuning import MAX_EPOCHS, MIN_EPOCHS, UpperStagesCandidate, WholeCandidate
 from vistrain.training.options import TrainOptions
 from vistrain.training.resolution import data_preprocess, median_side
@@ -76,7 +76,7 @@ def check_budget_options(options: TrainOptions) -> None:
         raise ValueError("--budget fine-tunes in fp32; drop --precision int8")
 
 
-def budget_stage(features: FeatureSet, dataset: Dataset, backbone: Backbone, options: TrainOptions, run: Run,
+def budget_step(features: FeatureSet, dataset: Dataset, backbone: Backbone, options: TrainOptions, run: Run,
                  cache_dir: Path, device: torch.device = torch.device("cpu")) -> Trained:
     """Try the candidates within `options.budget` seconds (counted from the run's start) and return the chosen
     one as the training's result, with the leaderboard."""
@@ -170,9 +170,9 @@ def run_fine_tuned(job: Job, candidates: list, reference: Outcome | None, clock:
             f"{plan['epoch']:.0f} s each after {plan['setup']:.0f} s of setup), views {', '.join(plan['views'])}")
         ends = time.perf_counter() + share
 
-        def save(stage: dict, name: str = candidate.name) -> None:
+        def save(state: dict, name: str = candidate.name) -> None:
             state["spent"] = clock.spent()
-            job.run.checkpoint.save_stage(name, stage)
+            job.run.checkpoint.save_phase(name, state)
 
         record(candidate.run(plan["views"], plan["epochs"], lambda: min(ends - time.perf_counter(), clock.left()),
                              on_epoch=lambda r, name=candidate.name: say(
@@ -210,12 +210,12 @@ def choose(job: Job, outcomes: dict[str, Outcome], clock: Clock, state: dict) ->
     if best.name == "logistic":
         best = refit_logistic(job, best)
     outcomes = {name: outcomes[name] for name in CANDIDATES if name in outcomes}  # the leaderboard's order
-    history, stages, offset, chosen_epoch = [], [], 0, 1
+    history, phases, offset, chosen_epoch = [], [], 0, 1
     for outcome in outcomes.values():
         if outcome.name == best.name:
             chosen_epoch = offset + best.best_epoch
         history += [replace(r, epoch=offset + r.epoch) for r in outcome.history]
-        stages += [outcome.name] * len(outcome.history)
+        phases += [outcome.name] * len(outcome.history)
         offset += len(outcome.history)
     metric = SELECTION_METRIC[task]
     leaderboard = [(best if o.name == best.name else o).row(metric, o.name == best.name) for o in outcomes.values()]
@@ -225,7 +225,7 @@ def choose(job: Job, outcomes: dict[str, Outcome], clock: Clock, state: dict) ->
               "rule": "the best selection metric on training images held out from every candidate's training "
                       "(ties: the lower held-out loss); validation images are never used to choose"}
     settings = dict(best.settings, improved=True) if best.backbone is not None else {}
-    return Trained(best.head, history, stages,
+    return Trained(best.head, history, phases,
                    BestSoFar(best.val_loss, best.name, chosen_epoch, None, best.val_outputs), backbone=best.backbone,
                    fine_tune=settings, head_fit=best.head_fit, head_kind=best.head_kind, preprocess=best.preprocess,
                    leaderboard=leaderboard, budget=record)

@@ -23,7 +23,7 @@ from vistrain.features.activations import VIEWS, cached_activations, default_cut
 from vistrain.model import tasks
 from vistrain.model.heads import build_head
 from vistrain.training.engine import EpochResult
-from vistrain.training.features_stage import FeatureSet
+from vistrain.training.features_step import FeatureSet
 from vistrain.training.options import TrainOptions
 from vistrain.training.selection import cross_fitted_offsets, selection_score
 from vistrain.training.frozen import Run, train_head

@@ -1,6 +1,7 @@
-"""The epoch loop, for every stage: one epoch, one evaluation, and `fit`, which keeps the best weights so far.
+"""The epoch loop, for every phase of training: one epoch, one evaluation, and `fit`, which keeps the best weights
+so far.
 
-`BestSoFar` (like timm's CheckpointSaver) knows the lowest validation loss across stages: the head on frozen
+`BestSoFar` (like timm's CheckpointSaver) knows the lowest validation loss across phases: the head on frozen
 features first, then fine-tuning the backbone's last blocks. A fine-tuning that never beats the frozen head
 leaves the frozen head as the best, and the run keeps it.
 """
@@ -41,29 +42,29 @@ class EpochResult:
 
 @dataclass
 class BestSoFar:
-    """The epoch with the lowest validation loss over every stage: its stage, epoch (within the stage), weights
-    (a state dict of the model trained in that stage) and validation outputs."""
+    """The epoch with the lowest validation loss over every phase: its phase, epoch (within the phase), weights
+    (a state dict of the model trained in that phase) and validation outputs."""
 
     loss: float = math.inf
-    stage: str = ""
+    phase: str = ""
     epoch: int = 0
     weights: dict | None = None
     outputs: torch.Tensor | None = None
 
-    def update(self, loss: float, stage: str, epoch: int, model: nn.Module, outputs: torch.Tensor) -> bool:
+    def update(self, loss: float, phase: str, epoch: int, model: nn.Module, outputs: torch.Tensor) -> bool:
         """Keep this epoch if its loss is the lowest so far; returns whether it was."""
         if loss >= self.loss:
             return False
-        self.loss, self.stage, self.epoch = loss, stage, epoch
+        self.loss, self.phase, self.epoch = loss, phase, epoch
         self.weights, self.outputs = copy.deepcopy(model.state_dict()), outputs
         return True
 
     def state_dict(self) -> dict:
-        return {"loss": self.loss, "stage": self.stage, "epoch": self.epoch, "weights": self.weights,
+        return {"loss": self.loss, "phase": self.phase, "epoch": self.epoch, "weights": self.weights,
                 "outputs": self.outputs}
 
     def load_state_dict(self, state: dict) -> None:
-        self.loss, self.stage, self.epoch = state["loss"], state["stage"], state["epoch"]
+        self.loss, self.phase, self.epoch = state["loss"], state["phase"], state["epoch"]
         self.weights, self.outputs = state["weights"], state["outputs"]
 
 
@@ -134,8 +135,8 @@ def training_loader(dataset: torch.utils.data.Dataset, batch_size: int, generato
 
 
 @dataclass
-class Stage:
-    """One stage of training: what trains (`model`, run as `trainer`: itself or its DistributedDataParallel
+class Phase:
+    """One phase of training: what trains (`model`, run as `trainer`: itself or its DistributedDataParallel
     wrapper), on what, and for how long."""
 
     name: str  # "frozen" (the head on cached features) or "fine-tune"
@@ -160,53 +161,53 @@ class Stage:
         return self.images_trained / self.train_seconds if self.images_trained else None
 
 
-def fit(stage: Stage, task: str, best: BestSoFar, weights: torch.Tensor | None = None,
+def fit(phase: Phase, task: str, best: BestSoFar, weights: torch.Tensor | None = None,
         device: torch.device = torch.device("cpu"), context: Context = Context(),
         on_epoch: Callable[[EpochResult], None] = lambda result: None, resume_from: dict | None = None,
         on_checkpoint: Callable[[dict], None] = lambda state: None) -> list[EpochResult]:
-    """Train `stage` epoch by epoch, updating `best`, and return the stage's history. After each epoch
+    """Train `phase` epoch by epoch, updating `best`, and return the phase's history. After each epoch
     `on_checkpoint` gets the whole state (tensors, numbers and lists only); passing it back as `resume_from`
     continues exactly where it stopped. Under torchrun (`context.active`) each process takes its share of every
-    batch and DistributedDataParallel averages the gradients. With a `stage.deadline`, each epoch's time sets how
-    many more fit: `stage.epochs` shrinks to those (a schedule reading it decays sooner), or, after the first
-    epoch, grows to them up to `stage.most_epochs` (the plan was made from a measure of two steps)."""
+    batch and DistributedDataParallel averages the gradients. With a `phase.deadline`, each epoch's time sets how
+    many more fit: `phase.epochs` shrinks to those (a schedule reading it decays sooner), or, after the first
+    epoch, grows to them up to `phase.most_epochs` (the plan was made from a measure of two steps)."""
     history: list[EpochResult] = []
     stale = 0
     if resume_from:
-        stage.model.load_state_dict(resume_from["model"])
-        stage.optimizer.load_state_dict(resume_from["optimizer"])
-        stage.generator.set_state(resume_from["generator"])
+        phase.model.load_state_dict(resume_from["model"])
+        phase.optimizer.load_state_dict(resume_from["optimizer"])
+        phase.generator.set_state(resume_from["generator"])
         torch.set_rng_state(resume_from["torch_rng"])
-        stage.epochs = resume_from.get("epochs", stage.epochs)
-        if stage.scheduler is not None:
-            stage.scheduler.load_state_dict(resume_from["scheduler"])
+        phase.epochs = resume_from.get("epochs", phase.epochs)
+        if phase.scheduler is not None:
+            phase.scheduler.load_state_dict(resume_from["scheduler"])
         history = [EpochResult(*row) for row in resume_from["history"]]
         stale = resume_from["stale"]
         best.load_state_dict(resume_from["best"])
     epoch = len(history)
-    while epoch < stage.epochs:
-        if stage.patience is not None and stale >= stage.patience:
+    while epoch < phase.epochs:
+        if phase.patience is not None and stale >= phase.patience:
             break
         epoch += 1
         if context.active:
-            stage.loader.sampler.set_epoch(epoch)
+            phase.loader.sampler.set_epoch(epoch)
         started = time.perf_counter()
-        train_loss, train_score = train_one_epoch(stage.trainer, stage.loader, task, stage.optimizer, weights, device,
-                                                  stage.batches, stage.scheduler, stage.label_smoothing)
-        stage.train_seconds += time.perf_counter() - started
-        stage.images_trained += len(stage.loader.sampler)
-        val_loss, val_score, outputs = stage.validate()
-        if stage.deadline is not None:
-            fit_in = epoch + int(stage.deadline() // (time.perf_counter() - started))
-            stage.epochs = min((stage.most_epochs or stage.epochs) if epoch == 1 else stage.epochs, fit_in)
+        train_loss, train_score = train_one_epoch(phase.trainer, phase.loader, task, phase.optimizer, weights, device,
+                                                  phase.batches, phase.scheduler, phase.label_smoothing)
+        phase.train_seconds += time.perf_counter() - started
+        phase.images_trained += len(phase.loader.sampler)
+        val_loss, val_score, outputs = phase.validate()
+        if phase.deadline is not None:
+            fit_in = epoch + int(phase.deadline() // (time.perf_counter() - started))
+            phase.epochs = min((phase.most_epochs or phase.epochs) if epoch == 1 else phase.epochs, fit_in)
         history.append(EpochResult(epoch, train_loss, train_score, val_loss, val_score))
         on_epoch(history[-1])
-        stale = 0 if best.update(val_loss, stage.name, epoch, stage.model, outputs) else stale + 1
+        stale = 0 if best.update(val_loss, phase.name, epoch, phase.model, outputs) else stale + 1
         on_checkpoint({
-            "model": stage.model.state_dict(), "optimizer": stage.optimizer.state_dict(),
-            "generator": stage.generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "model": phase.model.state_dict(), "optimizer": phase.optimizer.state_dict(),
+            "generator": phase.generator.get_state(), "torch_rng": torch.get_rng_state(),
             "history": [list(astuple(r)) for r in history], "stale": stale, "best": best.state_dict(),
-            "epochs": stage.epochs,
-            **({"scheduler": stage.scheduler.state_dict()} if stage.scheduler is not None else {}),
+            "epochs": phase.epochs,
+            **({"scheduler": phase.scheduler.state_dict()} if phase.scheduler is not None else {}),
         })
     return history

@@ -23,9 +23,9 @@ from vistrain.data.images import load_rgb
 from vistrain.features.transforms import Augmentation, eval_transform, train_transform
 from vistrain.model.tasks import score_logits
 from vistrain.training.distributed import Context
-from vistrain.training.engine import BestSoFar, EpochResult, Stage, fit, training_loader
+from vistrain.training.engine import BestSoFar, EpochResult, Phase, fit, training_loader
 
-STAGE = "fine-tune"
+PHASE = "fine-tune"
 AFTER_BLOCKS = ("conv_head", "bn2")  # timm EfficientNet: the 1x1 convolution and BatchNorm after the last block
 
 
@@ -153,13 +153,13 @@ def fine_tune(
     trainer = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
         if context.active else model
     batches = HalvingBatches(on_halve)
-    stage = Stage(STAGE, model, trainer, loader,
+    phase = Phase(PHASE, model, trainer, loader,
                   lambda: evaluate_images(model, val_loader, task, weights, device, batches),
                   optimizer, generator, epochs, patience, batches)
     starting_point = copy.deepcopy(model.state_dict())
-    history = fit(stage, task, best, weights.to(device) if weights is not None else None, device, context,
+    history = fit(phase, task, best, weights.to(device) if weights is not None else None, device, context,
                   on_epoch, resume_from, on_checkpoint)
-    improved = best.stage == STAGE
+    improved = best.phase == PHASE
     model.load_state_dict(best.weights if improved else starting_point)
     model.cpu().eval()
-    return FineTuneResult(history, unfrozen, stage.images_per_second, improved)
+    return FineTuneResult(history, unfrozen, phase.images_per_second, improved)

@@ -126,10 +126,10 @@ class FineTuningCandidate:
         features, groups = self.parts()
         model = Tuned(features, linear_head(job), self.recipe.batch_size)
         recipe = Recipe(**{**self.recipe.__dict__, "epochs": epochs})
-        history, best, stage = tune(model, groups, (train_inputs, job.targets(job.fit)),
+        history, best, phase = tune(model, groups, (train_inputs, job.targets(job.fit)),
                                     (held_inputs, job.targets(job.held)), job.task, recipe, job.options.seed,
-                                    self.name, deadline, on_epoch, job.run.checkpoint.stage(self.name),
-                                    on_checkpoint or (lambda state: job.run.checkpoint.save_stage(self.name, state)),
+                                    self.name, deadline, on_epoch, job.run.checkpoint.phase(self.name),
+                                    on_checkpoint or (lambda state: job.run.checkpoint.save_phase(self.name, state)),
                                     job.device, MAX_EPOCHS)
         held_logits = predict_inputs(model, held_inputs, device=job.device)
         val_logits = predict_inputs(model, val_inputs, device=job.device)
@@ -140,7 +140,7 @@ class FineTuningCandidate:
                           settings={"candidate": self.name, "views": views, "epochs_planned": epochs,
                                     "epochs_run": len(history), "input_size": self.preprocess.input_size,
                                     "recipe": {**recipe.__dict__, "features_lr": list(recipe.features_lr)},
-                                    "images_per_second": stage.images_per_second})
+                                    "images_per_second": phase.images_per_second})
         outcome = finish(job, outcome, held_logits, val_logits)
         outcome.seconds = time.perf_counter() - started
         return outcome

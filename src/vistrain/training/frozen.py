@@ -1,5 +1,5 @@
-"""Training the head on frozen features, the first of the training job's stages (`train.py`), and what every
-stage shares: the run being trained (`Run`) and what training produced (`Trained`)."""
+"""Training the head on frozen features, the first of the training job's phases (`train.py`), and what every
+phase shares: the run being trained (`Run`) and what training produced (`Trained`)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from vistrain.model import tasks
 from vistrain.model.heads import build_head
 from vistrain.training.checkpoint import Checkpoint
 from vistrain.training.distributed import Context
-from vistrain.training.engine import BestSoFar, EpochResult, Stage, fit, training_loader
-from vistrain.training.features_stage import FeatureSet
+from vistrain.training.engine import BestSoFar, EpochResult, Phase, fit, training_loader
+from vistrain.training.features_step import FeatureSet
 from vistrain.training.linear_head import fit_logistic_head
 from vistrain.training.options import TrainOptions
 
@@ -41,11 +41,11 @@ class Run:
 
 @dataclass
 class Trained:
-    """What the training stages produced: the head (and the backbone, when fine-tuning beat the frozen head)."""
+    """What the training phases produced: the head (and the backbone, when fine-tuning beat the frozen head)."""
 
     head: torch.nn.Module
     history: list[EpochResult]
-    stages: list[str]  # each epoch's stage
+    phases: list[str]  # each epoch's phase
     best: BestSoFar
     backbone: torch.nn.Module | None = None  # fine-tuned, and better than the frozen head
     fine_tune: dict = field(default_factory=dict)  # what config.json records of fine-tuning
@@ -72,7 +72,7 @@ def epoch_printer(say: Callable[..., None], label: str, epochs: int, task: str) 
 
 def train_head(features: FeatureSet, dataset: Dataset, backbone: Backbone, options: TrainOptions, run: Run,
                name: str = FROZEN) -> Trained:
-    """The head on the cached features, keeping the epoch with the lowest validation loss; `name` is its stage's
+    """The head on the cached features, keeping the epoch with the lowest validation loss; `name` is its phase's
     (in the checkpoint and history)."""
     task, (train_x, train_y), (val_x, val_y) = dataset.task, features.train, features.val
     torch.manual_seed(options.seed)  # initial weights and dropout masks
@@ -101,12 +101,12 @@ def train_head(features: FeatureSet, dataset: Dataset, backbone: Backbone, optio
         return tasks.score_logits(task, head(val_x), val_y, weights)
 
     trainer = torch.nn.parallel.DistributedDataParallel(head) if run.context.active else head
-    stage = Stage(name, head, trainer, loader, validate, torch.optim.Adam(head.parameters(), lr=options.learning_rate),
+    phase = Phase(name, head, trainer, loader, validate, torch.optim.Adam(head.parameters(), lr=options.learning_rate),
                   generator, options.epochs)
     best = BestSoFar()
-    history = fit(stage, task, best, weights, context=run.context,
+    history = fit(phase, task, best, weights, context=run.context,
                   on_epoch=epoch_printer(run.say, "epoch", options.epochs, task),
-                  resume_from=run.checkpoint.stage(name),
-                  on_checkpoint=lambda state: run.checkpoint.save_stage(name, state))
+                  resume_from=run.checkpoint.phase(name),
+                  on_checkpoint=lambda state: run.checkpoint.save_phase(name, state))
     head.load_state_dict(best.weights)
     return Trained(head, history, [name] * len(history), best)

@@ -16,7 +16,7 @@ from vistrain.training.engine import BestSoFar, EpochResult
 
 def fit_logistic_head(head: nn.Sequential, train: tuple[torch.Tensor, torch.Tensor],
                       val: tuple[torch.Tensor, torch.Tensor], task: str, seed: int,
-                      best: BestSoFar, stage: str = "frozen") -> tuple[list[EpochResult], dict]:
+                      best: BestSoFar, phase: str = "frozen") -> tuple[list[EpochResult], dict]:
     """Fit `head` (see `heads.build_head("logistic")`) on the training features; returns its history (one epoch:
     the fit) and what config.json records of it (the strength, the offsets)."""
     x, targets = train[0].numpy().astype(np.float64), train[1]
@@ -35,7 +35,7 @@ def fit_logistic_head(head: nn.Sequential, train: tuple[torch.Tensor, torch.Tens
         train_loss, train_score, _ = score_logits(task, head(train[0]), train[1])
         val_loss, val_score, outputs = score_logits(task, head(val[0]), val[1])
     history = [EpochResult(1, train_loss, train_score, val_loss, val_score)]
-    best.update(val_loss, stage, 1, head, outputs)
+    best.update(val_loss, phase, 1, head, outputs)
     details = {"strength": fit.strength, "strength_rule": "3-fold cross-validated log loss on the training images"}
     if fit.offsets is not None:
         details["decision_offsets"] = [round(float(v), 2) for v in fit.offsets]

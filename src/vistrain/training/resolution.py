@@ -29,7 +29,7 @@ def median_side(paths: list[Path], seed: int = 0) -> int | None:
         try:
             with open_data_file(path) as file, Image.open(file) as image:
                 sides.append(min(image.size))
-        except Exception:  # any unreadable file: the feature stage has listed it already
+        except Exception:  # any unreadable file: the features step has listed it already
             continue
     return sorted(sides)[len(sides) // 2] if sides else None
 

@@ -1,5 +1,6 @@
-"""The training job, in named stages: start the run -> load the data -> features -> the head -> fine-tuning
-(optional) -> score -> write the run directory (its schema: `vistrain.model.run_dir`)."""
+"""The training job, step by step: start the run -> load the data -> features -> the head (or a budget's
+candidates) -> fine-tuning (optional) -> score -> write the run directory (its schema: `vistrain.model.run_dir`).
+The steps that train do it in phases (`engine.Phase`): the frozen head, fine-tuning, each budget candidate."""
 
 from __future__ import annotations
 
@@ -30,11 +31,11 @@ from vistrain.model.run_config import BackboneConfig, HeadConfig, PartConfig, Ru
 from vistrain.model.run_dir import RunError
 from vistrain.model.run_state import lock_run, start_run_dir, unlock_run
 from vistrain.training import distributed
-from vistrain.training.budget import budget_stage, check_budget_options
+from vistrain.training.budget import budget_step, check_budget_options
 from vistrain.training.checkpoint import Checkpoint, load_checkpoint
 from vistrain.training.engine import EpochResult
-from vistrain.training.features_stage import FeatureSet, compute_features, warn_about_imbalance
-from vistrain.training.fine_tune import STAGE as FINE_TUNE, fine_tune
+from vistrain.training.features_step import FeatureSet, compute_features, warn_about_imbalance
+from vistrain.training.fine_tune import PHASE as FINE_TUNE, fine_tune
 from vistrain.training.frozen import FROZEN, Run, Trained, epoch_printer, loss_weights, train_head
 from vistrain.training.options import TrainOptions
 
@@ -90,11 +91,11 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
         if precision.name == "int8" and run.context.is_main:
             run_dir.save_int8_models(run.path, int8_model_files(backbone, backbone.preprocess, cache_dir, precision))
         if options.budget:
-            trained = budget_stage(features, dataset, backbone, options, run, cache_dir, run.device)
+            trained = budget_step(features, dataset, backbone, options, run, cache_dir, run.device)
         else:
             trained = train_head(features, dataset, backbone, options, run)
         if options.fine_tune:
-            trained = fine_tune_stage(trained, features, dataset, backbone, options, run)
+            trained = fine_tune_step(trained, features, dataset, backbone, options, run)
         metrics, predictions = score(trained, features, dataset, run)
         if run.context.is_main:
             write_run(run, data, dataset, backbone, options, calibration, trained, features, metrics, predictions)
@@ -122,7 +123,7 @@ def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True,
         raise RunError(f"{run} is complete; there is nothing to resume")
     checkpoint = load_checkpoint(run)
     job = checkpoint.state["job"]
-    epochs_done = sum(len(state["history"]) for state in checkpoint.state["stages"].values())
+    epochs_done = sum(len(state["history"]) for state in checkpoint.state["phases"].values())
     if verbose:
         console.print(f"resuming {shown(str(run))} after epoch {epochs_done}")
     return train(job["data"], run, TrainOptions(**job["options"]), cache_dir, verbose=verbose,
@@ -176,7 +177,7 @@ def describe_data(dataset: Dataset, say: Callable[..., None], names_from: Path |
     warn_about_imbalance(dataset, say)
 
 
-def fine_tune_stage(trained: Trained, features: FeatureSet, dataset: Dataset, backbone: Backbone,
+def fine_tune_step(trained: Trained, features: FeatureSet, dataset: Dataset, backbone: Backbone,
                     options: TrainOptions, run: Run) -> Trained:
     """Unfreeze the backbone's last blocks and train them with the head on the images; kept only if an epoch beats
     the frozen head's validation loss."""
@@ -190,8 +191,8 @@ def fine_tune_stage(trained: Trained, features: FeatureSet, dataset: Dataset, ba
         backbone.preprocess, options.fine_tune, options.fine_tune_epochs, options.batch_size, options.learning_rate,
         options.backbone_lr, options.patience, options.seed, trained.best, weights, sample_weights,
         on_epoch=epoch_printer(run.say, "fine-tune", options.fine_tune_epochs, task),
-        resume_from=run.checkpoint.stage(FINE_TUNE),
-        on_checkpoint=lambda state: run.checkpoint.save_stage(FINE_TUNE, state), context=run.context,
+        resume_from=run.checkpoint.phase(FINE_TUNE),
+        on_checkpoint=lambda state: run.checkpoint.save_phase(FINE_TUNE, state), context=run.context,
         device=run.device, on_halve=lambda size: run.say(f"[yellow]{halved_message('fine-tuning batches', size)}[/]"),
     )
     if tuned.images_per_second:
@@ -205,14 +206,14 @@ def fine_tune_stage(trained: Trained, features: FeatureSet, dataset: Dataset, ba
                 "augmentation": Augmentation().to_dict(), "improved": tuned.improved}
     offset = len(trained.history)
     return replace(trained, history=trained.history + [replace(r, epoch=offset + r.epoch) for r in tuned.history],
-                   stages=trained.stages + [FINE_TUNE] * len(tuned.history),
+                   phases=trained.phases + [FINE_TUNE] * len(tuned.history),
                    backbone=extractor if tuned.improved else None,
                    fine_tune={**settings, "images_per_second": tuned.images_per_second})
 
 
 def best_epoch(trained: Trained) -> int:
-    """The best epoch, numbered across stages as in history.csv."""
-    return trained.best.epoch + (trained.stages.count(FROZEN) if trained.best.stage == FINE_TUNE else 0)
+    """The best epoch, numbered across phases as in history.csv."""
+    return trained.best.epoch + (trained.phases.count(FROZEN) if trained.best.phase == FINE_TUNE else 0)
 
 
 def score(trained: Trained, features: FeatureSet, dataset: Dataset, run: Run) -> tuple[dict, Predictions]:
@@ -245,7 +246,7 @@ def write_run(run: Run, data: str | Path, dataset: Dataset, backbone: Backbone, 
     backbone = replace(backbone, preprocess=trained.preprocess or backbone.preprocess)  # what predicting uses
     options = replace(options, head=trained.head_kind or options.head)
     run_dir.write_trained_run(
-        run.path, head=trained.head, metrics=metrics, history=trained.history, stages=trained.stages,
+        run.path, head=trained.head, metrics=metrics, history=trained.history, phases=trained.phases,
         score_name=tasks.SCORE_NAMES[dataset.task], predictions=predictions, skipped=dataset.skipped + features.skipped,
         leaderboard=trained.leaderboard,
         config=RunConfig(
@@ -255,7 +256,7 @@ def write_run(run: Run, data: str | Path, dataset: Dataset, backbone: Backbone, 
             HeadConfig(options.head, options.hidden, options.dropout, trained.head_fit), options.precision, calibration,
             dataset.class_names, None if predictions.thresholds is None else tuple(predictions.thresholds),
             training={**asdict(options), "task": dataset.task, "optimizer": "adam", "best_epoch": best_epoch(trained),
-                      "best_epoch_rule": "lowest validation loss, across stages"},
+                      "best_epoch_rule": "lowest validation loss, across phases"},
             fine_tune=fine_tune, budget=trained.budget,
             data={"source": str(Path(data).resolve()), "layout": dataset.layout,
                   "n_train": len(features.train_images[0]), "n_val": len(features.val_paths)}))

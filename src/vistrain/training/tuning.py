@@ -5,7 +5,7 @@ images themselves decoded once at a small resolution (the whole backbone trains)
 
 Each epoch sees every training image once, in one of the views found to keep labels (flips, quarter turns; see
 `vistrain.training.candidates`), drawn at random; pixels are also shifted at random. Training runs in the epoch
-loop every stage shares (`engine.fit`): checkpointed every epoch, resumed exactly after an interruption.
+loop every phase shares (`engine.fit`): checkpointed every epoch, resumed exactly after an interruption.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from vistrain.core.device import autocast
 from vistrain.features.activations import Activations, view_pixels
 from vistrain.features.transforms import PixelNormalize
 from vistrain.model import tasks
-from vistrain.training.engine import BestSoFar, EpochResult, Stage, fit
+from vistrain.training.engine import BestSoFar, EpochResult, Phase, fit
 
 MIN_BATCHNORM_BATCH = 16  # smaller batches keep BatchNorm's statistics as they are
 
@@ -188,11 +188,11 @@ def tune(model: Tuned, groups: list[list[nn.Parameter]], train: tuple[Inputs, to
          deadline: Callable[[], float] | None = None, on_epoch: Callable[[EpochResult], None] = lambda r: None,
          resume_from: dict | None = None, on_checkpoint: Callable[[dict], None] = lambda state: None,
          device: torch.device = torch.device("cpu"),
-         most_epochs: int | None = None) -> tuple[list[EpochResult], BestSoFar, Stage]:
+         most_epochs: int | None = None) -> tuple[list[EpochResult], BestSoFar, Phase]:
     """Train `model` on `train` (inputs and their targets) with `recipe`, scored each epoch on `held` (never
     trained on); `groups` are the feature part's parameter groups, earliest first, one per `recipe.features_lr`.
     Ends with the weights of the epoch with the lowest held-out loss; returns the history, that best epoch and the
-    stage (its images per second). `deadline()`: seconds left for this stage, and `most_epochs` what the first
+    phase (its images per second). `deadline()`: seconds left for this phase, and `most_epochs` what the first
     epoch's time may raise `recipe.epochs` to (see `engine.fit`)."""
     torch.manual_seed(seed)
     model.to(device)
@@ -202,14 +202,14 @@ def tune(model: Tuned, groups: list[list[nn.Parameter]], train: tuple[Inputs, to
     generator = torch.Generator().manual_seed(seed)
     loader = batches(train[0], train[1], recipe.batch_size, generator)
     held_inputs, held_targets = held
-    stage = Stage(name, model, model, loader, lambda: tasks.score_logits(
+    phase = Phase(name, model, model, loader, lambda: tasks.score_logits(
         task, predict_inputs(model, held_inputs, device=device), held_targets), optimizer, generator, recipe.epochs,
                   recipe.patience, label_smoothing=recipe.label_smoothing if task in tasks.SINGLE_LABEL else 0.0,
                   deadline=deadline, most_epochs=most_epochs)
-    stage.scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(lambda: stage.epochs * len(loader), recipe.warmup))
+    phase.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(lambda: phase.epochs * len(loader), recipe.warmup))
     best = BestSoFar()
-    history = fit(stage, task, best, device=device, on_epoch=on_epoch, resume_from=resume_from,
+    history = fit(phase, task, best, device=device, on_epoch=on_epoch, resume_from=resume_from,
                   on_checkpoint=on_checkpoint)
     model.load_state_dict(best.weights)
-    return history, best, stage
+    return history, best, phase

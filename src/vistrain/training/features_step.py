@@ -1,4 +1,4 @@
-"""The training job's feature stage: every image's features from the cache (computing the missing ones, sharded
+"""The training job's features step: every image's features from the cache (computing the missing ones, sharded
 across torchrun's processes), as tensors for the head, with the checks that need the files' digests."""
 
 from __future__ import annotations
