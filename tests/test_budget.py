@@ -97,7 +97,7 @@ def test_a_run_at_the_datas_small_resolution_predicts_and_exports_at_it(small_im
 def upper_epochs(run: Path) -> int:
     try:
         state = torch.load(run / CHECKPOINT, weights_only=True)
-        return len(state["stages"].get("upper-stages", {}).get("history", []))
+        return len(state["phases"].get("upper-stages", {}).get("history", []))
     except (FileNotFoundError, RuntimeError, EOFError, KeyError):
         return 0
 

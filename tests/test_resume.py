@@ -101,3 +101,16 @@ def test_killed_during_feature_extraction_keeps_the_features_computed(tmp_path: 
     assert resumed.exit_code == 0, resumed.output
     assert f"features: {96 - kept} computed" in resumed.stderr and f"{kept} from the cache" in resumed.stderr
     assert json.loads((killed / "metrics.json").read_text())["n_images"] == 20
+
+
+def test_a_checkpoint_from_before_phases_reads_as_phases(tmp_path: Path):
+    from vistrain.training.checkpoint import Checkpoint, load_checkpoint
+
+    best = {"loss": 0.25, "phase": "frozen", "epoch": 2, "weights": None, "outputs": None}
+    saved = Checkpoint(tmp_path, {"data": "x", "options": {}})
+    saved.save_phase("frozen", {"history": [[1, 0.5, 0.8, 0.4, 0.9]], "best": best})
+    as_format_2(tmp_path / CHECKPOINT)
+    assert "phases" not in torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.phase("frozen")["best"]["phase"] == "frozen" and loaded.phase("fine-tune") is None
+    assert loaded.state["job"] == {"data": "x", "options": {}}
