@@ -208,7 +208,8 @@ def test_audit_takes_int8_features_calibrated_like_train(int8_run: Path, shapes_
 @pytest.mark.parametrize("change, words", [
     (lambda c: c.update(precision="int4"), "precision is 'int4', not one of fp32, int8"),
     (lambda c: c.update(calibration=[]), "an int8 model needs its calibration images"),
-    (lambda c: c.update(calibration=[["a.png", "not a digest"]]), "calibration is not a list of [file, SHA-256]"),
+    (lambda c: c.update(calibration=[["a.png", "not a digest"]]),
+     "calibration is [['a.png', 'not a digest']], not a list of [file, SHA-256] pairs"),
 ])
 def test_a_damaged_precision_in_config_json_is_one_clear_line(int8_run: Path, tmp_path: Path, change, words):
     copy = Path(shutil.copytree(int8_run, tmp_path / "copy"))
