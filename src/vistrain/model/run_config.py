@@ -71,6 +71,13 @@ class PartConfig:
     preprocess: Preprocess
 
 
+def _part(index: int, values: dict) -> PartConfig:
+    try:
+        return PartConfig(values["name"], Preprocess.from_dict(values.get("preprocess")))
+    except ValueError as error:  # Preprocess names "preprocess...": say whose
+        raise ValueError(f"backbone.parts[{index}].{error}") from None
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
     """config.json's `backbone`: the backbone the features came from."""
@@ -101,9 +108,7 @@ class BackboneConfig:
                    _value(values, "weights", lambda v: isinstance(v, str), "text", within="backbone."),
                    _value(values, "feature_dim", lambda v: type(v) is int and v > 0, "a whole number", None,
                           "backbone."),
-                   tuple(stages),
-                   None if parts is None else tuple(PartConfig(p["name"], Preprocess.from_dict(p.get("preprocess")))
-                                                    for p in parts))
+                   tuple(stages), None if parts is None else tuple(_part(i, part) for i, part in enumerate(parts)))
 
 
 @dataclass(frozen=True)
