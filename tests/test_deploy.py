@@ -111,7 +111,7 @@ def test_export_defaults_to_the_run_directory_and_refuses_a_missing_run(run: Pat
     assert (copy / "model.onnx").stat().st_size > 1_000_000
 
 
-def test_readme_example_runs_without_vistrain(onnx_file: Path, photos, expected):
+def test_onnx_example_runs_without_vistrain(onnx_file: Path, photos, expected):
     """examples/onnx_predict.py with onnxruntime, Pillow and numpy only: importing vistrain there would fail."""
     block_vistrain = ("import runpy, sys; sys.modules['vistrain'] = None; sys.argv = sys.argv[1:]; "
                       "runpy.run_path(sys.argv[0], run_name='__main__')")

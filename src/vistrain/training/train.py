@@ -41,6 +41,9 @@ FROZEN = "frozen"
 
 @dataclass
 class TrainResult:
+    """What `train` and `resume` return: the run directory, its validation metrics (as in metrics.json), every
+    epoch's losses and score, and the files left out, with their reasons."""
+
     run_dir: Path
     metrics: dict
     history: list[EpochResult]
