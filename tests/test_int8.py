@@ -140,10 +140,11 @@ def int8_run(shapes_split: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "int8"
     result = invoke("train", shapes_split, "--out", out, "--epochs", "15", "--seed", "1", "--precision", "int8")
     assert result.exit_code == 0, result.output
-    assert "features (int8): 48 computed" in result.stderr
+    assert json.loads((out / "metrics.json").read_text())["timing"]["features_computed"] == 48
     return out
 
 
+@pytest.mark.slow
 def test_a_run_on_int8_features_records_them_and_predicts_with_them(int8_run: Path, shapes_split: Path,
                                                                     monkeypatch):
     config = json.loads((int8_run / "config.json").read_text())
@@ -167,6 +168,7 @@ def test_a_run_on_int8_features_records_them_and_predicts_with_them(int8_run: Pa
     assert asked == [predictor.precision]
 
 
+@pytest.mark.slow
 def test_audit_takes_int8_features_calibrated_like_train(int8_run: Path, shapes_split: Path, tmp_path: Path,
                                                          feature_cache: Path):
     before = set(feature_cache.glob("*int8*.onnx"))
@@ -175,6 +177,7 @@ def test_audit_takes_int8_features_calibrated_like_train(int8_run: Path, shapes_
     assert set(feature_cache.glob("*int8*.onnx")) == before  # the same calibration images: train's int8 model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change, words", [
     (lambda c: c.update(precision="int4"), "precision is 'int4', not one of fp32, int8"),
     (lambda c: c.update(calibration=[]), "an int8 model needs its calibration images"),
@@ -189,6 +192,7 @@ def test_a_damaged_precision_in_config_json_is_one_clear_line(int8_run: Path, tm
     assert result.exit_code != 0 and f"config.json is damaged: {words}" in result.output
 
 
+@pytest.mark.slow
 def test_fine_tuning_int8_features_is_refused(shapes_split: Path, tmp_path: Path):
     result = invoke("train", shapes_split, "--out", tmp_path / "run", "--precision", "int8", "--fine-tune", "1")
     assert result.exit_code != 0 and "int8 features are for a frozen backbone" in result.output
