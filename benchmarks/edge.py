@@ -26,7 +26,8 @@ from typing import Callable
 
 import numpy as np
 
-from vistrain.deploy.export import export, prepare_image
+from vistrain.deploy.export import export
+from vistrain.features.inputs import prepare_image
 from vistrain.deploy.formats import export_size
 from vistrain.features.runtime import model_path
 from vistrain.model.predictor import Predictor

@@ -6,7 +6,7 @@ decoded and preprocessed beforehand, both ways: one batch at a time on every cor
 feature cache (models already exported and quantised). (a) and (b) alternate `--repeats` times (the median counts:
 a shared 2-core machine is noisy); then (c) the torch engine once. Prints a Markdown table, images/s each, and (b)
 over the faster (a), with the CPU and its int8 dot products in the header.
-`--breakdown` instead times each stage of a cold extraction alone, in CPU milliseconds per image of one thread
+`--breakdown` instead times each step of a cold extraction alone, in CPU milliseconds per image of one thread
 (hashing, decoding before and now, resizing, batching, the backbone in each precision, the cache).
 `--generated N [N ...]` instead times N generated JPEGs per size in a child process each, with its peak RSS,
 to show that memory is set by the batch size, not the number of images.
@@ -42,7 +42,8 @@ from vistrain.data.images import load_pixels, load_rgb
 from vistrain.features.cache import FeatureCache
 from vistrain.features.cpu import cpu_name, int8_dot_products
 from vistrain.features.extract import extract_features, extraction_threads, in_threads
-from vistrain.features.int8 import FP32, Precision, calibration_set, cosines
+from vistrain.features.int8 import calibration_set, cosines
+from vistrain.features.precision import FP32, Precision
 from vistrain.features.runtime import INPUT, OPSET, feature_session, pixel_feature_extractor
 from vistrain.features.transforms import View
 
@@ -142,7 +143,7 @@ def cpu_ms(work, items) -> float:
 
 
 def breakdown(data: Path) -> None:
-    """Where a cold extraction's CPU time goes, per image: each stage alone, on one thread (the two extraction
+    """Where a cold extraction's CPU time goes, per image: each step alone, on one thread (the two extraction
     threads each do all of it for their batches)."""
     paths = sorted(data.glob("*/*/*.jpg"))
     torch.set_num_threads(1)
@@ -172,14 +173,14 @@ def breakdown(data: Path) -> None:
             range(0, len(paths), BATCH)) / BATCH
         cache.close()
     print(header(len(paths), data, 3).replace("interleaved repeats", "passes, CPU time of one thread"))
-    print("| stage | ms of CPU per image | share, fp32 | share, int8 |")
+    print("| step | ms of CPU per image | share, fp32 | share, int8 |")
     print("|---|---|---|---|")
     shared = [k for k in rows if not k.startswith(("backbone", "decode, before"))]
     totals = {name: sum(rows[k] for k in shared) + rows[f"backbone {name}, one thread"] for name in ("fp32", "int8")}
-    for stage, ms in rows.items():
-        share = {name: "" if stage.startswith("decode, before") or (stage.startswith("backbone") and name not in stage)
+    for step, ms in rows.items():
+        share = {name: "" if step.startswith("decode, before") or (step.startswith("backbone") and name not in step)
                  else f"{100 * ms / totals[name]:.1f}%" for name in totals}
-        print(f"| {stage} | {ms:.3f} | {share['fp32']} | {share['int8']} |")
+        print(f"| {step} | {ms:.3f} | {share['fp32']} | {share['int8']} |")
     for name, total in totals.items():
         backbone = rows[f"backbone {name}, one thread"]
         print(f"| all of it, {name} | {total:.3f} | backbone / all: {backbone / total:.2f} | |")
@@ -262,7 +263,7 @@ def main() -> None:
     parser.add_argument("--precision-ab", type=int, metavar="N",
                         help="fp32 dynamic vs fp32 static vs int8 on N validation photos instead")
     parser.add_argument("--breakdown", action="store_true",
-                        help="where a cold extraction's CPU time goes per image, stage by stage, instead")
+                        help="where a cold extraction's CPU time goes per image, step by step, instead")
     args = parser.parse_args()
     if args.breakdown:
         breakdown(args.data)

@@ -90,7 +90,7 @@ def onnx_accuracy(model: Path, files: list[str], truth: list[str], preprocess: d
     import onnxruntime
 
     from vistrain.backbones.preprocess import Preprocess
-    from vistrain.deploy.export import prepare_image
+    from vistrain.features.inputs import prepare_image
 
     session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     classes = json.loads(session.get_modelmeta().custom_metadata_map["classes"])

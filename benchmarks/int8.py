@@ -29,7 +29,8 @@ from vistrain.backbones import get_backbone
 from vistrain.data.datasets import load_dataset
 from vistrain.features.cpu import cpu_name, int8_dot_products
 from vistrain.features.extract import extract_features
-from vistrain.features.int8 import Precision, calibration_set, cosines
+from vistrain.features.int8 import calibration_set, cosines
+from vistrain.features.precision import Precision
 from vistrain.features.runtime import feature_session
 from vistrain.model.run_dir import read_config, read_saved_predictions
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 import csv
+import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -44,6 +47,23 @@ def test_finds_every_planted_problem(tmp_path: Path):
     near = [p for p in result.pairs if p.kind == "near"]
     assert any({p.a.path.name, p.b.path.name} == {"1.png", "near.jpg"} for p in near)
     assert len(result.leaks()) >= 1 and len(result.conflicts()) >= 1
+
+
+def test_each_file_is_read_from_the_disk_once(tmp_path: Path, monkeypatch):
+    data = planted(tmp_path)
+    opened = Counter()
+    for module, name in ((os, "open"), (builtins, "open")):
+        original = getattr(module, name)
+
+        def counting(path, *args, _original=original, **kwargs):
+            if isinstance(path, (str, Path)) and Path(path).is_relative_to(data):
+                opened[Path(path)] += 1
+            return _original(path, *args, **kwargs)
+
+        monkeypatch.setattr(module, name, counting)
+    result = check_dataset(data)
+    assert len(result.records) == 21 and len(opened) == 23  # every file: 21 images and 2 unreadable ones
+    assert set(opened.values()) == {1}, opened
 
 
 def test_the_threshold_bounds_the_hash_distance(tmp_path: Path):

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from conftest import SHARED_DATA, invoke, shape_image
-from vistrain.deploy.export import prepare_image
+from vistrain.features.inputs import prepare_image
 from vistrain.model.predictor import Predictor
 from vistrain.deploy.limits import Limits
 from vistrain.deploy.serve import MicroBatcher, create_app

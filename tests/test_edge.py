@@ -18,7 +18,7 @@ import pytest
 from conftest import SHARED_DATA, invoke
 from test_deploy import expected, photos  # noqa: F401 (fixtures: skimage's photos, shapes; predict's outputs)
 from test_finetune import tuned_run  # noqa: F401 (fixture: a run trained with --fine-tune 1)
-from vistrain.deploy.export import prepare_image
+from vistrain.features.inputs import prepare_image
 from vistrain.model.predictor import Predictor
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "edge_predict.py"

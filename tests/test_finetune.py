@@ -16,7 +16,8 @@ from conftest import invoke
 from vistrain.training import fine_tune as fine_tune_module
 from vistrain.model import tasks
 from vistrain.backbones import get_backbone
-from vistrain.deploy.export import deployed_model, prepare_image
+from vistrain.deploy.export import deployed_model
+from vistrain.features.inputs import prepare_image
 from vistrain.core.files import sha256_file as file_digest
 from vistrain.features.cache import FeatureCache
 from vistrain.model.run_dir import BACKBONE_WEIGHTS, CHECKPOINT

@@ -22,7 +22,7 @@ from conftest import invoke, write_class_folders
 from test_hostile_runs import fails_clearly
 from test_hostile_serve import free_port
 from vistrain.data.decisions import Decisions
-from vistrain.data.files import DECISIONS_FILE
+from vistrain.data.listing import DECISIONS_FILE
 
 
 @pytest.fixture(scope="module")

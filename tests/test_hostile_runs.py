@@ -150,7 +150,7 @@ def test_a_damaged_fine_tuned_backbone_is_one_clear_line(fine_tuned: Path, shape
 
 @pytest.mark.slow
 @pytest.mark.parametrize("damage, words", [
-    ("file,true\nx.png,circle\n", "has no column predicted, prob_circle, prob_square"),
+    ("file,true\nx.png,circle\n", "is damaged: no column predicted, prob_circle, prob_square"),
     ("file,true,predicted,prob_circle,prob_square\nx.png,hexagon,circle,0.9,0.1\n", "row 1 cannot be read"),
     ("file,true,predicted,prob_circle,prob_square\nx.png,circle,circle,high,0.1\n", "row 1 cannot be read"),
     ("", "has no predictions"),

@@ -21,7 +21,8 @@ from vistrain.features import int8, runtime
 from vistrain.features.cache import FeatureCache
 from vistrain.features.cpu import int8_dot_products
 from vistrain.features.extract import extract_features
-from vistrain.features.int8 import FP32, Precision, calibration_set, cosines, int8_model_path
+from vistrain.features.int8 import calibration_set, cosines, int8_model_path
+from vistrain.features.precision import FP32, Precision
 from vistrain.features.runtime import model_path
 from vistrain.model import run_dir
 from vistrain.model.predictor import Predictor
@@ -166,6 +167,36 @@ def test_a_run_on_int8_features_records_them_and_predicts_with_them(int8_run: Pa
     monkeypatch.setattr(serve, "feature_function", lambda *args, **kwargs: asked.append(kwargs["precision"]))
     serve.create_app(int8_run)
     assert asked == [predictor.precision]
+
+
+@pytest.mark.slow
+def test_an_int8_run_predicts_without_its_calibration_images_or_the_cache(shapes_split: Path, tmp_path: Path,
+                                                                         monkeypatch):
+    """The run keeps its int8 models (RUN/int8/): moved to a machine with an empty cache and without the training
+    images, it predicts as it did; without them it could only quantise again, from images that are not there."""
+    data = shutil.copytree(shapes_split, tmp_path / "data")
+    out = tmp_path / "run"
+    result = invoke("train", data, "--out", out, "--epochs", "5", "--seed", "1", "--precision", "int8")
+    assert result.exit_code == 0, result.output
+    saved_models = sorted((out / run_dir.INT8_MODELS).iterdir())
+    assert len(saved_models) == 1 and "-int8-" in saved_models[0].name
+    photos = shutil.copytree(data / "val", tmp_path / "photos")
+    shutil.rmtree(data)  # the calibration images are gone
+    monkeypatch.setenv("VISTRAIN_CACHE", str(tmp_path / "empty-cache"))
+    predicted = invoke("predict", out, photos, "--format", "json")
+    assert predicted.exit_code == 0, predicted.output
+    saved = {Path(row["file"]).name: row for row in run_dir.read_csv(out / "predictions.csv")}
+    for row in json.loads(predicted.stdout):
+        assert row["probability"] == pytest.approx(float(saved[Path(row["file"]).name][f"prob_{row['class']}"]),
+                                                   abs=1e-5)
+    saved_models[0].write_bytes(b"not an ONNX model")
+    monkeypatch.setenv("VISTRAIN_CACHE", str(tmp_path / "another-empty-cache"))
+    damaged = invoke("predict", out, photos, "--format", "json")
+    assert damaged.exit_code != 0 and "is damaged" in damaged.output and "Traceback" not in damaged.output
+    shutil.rmtree(out / run_dir.INT8_MODELS)
+    monkeypatch.setenv("VISTRAIN_CACHE", str(tmp_path / "a-third-empty-cache"))
+    missing = invoke("predict", out, photos, "--format", "json")
+    assert missing.exit_code != 0 and "cannot be read" in missing.output
 
 
 @pytest.mark.slow

@@ -15,7 +15,8 @@ from conftest import invoke, shape_image
 from vistrain.backbones import get_backbone
 from vistrain.backbones.multi_depth import with_stages
 from vistrain.backbones.registry import BackboneUnavailable
-from vistrain.deploy.export import deployed_model, prepare_image
+from vistrain.deploy.export import deployed_model
+from vistrain.features.inputs import prepare_image
 from vistrain.features.cache import FeatureCache
 from vistrain.features.extract import extract_features
 from vistrain.model import linear

@@ -1,6 +1,6 @@
 """vistrain: a folder of labelled images in, a trained, inspected and deployable classifier out.
 
-The pipeline's stages are its sub-packages: data -> backbones -> features -> model -> training -> analysis -> deploy,
+The pipeline's layers are its sub-packages: data -> backbones -> features -> model -> training -> analysis -> deploy,
 with `cli` (the command) and `api` (the functions below) on top. See ARCHITECTURE.md.
 """
 

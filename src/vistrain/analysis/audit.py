@@ -39,7 +39,8 @@ from vistrain.data.datasets import load_dataset
 from vistrain.data.samples import SINGLE_LABEL, DataError, Dataset, Skipped
 from vistrain.features.cpu import resolve_precision
 from vistrain.features.extract import extract_features
-from vistrain.features.int8 import Precision, calibration_set
+from vistrain.features.int8 import calibration_set
+from vistrain.features.precision import Precision
 from vistrain.model.linear import out_of_sample
 from vistrain.model.predictions import Predictions
 

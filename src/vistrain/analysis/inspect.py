@@ -20,8 +20,8 @@ from vistrain.core.files import write_csv
 from vistrain.data.datasets import load_labelled
 from vistrain.data.samples import Skipped
 from vistrain.model.predictions import Predictions, read_predictions
-from vistrain.model.run_dir import (RunError, class_labels_of, read_config, read_history, read_saved_predictions,
-                                    read_skipped)
+from vistrain.model.run_dir import (RunError, class_labels_of, inspect_file, read_config, read_history,
+                                    read_leaderboard, read_saved_predictions, read_skipped)
 
 
 @dataclass
@@ -107,18 +107,19 @@ def inspect(run: Path, data: Path | None = None, top: int = 10, cache_dir: Path 
             by_list.setdefault(list_name, []).extend(
                 [cls, rank, *_cells(e)] for cls, entries in by_class.items() for rank, e in enumerate(entries, 1))
     for list_name, rows in by_list.items():
-        write_csv(run / f"inspect_{list_name}.csv", header, rows)
+        write_csv(run / inspect_file(list_name), header, rows)
     if config["task"] == "regression":
-        write_csv(run / "inspect_largest_errors.csv", ["rank", "file", "true", "predicted", "error"],
+        write_csv(run / inspect_file("largest_errors"), ["rank", "file", "true", "predicted", "error"],
                   [[rank, str(e.file), e.true, e.predicted, f"{e.error:.6g}"] for rank, e in enumerate(errors, 1)])
     elif errors:
-        write_csv(run / "inspect_label_errors.csv", header,
+        write_csv(run / inspect_file("label_errors"), header,
                   [[e.true, rank, *_cells(e)] for rank, e in enumerate(errors, 1)])
     source = "the run's validation images" if data is None else str(data)
     if out_of_sample:
         source += f" ({out_of_sample} training images ranked by the audit's out-of-sample predictions)"
     history = _or_nothing(read_history, run, "training curves")
-    report = write_report(run, config, predictions, history, skipped, source, top)
+    leaderboard = _or_nothing(read_leaderboard, run, "leaderboard")
+    report = write_report(run, config, predictions, history, skipped, source, top, leaderboard)
     return Inspection(sections, errors, report, reused, out_of_sample)
 
 

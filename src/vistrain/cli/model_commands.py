@@ -12,6 +12,7 @@ from vistrain.cli.show import print_entries, print_metrics, print_predictions, r
 from vistrain.core.console import console, shown
 from vistrain.deploy.formats import FORMATS, export_size
 from vistrain.deploy.limits import Limits
+from vistrain.model.run_dir import EXPORTS
 
 RUN = click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 TTA = click.option("--tta", is_flag=True, help="Test-time augmentation: average each image's and its mirror's outputs.")
@@ -119,8 +120,8 @@ def inspect_command(run: Path, data: Path | None, labels: Path | None, image_roo
               help="onnx, torchscript; tflite (LiteRT: Android, embedded Linux), coreml (iOS, macOS), openvino (Intel "
                    "CPUs, GPUs, NPUs): these three need their extra, e.g. pip install 'vistrain[tflite]'.")
 @click.option("--out", type=click.Path(path_type=Path),
-              help="File (folder for coreml and openvino) to write [default: RUN/model.onnx, RUN/model-int8.onnx, "
-                   "RUN/model.pt, RUN/model.tflite, RUN/model.mlpackage, RUN/model_openvino].")
+              help="File (folder for coreml and openvino) to write [default, by format and --int8: "
+                   f"{', '.join(f'RUN/{name}' for names in EXPORTS.values() for name in names)}].")
 @click.option("--int8", is_flag=True,
               help="Quantise the model to int8 (onnx, tflite, openvino: weights and activations, calibrated on the "
                    "run's training images, then checked: prints its size and how often its top class is the fp32 "

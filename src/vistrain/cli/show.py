@@ -76,6 +76,22 @@ def print_metrics(metrics: dict) -> None:
     results.print(matrix)
 
 
+def print_leaderboard(rows: list[dict]) -> None:
+    """A budget's candidates (leaderboard.csv), the chosen one marked."""
+    if not rows:
+        return
+    columns = [c for c in rows[0] if c != "changed"]
+    table = Table(title="leaderboard (chosen on held-out training images; validation for the record)",
+                  title_justify="left")
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="left" if column in ("candidate", "note") else "right",
+                         overflow="fold")
+    for row in rows:
+        style = "bold green" if row["chosen"] else None
+        table.add_row(*(shown(row[c]) for c in columns), style=style)
+    results.print(table)
+
+
 def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     table = Table(title=title)
     for i, column in enumerate(columns):

@@ -8,7 +8,7 @@ import click
 from click.core import ParameterSource
 
 from vistrain.cli.main import DATA, DECISIONS, data_source, friendly_errors, label_options, main, training_options
-from vistrain.cli.show import print_metrics, report_skipped
+from vistrain.cli.show import print_leaderboard, print_metrics, report_skipped
 from vistrain.core.console import console, shown
 
 
@@ -24,6 +24,7 @@ def _train(data: Path, out, overwrite, cache_dir, image_root=None, decisions=Non
 def show_result(result) -> None:
     """A finished training's metrics, then the files it skipped (under torchrun: by rank 0 only)."""
     if result.is_main:
+        print_leaderboard(result.leaderboard)
         print_metrics(result.metrics)
         report_skipped(result.skipped)
 

@@ -1,1 +1,1 @@
-"""Shared plumbing every stage may use: the consoles, atomic file writes and content digests, HTML templates."""
+"""Shared plumbing every layer may use: the consoles, atomic file writes and content digests, HTML templates."""

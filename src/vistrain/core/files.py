@@ -19,7 +19,7 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Sequence
 
 CHUNK = 1 << 20  # bytes read at a time when hashing or copying
 MAX_FILE_BYTES = 256 * 2**20  # larger data files are refused unread (no image a classifier trains on is that big)
@@ -72,6 +72,26 @@ def write_folder_atomic(path: Path, fill: Callable[[Path], None]) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
+def remove_atomic(path: Path) -> None:
+    """Remove the file, link or folder `path`. A folder is renamed to `.NAME.removed` beside it first, then deleted:
+    it is gone whole or still whole, never half there under its name, even when the process is killed while deleting
+    its files (the hidden leftover is one of `leftovers`)."""
+    if path.is_dir() and not path.is_symlink():
+        trash = path.with_name(f".{path.name}.removed")
+        shutil.rmtree(trash, ignore_errors=True)  # an earlier removal's, killed
+        path.rename(trash)
+        shutil.rmtree(trash)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def leftovers(folder: Path, name: str) -> list[Path]:
+    """What `write_atomic`, `write_folder_atomic` and `remove_atomic` leave in `folder` beside a file or folder called
+    `name` (a glob pattern) when they are killed: the hidden .NAME.RANDOM.tmp and .NAME.RANDOM.old, and .NAME.removed."""
+    return sorted(path for pattern in (f".{name}.*.tmp", f".{name}.*.old", f".{name}.removed")
+                  for path in folder.glob(pattern))
+
+
 def make_folder(path: Path, what: str) -> Path:
     """`path` as a folder, made with its parents if needed; a ValueError naming `what` when it cannot be (a file
     in the way, no permission)."""
@@ -106,12 +126,17 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     write_atomic(path, utf8(buffer.getvalue()))
 
 
-def read_csv(path: Path) -> list[dict]:
-    """Rows of a CSV file written by `write_csv`, or [] when it does not exist."""
+def read_csv(path: Path, needed: Sequence[str] = ()) -> list[dict]:
+    """Rows of a CSV file written by `write_csv`, or [] when it does not exist; a ValueError naming the file and the
+    columns of `needed` its header lacks, when it has rows."""
     if not path.is_file():
         return []
     with open(path, newline="", encoding="utf-8") as file:
-        return list(csv.DictReader(file))
+        rows = list(csv.DictReader(file))
+    missing = [column for column in needed if rows and column not in rows[0]]
+    if missing:
+        raise ValueError(f"{path} is damaged: no column {', '.join(missing)}")
+    return rows
 
 
 def default_cache_dir() -> Path:

@@ -16,10 +16,10 @@ from typing import Callable
 import imagehash
 import numpy as np
 
-from vistrain.core.files import sha256_file, write_csv
+from vistrain.core.files import write_csv
 from vistrain.data.decisions import Decisions, apply_to_files
 from vistrain.data.folders import find_split_dirs, read_class_folders
-from vistrain.data.images import UnreadableImage, load_rgb
+from vistrain.data.images import UnreadableImage, load_rgb_and_digest
 from vistrain.data.samples import Skipped
 
 HASHED_FROM = 256  # `reduce_to` for hashing: a shorter side of 2,048+ is hashed from 1,024 (phash looks at 32 x 32)
@@ -77,9 +77,8 @@ def split_folders(root: Path) -> dict[str, Path]:
 
 
 def read_record(path: Path, split: str, label: str) -> Record:
-    """Digest, perceptual hash and size of one image."""
-    digest = sha256_file(path)
-    image = load_rgb(path, reduce_to=HASHED_FROM)
+    """Digest, perceptual hash and size of one image, read from the disk once."""
+    image, digest = load_rgb_and_digest(path, reduce_to=HASHED_FROM)
     phash = int(str(imagehash.phash(image)), 16)
     return Record(path, split, label, digest, phash, *image.info["source_size"])
 
@@ -150,12 +149,6 @@ def imbalance(counts: dict[str, int]) -> float:
     """Largest class over smallest class (inf when a class is empty)."""
     values = list(counts.values())
     return max(values) / min(values) if values and min(values) else float("inf")
-
-
-def digest_leaks(train_digests: dict[str, Path], val_digests: dict[str, Path]) -> list[tuple[Path, Path]]:
-    """Files whose exact bytes are in both training and validation: (training file, validation file)."""
-    return [(train_digests[d], val_digests[d]) for d in sorted(set(train_digests) & set(val_digests))]
-
 
 
 CHECK_FILES = ("images.csv", "duplicates.csv", "unreadable.csv")

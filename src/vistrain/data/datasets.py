@@ -17,9 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from vistrain.data.decisions import EXCLUDED, Decisions
-from vistrain.data.folders import find_split_dirs, read_class_folders
+from vistrain.data.folders import data_folder, find_split_dirs, read_class_folders
 from vistrain.data.labels_csv import LABEL_SEPARATOR, infer_kind, is_number, parse_targets, read_label_csv
-from vistrain.data.matlab import is_mat, svhn_folder
+from vistrain.data.matlab import is_mat
 from vistrain.data.samples import TASKS, DataError, Dataset, Sample, Skipped
 from vistrain.data.splits import stratified_split
 
@@ -80,9 +80,9 @@ def load_dataset(source: str | Path, val_fraction: float = 0.2, seed: int = 0, l
     if source.is_file() and not is_mat(source):
         dataset = _csv_dataset(source, image_root, val_fraction, seed, task)
     else:
-        dataset = _folder_dataset(data_folder(source, cache_dir), val_fraction, seed, label_depth)
-        if is_mat(source):
-            dataset.layout = f"SVHN {source}, {len(dataset.train) + len(dataset.val):,} images read; {dataset.layout}"
+        folder, converted = data_folder(source, cache_dir)
+        dataset = _folder_dataset(folder, val_fraction, seed, label_depth)
+        dataset.layout = "; ".join(filter(None, (converted, dataset.layout)))
         kind = label_kind(task)
         if kind != "classes":
             classes = dataset.classes
@@ -197,11 +197,6 @@ def _csv_dataset(csv_path: Path, image_root: Path | None, val_fraction: float, s
     return dataset
 
 
-def data_folder(source: Path, cache_dir: Path | None) -> Path:
-    """The folder of class folders a source is: itself, or the conversion of an SVHN .mat (in `cache_dir`)."""
-    return svhn_folder(source, cache_dir)[0] if is_mat(source) else source
-
-
 def load_labelled(source: str | Path, classes: list[str], task: str, image_root: Path | None = None,
                   decisions: Path | None = None, cache_dir: Path | None = None
                   ) -> tuple[list[Sample], list[Skipped]]:
@@ -223,7 +218,7 @@ def _labelled(source: Path, classes: list[str], task: str, image_root: Path | No
               cache_dir: Path | None) -> tuple[list[Sample], list[Skipped]]:
     if source.is_file() and not is_mat(source):
         return _labelled_csv(source, classes, task, image_root)
-    train_dir, val_dir = find_split_dirs(data_folder(source, cache_dir))
+    train_dir, val_dir = find_split_dirs(data_folder(source, cache_dir)[0])
     folder = val_dir or train_dir
     labelled = read_class_folders(folder)
     folders, skipped = labelled.files, labelled.skipped

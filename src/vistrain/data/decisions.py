@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vistrain.core.files import write_csv
-from vistrain.data.files import DECISIONS_FILE
 from vistrain.data.labels_csv import read_csv_lines
+from vistrain.data.listing import DECISIONS_FILE
 from vistrain.data.names import FORMULA_START, LABEL_SEPARATOR, label_problem, new_class_problem
 from vistrain.data.samples import DataError, Skipped
 

@@ -2,7 +2,8 @@
 
 One rule for every command: by default the top-level folders are the classes (files in their sub-folders
 included); with `label_depth` K, the folders K levels down are, and where two of them share a name they are
-named by their path (`domestic/cat` becomes the class `domestic-cat`).
+named by their path (`domestic/cat` becomes the class `domestic-cat`). An SVHN .mat is read as the class folders it
+is converted into (`data_folder`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from vistrain.data.files import FOLDER_LINK, is_hidden, is_utf8, list_files
+from vistrain.data.listing import FOLDER_LINK, is_hidden, is_utf8, list_files
+from vistrain.data.matlab import is_mat, svhn_folder
 from vistrain.data.samples import DataError, Skipped
 
 VAL_DIR_NAMES = ("val", "validation")
@@ -35,6 +37,16 @@ def find_split_dirs(root: Path) -> tuple[Path, Path | None]:
         val = next((root / name for name in VAL_DIR_NAMES if (root / name).is_dir()), None)
         return train, val
     return root, None
+
+
+def data_folder(source: Path, cache_dir: Path | None = None) -> tuple[Path, str]:
+    """(the folder of class folders a data source stands for, what it was converted from): for an SVHN .mat, its
+    class folders in the cache (`matlab.svhn_folder`) and "SVHN FILE: N images read"; else itself and "". The one
+    place where a source converted into class folders is told apart (`train`, `evaluate`, `audit`, `split`)."""
+    if not is_mat(source):
+        return source, ""
+    folder, count = svhn_folder(source, cache_dir)
+    return folder, f"SVHN {source}: {count:,} images read"
 
 
 def label_class_tree(folder: Path, label_depth: int = 1) -> Labelled:

@@ -12,6 +12,7 @@ picture is exact.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import warnings
@@ -70,14 +71,26 @@ def load_pixels(path: str | Path, max_pixels: int = MAX_PIXELS,
     return _read(path, max_pixels, pixels)
 
 
-def _read(path: str | Path, max_pixels: int, use: Callable[[Image.Image, BinaryIO], T]) -> T:
+def load_rgb_and_digest(path: str | Path, max_pixels: int = MAX_PIXELS,
+                        reduce_to: int | None = None) -> tuple[Image.Image, str]:
+    """`load_rgb`'s picture and the SHA-256 of the file's bytes, which are read from the disk once (and held in
+    memory while the picture is decoded), for readers that need both (`vistrain check`)."""
+    def picture_and_digest(image: Image.Image, file: BinaryIO) -> tuple[Image.Image, str]:
+        return decode(image, reduce_to), hashlib.sha256(file.getbuffer()).hexdigest()
+
+    return _read(path, max_pixels, picture_and_digest, in_memory=True)
+
+
+def _read(path: str | Path, max_pixels: int, use: Callable[[Image.Image, BinaryIO], T], in_memory: bool = False) -> T:
     """`use(the opened image, its file)` for the image file at `path`, refused as UnreadableImage with the reason when
-    it is not a readable image within `max_pixels`."""
+    it is not a readable image within `max_pixels`; `in_memory`: the file is read whole first, and `use` gets its
+    bytes as a BytesIO."""
     path = Path(path)
     try:
-        with open_data_file(path) as file, warnings.catch_warnings():
-            if os.fstat(file.fileno()).st_size == 0:
+        with open_data_file(path) as opened, warnings.catch_warnings():
+            if os.fstat(opened.fileno()).st_size == 0:
                 raise UnreadableImage("empty file (0 bytes)")
+            file = io.BytesIO(opened.read()) if in_memory else opened
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.init()  # register every format plugin, not only the common ones
             with Image.open(file, formats=FORMATS) as image:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vistrain.core.files import RefusedFile, open_data_file
-from vistrain.data.files import resolves_inside
+from vistrain.data.listing import resolves_inside
 from vistrain.data.names import LABEL_SEPARATOR, label_problem
 from vistrain.data.samples import DataError, Skipped
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vistrain.data.decisions import Decisions, apply_to_files
-from vistrain.data.files import is_hidden, list_files, resolves_inside
-from vistrain.data.folders import DEFAULT_PATTERN, Labelled, label_flat_folder, read_class_folders
+from vistrain.data.folders import DEFAULT_PATTERN, Labelled, data_folder, label_flat_folder, read_class_folders
 from vistrain.data.labels_csv import parse_targets, read_label_csv
-from vistrain.data.matlab import is_mat, svhn_folder
+from vistrain.data.listing import is_hidden, list_files, resolves_inside
+from vistrain.data.matlab import is_mat
 from vistrain.data.placement import (LINK_MODES, SPLITS, Placed, identify, place, planned, prune, take_back,
                                      unique_name, write_manifest)
 from vistrain.data.samples import DataError, Skipped
@@ -55,20 +55,15 @@ def refuse_nesting(root: Path, destination: Path) -> None:
                         "sources; choose a DEST outside it")
 
 
-def label_svhn(mat: Path, cache_dir: Path | None = None) -> Labelled:
-    """The digits of an SVHN .mat, from the class folders it is converted into (`vistrain.data.matlab`)."""
-    folder, count = svhn_folder(mat, cache_dir)
-    labelled = read_class_folders(folder)
-    return Labelled(labelled.files, labelled.skipped, f"SVHN {mat}: {count:,} images read, as PNG in {folder}")
-
-
 def label_source(source: Path, pattern: str = DEFAULT_PATTERN, label_depth: int = 1,
                  image_root: Path | None = None, cache_dir: Path | None = None) -> Labelled:
     """Pick the reader by what SOURCE is: a CSV file, an SVHN .mat, a folder of class folders, or a flat folder."""
     if is_csv(source):
         return label_csv(source, image_root)
-    if is_mat(source):
-        return label_svhn(source, cache_dir)
+    folder, converted = data_folder(source, cache_dir)
+    if converted:
+        labelled = read_class_folders(folder)
+        return Labelled(labelled.files, labelled.skipped, f"{converted}; {labelled.source}")
     if not source.is_dir():
         raise DataError(f"{source} is neither a folder nor a .csv or .mat file")
     if any(p.is_dir() and not p.is_symlink() and not is_hidden(p.name) for p in source.iterdir()):

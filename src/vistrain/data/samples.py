@@ -1,4 +1,4 @@
-"""The data stage's types, which every later stage uses: a labelled sample, a skipped file, the task names."""
+"""The data layer's types, which every later layer uses: a labelled sample, a skipped file, the task names."""
 
 from __future__ import annotations
 

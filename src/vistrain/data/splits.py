@@ -3,13 +3,15 @@
 Each stratum (a class, a label combination, or a quintile of a regression target) is shuffled with the seed and
 divided on its own, so every part keeps the strata's proportions. Whenever a stratum has two or more images, at
 least one goes to validation and at least one stays for training; the same items, keys and seed always give the
-same assignment, whichever command asks.
+same assignment, whichever command asks. A file whose bytes are in both training and validation breaks a split
+(`digest_leaks`: `train` warns of them; `check` also finds near duplicates).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Hashable, Sequence
+from pathlib import Path
 
 from vistrain.data.samples import DataError, Sample
 
@@ -65,3 +67,9 @@ def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> t
     splits = assign_splits(stratum(samples), val_fraction, seed)
     return (sorted((s for s, split in zip(samples, splits) if split == "train"), key=lambda s: s.path),
             sorted((s for s, split in zip(samples, splits) if split == "val"), key=lambda s: s.path))
+
+
+def digest_leaks(train_digests: dict[str, Path], val_digests: dict[str, Path]) -> list[tuple[Path, Path]]:
+    """Files whose exact bytes (SHA-256 -> file) are in both training and validation: (training file, validation
+    file)."""
+    return [(train_digests[d], val_digests[d]) for d in sorted(set(train_digests) & set(val_digests))]

@@ -1,2 +1,2 @@
-"""Stage 7, deploy: a trained run as one exported file (ONNX or TorchScript, preprocessing inside), or behind
+"""Layer 7, deploy: a trained run as one exported file (ONNX or TorchScript, preprocessing inside), or behind
 HTTP (`serve`)."""

@@ -3,7 +3,7 @@ Program) for iOS 16+ and macOS 13+.
 
 Converted from PyTorch (torch.export) by coremltools. Its input `image` is an image (a CVPixelBuffer, or a CGImage
 through Vision's VNCoreMLRequest; in Python a PIL image), RGB, H x W = the run's input size, already resized
-(shorter side) and centre-cropped as `export.prepare_image` does; the pixels 0-255 go in as they are and the model
+(shorter side) and centre-cropped as `features.inputs.prepare_image` does; the pixels 0-255 go in as they are and the model
 scales and normalises them itself. Single-label models are Core ML classifiers: `classLabel` (the top class) and
 `classLabel_probs` (every class's probability); multi-label and regression models give `outputs`, a float array.
 Weights and arithmetic are fp16 (Core ML's default for ML Programs, what the Neural Engine runs). The run's metadata

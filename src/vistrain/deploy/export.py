@@ -3,7 +3,7 @@ own modules, all listed in `formats.py`.
 
 The exported model takes uint8 RGB images, N x H x W x 3 with H = W = the run's input size, already resized
 (shorter side) and centre-cropped exactly as `eval_transform(preprocess, output="uint8")` does; see
-`prepare_image`. Inside the model: to float, /255, normalise with the run's mean and std, NCHW, backbone, head and
+`features.inputs.prepare_image`. Inside the model: to float, /255, normalise with the run's mean and std, NCHW, backbone, head and
 the task's activation, giving what `Predictor.outputs` gives (class or label probabilities, or values).
 The run's classes (with their names, if it has them), task, preprocessing and tuned thresholds travel with the file as
 metadata (`metadata`).
@@ -19,30 +19,19 @@ import warnings
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.files import make_folder, write_atomic
-from vistrain.data.images import load_rgb
 from vistrain.deploy.formats import export_format
 from vistrain.deploy.quantized import quantized_export
 from vistrain.features.runtime import INPUT, onnx_bytes
-from vistrain.features.transforms import PixelNormalize, eval_transform
+from vistrain.features.transforms import PixelNormalize
 from vistrain.model import tasks
 from vistrain.model.predictor import Predictor
 
 OUTPUT = "outputs"
-
-
-def prepare_image(image: str | Path | Image.Image, preprocess: Preprocess) -> np.ndarray:
-    """An image file (read with `load_rgb`: any format, EXIF orientation) or RGB PIL image, resized and
-    centre-cropped as `eval_transform` does: the uint8 H x W x 3 array an exported model takes."""
-    if isinstance(image, (str, Path)):
-        image = load_rgb(image, reduce_to=preprocess.resize_size)  # as `vistrain predict` reads files
-    return eval_transform(preprocess, output="uint8")(image).permute(1, 2, 0).numpy()
 
 
 class DeployedModel(nn.Module):
@@ -89,7 +78,7 @@ def metadata(predictor: Predictor, batch: str = "N") -> dict[str, str]:
 def export(run: str | Path, output_format: str, out: str | Path | None = None, int8: bool = False) -> Path:
     """Write RUN's model as `output_format` (a name in `formats.FORMATS`), with `int8` quantised to int8 where the
     format has an int8 version; returns the file or folder written [default: RUN/model.onnx, RUN/model-int8.onnx,
-    RUN/model.tflite... (`ExportFormat.default_path`)]."""
+    RUN/model.tflite... (`vistrain.model.run_dir.EXPORTS`)]."""
     chosen = export_format(output_format, int8)
     predictor = Predictor.from_run(run)
     if any(part.preprocess != predictor.preprocess for part in predictor.backbone.parts):

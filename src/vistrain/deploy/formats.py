@@ -1,5 +1,6 @@
-"""The formats `vistrain export` writes, each described once: a new format is one entry in FORMATS and one module
-with a `write(predictor, run, path, int8)` and a `read_metadata(path)`.
+"""The formats `vistrain export` writes, each described once: a new format is one entry in FORMATS, its default
+names in the run directory's schema (`vistrain.model.run_dir.EXPORTS`), and one module with a
+`write(predictor, run, path, int8)` and a `read_metadata(path)`.
 
 Every format holds the whole model (uint8 RGB pixels in, the task's outputs out) and the run's metadata, a map of
 strings (`export.metadata`). Converters for the phone and edge formats come with optional extras
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from vistrain.model.run_dir import EXPORTS
+
 
 class MissingExtra(ValueError):
     """A format's converter is not installed; the message gives the pip command."""
@@ -22,22 +25,24 @@ class MissingExtra(ValueError):
 @dataclass(frozen=True)
 class ExportFormat:
     """`write` and `read` name, as "module:function", the functions that write it (`write(predictor, run, path,
-    int8)`) and read its metadata back (`read_metadata(path)`; formats with an int8 version); `suffix` names the
-    default file or folder in the run (model.onnx, model-int8.tflite, model_openvino/); `int8`: whether it has an
-    int8 version; `folder`: whether it is a folder rather than a file; `extra` and `needs`: the vistrain extra that
-    installs its converter and the modules it provides."""
+    int8)`) and read its metadata back (`read_metadata(path)`; formats with an int8 version); `folder`: whether it
+    is a folder rather than a file; `extra` and `needs`: the vistrain extra that installs its converter and the
+    modules it provides. Its default files or folders in the run, and so whether it has an int8 version, are the run
+    directory's (`vistrain.model.run_dir.EXPORTS`: model.onnx, model-int8.tflite, model_openvino/...)."""
 
     name: str
     write: str
     read: str | None
-    suffix: str
-    int8: bool
     folder: bool = False
     extra: str | None = None
     needs: tuple[str, ...] = ()
 
+    @property
+    def int8(self) -> bool:
+        return len(EXPORTS[self.name]) > 1
+
     def default_path(self, run: Path, int8: bool) -> Path:
-        return run / f"model{'-int8' if int8 else ''}{self.suffix}"
+        return run / EXPORTS[self.name][int8]
 
     def require(self) -> None:
         """A MissingExtra naming the pip command when the converter's modules are not installed."""
@@ -57,20 +62,19 @@ def _function(name: str) -> Callable:
     return getattr(importlib.import_module(module), function)
 
 
-def _optional(name: str, suffix: str, needs: tuple[str, ...], folder: bool = False) -> ExportFormat:
-    """A format with an int8 version whose converter comes with the extra of its name, written and read by the
-    module of its name in vistrain.deploy (`write`, `read_metadata`)."""
+def _optional(name: str, needs: tuple[str, ...], folder: bool = False) -> ExportFormat:
+    """A format whose converter comes with the extra of its name, written and read by the module of its name in
+    vistrain.deploy (`write`, `read_metadata`)."""
     module = f"vistrain.deploy.{name}"
-    return ExportFormat(name, f"{module}:write", f"{module}:read_metadata", suffix, True, folder, name, needs)
+    return ExportFormat(name, f"{module}:write", f"{module}:read_metadata", folder, name, needs)
 
 
 FORMATS = {f.name: f for f in (
-    ExportFormat("onnx", "vistrain.deploy.export:write_onnx", "vistrain.deploy.export:read_onnx_metadata", ".onnx",
-                 int8=True),
-    ExportFormat("torchscript", "vistrain.deploy.export:write_torchscript", None, ".pt", int8=False),
-    _optional("tflite", ".tflite", ("litert_torch", "ai_edge_litert")),
-    _optional("coreml", ".mlpackage", ("coremltools",), folder=True),
-    _optional("openvino", "_openvino", ("openvino",), folder=True),
+    ExportFormat("onnx", "vistrain.deploy.export:write_onnx", "vistrain.deploy.export:read_onnx_metadata"),
+    ExportFormat("torchscript", "vistrain.deploy.export:write_torchscript", None),
+    _optional("tflite", ("litert_torch", "ai_edge_litert")),
+    _optional("coreml", ("coremltools",), folder=True),
+    _optional("openvino", ("openvino",), folder=True),
 )}
 
 

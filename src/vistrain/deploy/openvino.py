@@ -2,7 +2,7 @@
 model.bin), for Intel CPUs, GPUs and NPUs.
 
 Converted by OpenVINO from the ONNX export, so it takes what that takes: input `images`, uint8 N x H x W x 3 (RGB,
-resized and centre-cropped as `export.prepare_image` does; any batch size), output `outputs`, float32 (class or label
+resized and centre-cropped as `features.inputs.prepare_image` does; any batch size), output `outputs`, float32 (class or label
 probabilities, or values). Weights are stored in fp32; OpenVINO picks the arithmetic per device (on CPUs with AMX or
 AVX-512 BF16 it runs bf16 unless told `INFERENCE_PRECISION_HINT: f32`). The run's metadata (the ONNX export's keys)
 are in the IR's runtime information under `vistrain` (`model.get_rt_info(["vistrain", "classes"])`).

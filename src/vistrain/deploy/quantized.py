@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from vistrain.data.images import UnreadableImage
+from vistrain.features.inputs import prepare_image
 from vistrain.features.int8 import CALIBRATION_IMAGES, CalibrationImages, calibration_set, quantize
 from vistrain.features.runtime import INPUT
 from vistrain.model.predictor import Predictor
@@ -81,8 +82,6 @@ def agreement(fp32: Callable[[np.ndarray], np.ndarray], int8: Callable[[np.ndarr
     """How the int8 model's outputs agree with the fp32 model's on the readable `paths`, each run by its own
     runtime (uint8 N x H x W x 3 images -> outputs): `images`, `top1_agreement` (single-label: the same top class;
     multi-label: the same labels over their thresholds; None for regression) and `mean_abs_difference`."""
-    from vistrain.deploy.export import prepare_image
-
     same, differences = [], []
     for start in range(0, len(paths), BATCH):
         images = []

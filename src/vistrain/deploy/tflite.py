@@ -2,7 +2,7 @@
 Android and embedded Linux.
 
 Converted from PyTorch by litert-torch (no TensorFlow involved), for batches of one image: input `images`, uint8
-1 x H x W x 3 (RGB, resized and centre-cropped as `export.prepare_image` does), output `outputs`, float32
+1 x H x W x 3 (RGB, resized and centre-cropped as `features.inputs.prepare_image` does), output `outputs`, float32
 1 x outputs (class or label probabilities, or values), signature `serving_default`. The run's metadata (the same
 keys as the ONNX export's) are metadata entries of the flatbuffer, one per key, each a UTF-8 string.
 

@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -24,10 +25,11 @@ from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
 from vistrain.core.files import make_folder, sha256_text
-from vistrain.features.int8 import FP32, Precision
+from vistrain.features.precision import FP32, Precision
 from vistrain.features.transforms import View
 
 FEATURE_FORMAT = 1  # bump when the way features are computed changes, to invalidate old caches
+LOCKED_WAIT_S = 120  # how long opening waits for another process that holds the cache
 
 
 class FeatureCache:
@@ -54,7 +56,19 @@ class FeatureCache:
             self._db = self._start_again(identity, error)
 
     def _open(self, identity: str) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=120)
+        """Open (or create) the cache. Two processes creating one at the same moment can get "database is locked"
+        at once, without SQLite's busy wait (switching a new file to WAL): that is tried again, for LOCKED_WAIT_S."""
+        deadline = time.monotonic() + LOCKED_WAIT_S
+        while True:
+            try:
+                return self._try_open(identity)
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _try_open(self, identity: str) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=LOCKED_WAIT_S)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             # Each commit reaches the operating system, so a killed process loses nothing; only a power cut may lose

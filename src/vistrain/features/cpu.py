@@ -18,7 +18,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from vistrain.features import AUTO, PRECISIONS
+from vistrain.features.precision import AUTO, PRECISIONS
 
 LINUX_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")  # /proc/cpuinfo's names
 MACOS_SYSCTLS = {"hw.optional.arm.FEAT_DotProd": "dotprod", "hw.optional.arm.FEAT_I8MM": "i8mm"}

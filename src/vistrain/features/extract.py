@@ -32,7 +32,7 @@ from vistrain.data.images import UnreadableImage
 from vistrain.data.samples import Skipped
 from vistrain.features.cache import FeatureCache
 from vistrain.features.inputs import PartPixels, backbone_inputs
-from vistrain.features.int8 import FP32, Precision
+from vistrain.features.precision import FP32, Precision
 from vistrain.features.runtime import INPUT, feature_session, pixel_feature_extractor
 from vistrain.features.transforms import View
 

@@ -1,4 +1,5 @@
-"""What each backbone of a feature vector takes, and image files decoded once into all of it.
+"""What each backbone of a feature vector takes, image files decoded once into all of it, and an image as the
+uint8 pixels an exported model takes (`prepare_image`).
 
 A concatenation's parts each take their own preprocessing, as each does alone, so that their features are cached
 once for both uses (`--backbone efficientnet_lite0`, then `efficientnet_lite0+efficientnet_lite2`, computes Lite2
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
-from vistrain.data.images import load_pixels, reduced_size
-from vistrain.features.transforms import View
+from vistrain.data.images import load_pixels, load_rgb, reduced_size
+from vistrain.features.transforms import View, eval_transform
 
 
 def backbone_inputs(backbone: Backbone, preprocess: Preprocess) -> list[tuple[Backbone, Preprocess]]:
@@ -42,3 +45,11 @@ class PartPixels:
             same = reduced_size(source, self.reduce_to[i]) == reduced_size(source, largest)
             found[i] = self.transforms[i](pixels if same else load_pixels(path, reduce_to=self.reduce_to[i])[0], digest)
         return found
+
+
+def prepare_image(image: str | Path | Image.Image, preprocess: Preprocess) -> np.ndarray:
+    """An image file (read with `load_rgb`: any format, EXIF orientation) or RGB PIL image, resized and
+    centre-cropped as `eval_transform` does: the uint8 H x W x 3 array an exported model takes."""
+    if isinstance(image, (str, Path)):
+        image = load_rgb(image, reduce_to=preprocess.resize_size)  # as `vistrain predict` reads files
+    return eval_transform(preprocess, output="uint8")(image).permute(1, 2, 0).numpy()

@@ -6,7 +6,8 @@ uint8, ranges by MinMax over a seeded sample of up to 256 training images (`cali
 the first 3 convolutions (the most sensitive: the stem and the first depthwise block; keeping 5 was a fifth slower
 for a cosine to fp32 of 0.9969 instead of 0.9964) and the global pooling with everything after it stay fp32
 (`excluded_nodes`). The int8 model is cached beside the fp32 export, its file named by the calibration images'
-digests and the convolutions kept (`Precision.key`); features are cached apart from fp32 ones (`Precision.identity`).
+digests and the convolutions kept (`precision.Precision.key`); features are cached apart from fp32 ones
+(`Precision.identity`).
 Which precision a run gets by default is `cpu.py`'s choice.
 
 On x86 CPUs without int8 dot-product instructions (VNNI), ONNX Runtime's default uint8 x int8 kernels saturate
@@ -17,9 +18,7 @@ exact 32-bit accumulation (`session.x64quantprecision`), which gives the same fe
 
 from __future__ import annotations
 
-import json
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,9 +26,9 @@ import numpy as np
 
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
-from vistrain.core.files import sha256_file, sha256_text, write_atomic
-from vistrain.features import PRECISIONS
+from vistrain.core.files import sha256_file, write_atomic
 from vistrain.features.cpu import int8_dot_products
+from vistrain.features.precision import FIRST_CONVS_KEPT, Precision
 
 if TYPE_CHECKING:
     import onnx
@@ -37,37 +36,8 @@ if TYPE_CHECKING:
 
 CALIBRATION_IMAGES = 256
 STRIDE = 64  # calibration images whose ranges are gathered at once
-FIRST_CONVS_KEPT = 3  # convolutions left in fp32 at the start of the network (part of `Precision.key`)
 CHECKED_IMAGES = 32
 MIN_COSINE = 0.99  # median cosine to the fp32 features a new int8 model must reach on calibration images
-
-
-@dataclass(frozen=True)
-class Precision:
-    """The arithmetic features are computed in: fp32, or int8 with ranges from `calibration`, the (path, SHA-256)
-    of the training images that set them."""
-
-    name: str = "fp32"
-    calibration: tuple[tuple[str, str], ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.name not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.name!r}; precisions: {', '.join(PRECISIONS)}")
-        if (self.name == "int8") != bool(self.calibration):
-            raise ValueError("int8 features need calibration images, and only they do")
-
-    @property
-    def key(self) -> str:
-        """The int8 model's identity: its calibration images' digests, sorted, and the convolutions left in fp32."""
-        digests = sorted({digest for _, digest in self.calibration})
-        return sha256_text(json.dumps([digests, FIRST_CONVS_KEPT]))
-
-    def identity(self) -> dict | None:
-        """What distinguishes these features in a feature-cache key; None for fp32, the key of earlier versions."""
-        return {"precision": self.name, "calibration": self.key} if self.name != "fp32" else None
-
-
-FP32 = Precision()
 
 
 def calibration_set(paths: list[Path], seed: int, count: int = CALIBRATION_IMAGES) -> tuple[tuple[str, str], ...]:
@@ -80,6 +50,24 @@ def calibration_set(paths: list[Path], seed: int, count: int = CALIBRATION_IMAGE
         except OSError:
             continue  # unreadable: listed as skipped when its features are computed
     return tuple(found)
+
+
+def saved_model(path: Path, precision: Precision) -> bytes | None:
+    """The run's copy of the int8 model cached at `path` (in `precision.saved_models`, under the same name), checked
+    to load, or None when the run has none: a run predicts on a machine whose cache lacks its int8 models, or where
+    its calibration images are not, without quantising again."""
+    if precision.saved_models is None or not (precision.saved_models / path.name).is_file():
+        return None
+    import onnxruntime
+
+    copy = precision.saved_models / path.name
+    data = copy.read_bytes()
+    try:
+        onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    except Exception as error:  # ONNX Runtime's own kinds (InvalidProtobuf, Fail...) for a damaged file
+        raise ValueError(f"{copy} is damaged ({type(error).__name__}); delete it to quantise the backbone again "
+                         "from the calibration images") from None
+    return data
 
 
 def int8_model_path(fp32_path: Path, precision: Precision) -> Path:
@@ -184,11 +172,16 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def quantize_features(fp32_path: Path, path: Path, precision: Precision, preprocess: Preprocess, input_name: str,
                       options: onnxruntime.SessionOptions) -> None:
-    """Write the int8 feature extractor for `precision` to `path`, atomically, once it has passed the check: on
+    """Write the int8 feature extractor for `precision` to `path`, atomically: the run's copy if it has one
+    (`saved_model`), else quantised here once it has passed the check: on
     the first CHECKED_IMAGES calibration images, run with `options`, its features' median cosine to the fp32
     export's must reach MIN_COSINE (a ValueError otherwise, naming what was measured)."""
     import onnxruntime
 
+    copy = saved_model(path, precision)
+    if copy is not None:
+        write_atomic(path, copy)
+        return
     console.print(f"quantising the backbone to int8, calibrated on {len(precision.calibration)} training images "
                   f"(once: cached as {path.name})")
     reader = CalibrationImages(precision.calibration, preprocess, input_name)

@@ -19,7 +19,9 @@ from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
 from vistrain.core.files import make_folder, sha256_text, write_atomic
-from vistrain.features.int8 import FP32, Precision, configure, int8_model_path, quantize_features
+from vistrain.features.inputs import backbone_inputs
+from vistrain.features.int8 import configure, int8_model_path, quantize_features
+from vistrain.features.precision import FP32, Precision
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -97,6 +99,13 @@ def feature_session(backbone: Backbone, preprocess: Preprocess, directory: Path,
     int8 = int8_model_path(path, precision)
     return _load(int8, lambda: quantize_features(path, int8, precision, preprocess, INPUT, options), options,
                  "int8 model", "quantising it again")
+
+
+def int8_model_files(backbone: Backbone, preprocess: Preprocess, directory: Path, precision: Precision) -> list[Path]:
+    """The int8 models cached in `directory` that compute `backbone`'s features for `preprocess` in `precision`
+    (a concatenation: one per part), once `feature_session` has made them."""
+    return [int8_model_path(model_path(directory, part, part_preprocess), precision)
+            for part, part_preprocess in backbone_inputs(backbone, preprocess)]
 
 
 def _load(path: Path, make: Callable[[], None], options: onnxruntime.SessionOptions, what: str,

@@ -68,10 +68,9 @@ def _names(p: Predictions, target) -> str:
 
 def read_predictions(path: Path, classes: list[str], task: str, thresholds: list[float] | None) -> Predictions:
     """What `write_predictions` wrote; a ValueError names the column or row that cannot be read."""
-    rows = read_csv(path)
-    missing = [column for column in columns(classes, task) if rows and column not in rows[0]]
-    if not rows or missing:
-        raise ValueError(f"{path} has no " + (f"column {', '.join(missing)}" if missing else "predictions"))
+    rows = read_csv(path, columns(classes, task))
+    if not rows:
+        raise ValueError(f"{path} has no predictions")
     targets, outputs = [], []
     for number, row in enumerate(rows, 1):
         try:

@@ -19,7 +19,7 @@ from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console, shown
 from vistrain.core.device import ignore
 from vistrain.core.files import sha256_file
-from vistrain.data.files import NOT_UTF8, is_utf8, list_files
+from vistrain.data.listing import NOT_UTF8, is_utf8, list_files
 from vistrain.data.samples import Skipped
 from vistrain.features.extract import extract_features
 from vistrain.features.transforms import View
@@ -44,14 +44,14 @@ class Predictor:
     """A trained model loaded from its run directory (with its fine-tuned backbone, if it has one)."""
 
     def __init__(self, config: dict, head: nn.Module, backbone: Backbone, device: torch.device | None = None,
-                 on_halve: Callable[[int], None] = ignore):
+                 on_halve: Callable[[int], None] = ignore, run: Path | None = None):
         self.config = config
         self.classes: list[str] = config["classes"]
         self.labels: list[str] = class_labels_of(config)  # how the classes are shown: their names, if they have any
         self.task: str = config["task"]
         self.thresholds: list[float] | None = config.get("thresholds")  # multilabel, tuned on validation
         self.preprocess = Preprocess.from_dict(config["preprocess"])
-        self.precision = run_precision(config)  # as the head was trained: fp32 or int8 features, never mixed
+        self.precision = run_precision(config, run)  # as the head was trained: fp32 or int8 features, never mixed
         self.backbone = backbone
         self.head = head.eval()
         self.device = device  # where the backbone runs (see `extract_features`); None: the CPU
@@ -78,7 +78,7 @@ class Predictor:
         if config.get("fine_tune", {}).get("sha256"):  # fine-tuning beat the frozen head: the run's own backbone
             backbone = fine_tuned_backbone(backbone, Path(run), config["fine_tune"]["sha256"])
         head = load_head(Path(run), config, backbone)
-        return cls(config, head, backbone, device, on_halve)
+        return cls(config, head, backbone, device, on_halve, Path(run))
 
     @torch.no_grad()
     def outputs(self, features: np.ndarray) -> np.ndarray:

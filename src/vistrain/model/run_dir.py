@@ -8,18 +8,29 @@
     backbone.safetensors  with a fine-tuning that beat the frozen head: the fine-tuned backbone (its SHA-256 is in
                           config.json)
     metrics.json          validation metrics of the best epoch, timings
+    leaderboard.csv       with --budget: each candidate tried, what it changed, its held-out and validation metric,
+                          its seconds, the one chosen (`write_leaderboard`)
     history.csv           loss and score per epoch, with its stage (frozen or fine-tune)
     predictions.csv       validation images: file, true, predicted, an output per class or label (`predictions`)
     skipped.csv           files left out, with the reason
     report.html           the inspection report (`vistrain.analysis.report`)
+    int8/                 an int8 run's int8 feature extractors (ONNX, 4-5 MB each), as cached: predicting needs
+                          neither the cache nor the calibration images then
     checkpoint.pt         only while a run is unfinished: what `train --resume` needs
+    inspect_<list>.csv    `inspect`'s ranked lists, one file a list (`inspect_file`)
+    model.onnx, model-int8.onnx, model.pt, model.tflite, model-int8.tflite, model.mlpackage/,
+    model-int8.mlpackage/, model_openvino/, model-int8_openvino/
+                          `export`'s files and folders, by format and int8 or not (`EXPORTS`)
+    .vistrain-lock        only while a process writes the run (`vistrain.model.run_state`)
 
-Every file is written atomically (`vistrain.core.files`).
+Every file is written atomically (`vistrain.core.files`), and `train --overwrite` removes all of these
+(`run_files`), config.json first, and nothing else.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 from dataclasses import replace
@@ -29,11 +40,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vistrain.backbones.preprocess import Preprocess
-from vistrain.core.files import make_folder, read_csv, sha256_file, write_atomic, write_csv, write_json
+from vistrain.core.files import (leftovers, make_folder, read_csv, remove_atomic, sha256_file, write_atomic, write_csv,
+                                 write_json)
 from vistrain.data.class_names import class_labels
 from vistrain.data.samples import TASKS, Skipped
-from vistrain.features import PRECISIONS
-from vistrain.features.int8 import FP32, Precision
+from vistrain.features.precision import FP32, PRECISIONS, Precision
 from vistrain.model import HEADS
 from vistrain.model.predictions import Predictions, read_predictions, write_predictions
 
@@ -50,9 +61,19 @@ HISTORY = "history.csv"
 PREDICTIONS = "predictions.csv"
 SKIPPED = "skipped.csv"
 REPORT = "report.html"
+INT8_MODELS = "int8"  # a folder: copies of the int8 feature extractors an int8 run's features came from
 CHECKPOINT = "checkpoint.pt"
+LEADERBOARD = "leaderboard.csv"
 LOCK = ".vistrain-lock"  # held while a process writes the run (`vistrain.model.run_state`)
-RUN_FILES = (CONFIG, CHECKPOINT, WEIGHTS, BACKBONE_WEIGHTS, METRICS, HISTORY, PREDICTIONS, SKIPPED, REPORT)
+RUN_FILES = (CONFIG, CHECKPOINT, WEIGHTS, BACKBONE_WEIGHTS, METRICS, HISTORY, PREDICTIONS, SKIPPED, REPORT,  # train's
+             INT8_MODELS, LEADERBOARD)
+EXPORTS = {  # `export`'s default file or folder in the run, by format (`vistrain.deploy.formats`): fp32[, int8]
+    "onnx": ("model.onnx", "model-int8.onnx"),
+    "torchscript": ("model.pt",),
+    "tflite": ("model.tflite", "model-int8.tflite"),
+    "coreml": ("model.mlpackage", "model-int8.mlpackage"),
+    "openvino": ("model_openvino", "model-int8_openvino"),
+}
 
 
 class RunError(ValueError):
@@ -64,17 +85,30 @@ def run_path(out: str | Path | None) -> Path:
     return Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+def inspect_file(list_name: str) -> str:
+    """The name of the CSV of one of `inspect`'s ranked lists."""
+    return f"inspect_{list_name}.csv"
+
+
+def run_files(run: Path) -> list[Path]:
+    """Every file and folder of a run that `run` holds, in the order `new_run_dir` removes them: config.json and
+    checkpoint.pt first (without them no run passes for complete, `vistrain.model.run_state`), then the rest of
+    `train`'s, `inspect`'s lists, `export`'s files and folders, and what a killed write or removal of any of them
+    left (`vistrain.core.files.leftovers`)."""
+    names = [*RUN_FILES, *(name for names in EXPORTS.values() for name in names)]
+    found = [run / name for name in names if os.path.lexists(run / name)] + sorted(run.glob(inspect_file("*")))
+    return found + [path for name in [*names, inspect_file("*")] for path in leftovers(run, name)]
+
+
 def new_run_dir(out: str | Path | None, overwrite: bool = False) -> Path:
-    """Create the run directory (`run_path`). An existing non-empty one needs `overwrite`, and then loses the files
-    of the run it held (config.json first, so that it never passes for complete), nothing else."""
+    """Create the run directory (`run_path`). An existing non-empty one needs `overwrite`, and then loses every file
+    and folder of the run it held (`run_files`; a folder whole or not at all, `remove_atomic`), nothing else."""
     path = run_path(out)
     if path.is_dir() and any(p.name != LOCK for p in path.iterdir()):
         if not overwrite:
             raise RunError(f"{path} already holds files; choose another --out or pass --overwrite")
-        for name in RUN_FILES:
-            (path / name).unlink(missing_ok=True)
-        for extra in path.glob("inspect_*.csv"):
-            extra.unlink()
+        for old in run_files(path):
+            remove_atomic(old)
     return make_folder(path, "the run directory (--out)")
 
 
@@ -168,12 +202,21 @@ def part_preprocessing(config: dict, backbone: Backbone) -> Backbone:
                                          for part, each in zip(backbone.parts, recorded)))
 
 
-def run_precision(config: dict) -> Precision:
+def run_precision(config: dict, run: Path | None = None) -> Precision:
     """The precision of a run's features (fp32 for runs from before there was a choice), with the calibration
-    images that set an int8 backbone's ranges."""
+    images that set an int8 backbone's ranges and RUN's copies of its int8 models (`save_int8_models`)."""
     if config.get("precision", "fp32") == "fp32":
         return FP32
-    return Precision(config["precision"], tuple((file, digest) for file, digest in config["calibration"]))
+    return Precision(config["precision"], tuple((file, digest) for file, digest in config["calibration"]),
+                     run / INT8_MODELS if run is not None else None)
+
+
+def save_int8_models(run: Path, models: list[Path]) -> None:
+    """Copies of the int8 feature extractors (cached files, `features.runtime.int8_model_files`) in RUN/int8/, so
+    that the run predicts where the cache lacks them and its calibration images are not (another machine)."""
+    folder = make_folder(run / INT8_MODELS, "the run's int8 models")
+    for model in models:
+        write_atomic(folder / model.name, model.read_bytes())
 
 
 def save_weights(path: Path, module: torch.nn.Module) -> None:
@@ -233,11 +276,10 @@ def read_history(run: Path) -> list[dict]:
 
 
 def _read_run_csv(path: Path, needed: list[str]) -> list[dict]:
-    rows = read_csv(path)
-    missing = [column for column in needed if rows and column not in rows[0]]
-    if missing:
-        raise RunError(f"{path} is damaged: no column {', '.join(missing)}")
-    return rows
+    try:
+        return read_csv(path, needed)
+    except ValueError as error:
+        raise RunError(str(error)) from None
 
 
 def package_versions() -> dict[str, str]:
@@ -253,7 +295,8 @@ def class_labels_of(config: dict) -> list[str]:
 
 def run_config(backbone: Backbone, classes: list[str], task: str, thresholds: list[float] | None, options: dict,
                best_epoch: int, fine_tune: dict | None, data: dict, calibration: tuple[tuple[str, str], ...],
-               class_names: dict[str, str] | None = None, head_fit: dict | None = None) -> dict:
+               class_names: dict[str, str] | None = None, head_fit: dict | None = None,
+               budget: dict | None = None) -> dict:
     """config.json: everything predicting needs (backbone with its feature stages, its preprocessing, the features'
     precision and calibration images, classes in index order and their names, task, head, thresholds), and how the
     run was trained."""
@@ -275,6 +318,7 @@ def run_config(backbone: Backbone, classes: list[str], task: str, thresholds: li
         "training": {**options, "task": task, "optimizer": "adam", "best_epoch": best_epoch,
                      "best_epoch_rule": "lowest validation loss, across stages"},
         **({"fine_tune": fine_tune} if fine_tune else {}),
+        **({"budget": budget} if budget else {}),
         "data": data,
         "versions": package_versions(),
     }
@@ -287,13 +331,28 @@ def save_backbone(run: Path, backbone: torch.nn.Module) -> dict:
 
 
 def write_trained_run(run: Path, head: torch.nn.Module, metrics: dict, history: list, stages: list[str],
-                      score_name: str, predictions: Predictions, skipped: list[Skipped], config: dict) -> None:
+                      score_name: str, predictions: Predictions, skipped: list[Skipped], config: dict,
+                      leaderboard: list[dict] | None = None) -> None:
     """Every file of a trained run; config.json last, so that a run with a config is complete. `history`: the
-    epochs' `EpochResult`s, `stages` their stages, `score_name` the task's score (`tasks.SCORE_NAMES`)."""
+    epochs' `EpochResult`s, `stages` their stages, `score_name` the task's score (`tasks.SCORE_NAMES`);
+    `leaderboard`: a budget's rows (`write_leaderboard`)."""
     save_weights(run / WEIGHTS, head)
     write_json(run / METRICS, metrics)
     rows = [{**r.as_row(score_name), "stage": stage} for r, stage in zip(history, stages)]
     write_csv(run / HISTORY, list(rows[0]), [list(row.values()) for row in rows])
     write_predictions(run / PREDICTIONS, predictions)
     write_skipped(run / SKIPPED, skipped)
+    if leaderboard:
+        write_leaderboard(run / LEADERBOARD, leaderboard)
     write_json(run / CONFIG, config)
+
+
+def write_leaderboard(path: Path, rows: list[dict]) -> None:
+    """A budget's candidates, one a row, in the order tried (columns: candidate, changed, selection_<metric>,
+    validation_<metric>, seconds, chosen, note)."""
+    write_csv(path, list(rows[0]), [list(row.values()) for row in rows])
+
+
+def read_leaderboard(run: Path) -> list[dict]:
+    """RUN/leaderboard.csv's rows ([] for a run trained without a budget); a RunError when it is damaged."""
+    return _read_run_csv(run / LEADERBOARD, ["candidate", "changed", "seconds", "chosen"])

@@ -34,13 +34,16 @@ def target_tensor(task: str, targets: Sequence) -> torch.Tensor:
     return torch.tensor([list(t) for t in targets], dtype=torch.float32)
 
 
-def loss(task: str, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """The task's loss. `weights`: one per class (single-label), or each label's positive weight (multilabel)."""
+def loss(task: str, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None,
+         label_smoothing: float = 0.0) -> torch.Tensor:
+    """The task's loss. `weights`: one per class (single-label), or each label's positive weight (multilabel);
+    `label_smoothing` (single-label): the share of each target spread evenly over the classes."""
     if task == "binary":
         sample_weights = None if weights is None else weights[targets]
-        return F.binary_cross_entropy_with_logits(logits.squeeze(1), targets.float(), weight=sample_weights)
+        soft = targets.float() * (1 - label_smoothing) + label_smoothing / 2
+        return F.binary_cross_entropy_with_logits(logits.squeeze(1), soft, weight=sample_weights)
     if task == "multiclass":
-        return F.cross_entropy(logits, targets, weight=weights)
+        return F.cross_entropy(logits, targets, weight=weights, label_smoothing=label_smoothing)
     if task == "multilabel":
         return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=weights)
     return F.mse_loss(logits, targets)
@@ -65,6 +68,14 @@ def score(task: str, predicted: torch.Tensor, targets: torch.Tensor) -> float:
     if task == "multilabel":
         return ((predicted >= 0.5).float() == targets).float().mean().item()
     return (predicted - targets).abs().mean().item()
+
+
+@torch.no_grad()
+def score_logits(task: str, logits: torch.Tensor, targets: torch.Tensor,
+                 weights: torch.Tensor | None = None) -> tuple[float, float, torch.Tensor]:
+    """(mean loss, score, outputs) of a model's logits for known targets (a validation set's, after each epoch)."""
+    predicted = outputs(task, logits)
+    return loss(task, logits, targets, weights).item(), score(task, predicted, targets), predicted
 
 
 def balanced_weights(task: str, targets: torch.Tensor, n_outputs: int) -> torch.Tensor:

@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from vistrain.core.device import HalvingBatches, autocast, grad_scaler
 from vistrain.model import tasks
@@ -68,11 +69,11 @@ class BestSoFar:
 
 def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, task: str,
                     optimizer: torch.optim.Optimizer, weights: torch.Tensor | None = None,
-                    device: torch.device = torch.device("cpu"),
-                    batches: HalvingBatches | None = None) -> tuple[float, float]:
+                    device: torch.device = torch.device("cpu"), batches: HalvingBatches | None = None,
+                    scheduler: LRScheduler | None = None, label_smoothing: float = 0.0) -> tuple[float, float]:
     """One pass over the training batches (features for a head, or images for a whole model), moved to `device`
     (where the model and `weights` are), in mixed precision on CUDA; a batch that runs out of memory is trained in
-    pieces (`batches`, see `train_step`). Returns (mean loss, score)."""
+    pieces (`batches`, see `train_step`); `scheduler` steps after every batch. Returns (mean loss, score)."""
     model.train()
     batches = batches or HalvingBatches()
     scaler = grad_scaler(device)
@@ -80,7 +81,9 @@ def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, task:
     for inputs, targets in loader:
         inputs, targets = inputs.to(device), targets.to(device)
         batch_loss, logits = batches.run(len(targets), lambda pieces: train_step(
-            model, inputs, targets, pieces, task, optimizer, scaler, weights, device))
+            model, inputs, targets, pieces, task, optimizer, scaler, weights, device, label_smoothing))
+        if scheduler is not None:
+            scheduler.step()
         total_loss += batch_loss * len(targets)
         total_score += tasks.score(task, tasks.outputs(task, logits), targets) * len(targets)
         seen += len(targets)
@@ -89,7 +92,7 @@ def train_one_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, task:
 
 def train_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, pieces: list[slice], task: str,
                optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, weights: torch.Tensor | None,
-               device: torch.device) -> tuple[float, torch.Tensor]:
+               device: torch.device, label_smoothing: float = 0.0) -> tuple[float, torch.Tensor]:
     """One optimiser step on a batch, its gradients summed over `pieces` of it (each piece's loss weighted by its
     share of the batch; under DistributedDataParallel only the last piece's backward pass synchronises, so every
     process synchronises once per batch however its pieces were cut). Returns (the batch's loss, its logits)."""
@@ -100,7 +103,7 @@ def train_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, pi
         with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
             with autocast(device):
                 piece_logits = model(inputs[piece]).float()
-                piece_loss = tasks.loss(task, piece_logits, targets[piece], weights) * (
+                piece_loss = tasks.loss(task, piece_logits, targets[piece], weights, label_smoothing) * (
                     len(piece_logits) / len(targets))
             scaler.scale(piece_loss).backward()
         loss += piece_loss.item()
@@ -108,14 +111,6 @@ def train_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, pi
     scaler.step(optimizer)
     scaler.update()
     return loss, torch.cat(logits)
-
-
-@torch.no_grad()
-def evaluate(logits: torch.Tensor, targets: torch.Tensor, task: str,
-             weights: torch.Tensor | None = None) -> tuple[float, float, torch.Tensor]:
-    """(mean loss, score, outputs) of a model's logits for the validation targets."""
-    predicted = tasks.outputs(task, logits)
-    return tasks.loss(task, logits, targets, weights).item(), tasks.score(task, predicted, targets), predicted
 
 
 def training_loader(dataset: torch.utils.data.Dataset, batch_size: int, generator: torch.Generator,
@@ -153,6 +148,10 @@ class Stage:
     epochs: int
     patience: int | None = None  # stop after this many epochs without a new best; None: run every epoch
     batches: HalvingBatches = field(default_factory=HalvingBatches)  # pieces that fit the device's memory
+    scheduler: LRScheduler | None = None  # stepped after every batch
+    label_smoothing: float = 0.0
+    deadline: Callable[[], float] | None = None  # seconds left: `fit` plans no epoch that would not end in time
+    most_epochs: int | None = None  # with a deadline, the first epoch's time may raise `epochs` up to this
     train_seconds: float = 0.0  # spent in training passes by `fit`, this session
     images_trained: int = 0
 
@@ -168,7 +167,9 @@ def fit(stage: Stage, task: str, best: BestSoFar, weights: torch.Tensor | None =
     """Train `stage` epoch by epoch, updating `best`, and return the stage's history. After each epoch
     `on_checkpoint` gets the whole state (tensors, numbers and lists only); passing it back as `resume_from`
     continues exactly where it stopped. Under torchrun (`context.active`) each process takes its share of every
-    batch and DistributedDataParallel averages the gradients."""
+    batch and DistributedDataParallel averages the gradients. With a `stage.deadline`, each epoch's time sets how
+    many more fit: `stage.epochs` shrinks to those (a schedule reading it decays sooner), or, after the first
+    epoch, grows to them up to `stage.most_epochs` (the plan was made from a measure of two steps)."""
     history: list[EpochResult] = []
     stale = 0
     if resume_from:
@@ -176,20 +177,28 @@ def fit(stage: Stage, task: str, best: BestSoFar, weights: torch.Tensor | None =
         stage.optimizer.load_state_dict(resume_from["optimizer"])
         stage.generator.set_state(resume_from["generator"])
         torch.set_rng_state(resume_from["torch_rng"])
+        stage.epochs = resume_from.get("epochs", stage.epochs)
+        if stage.scheduler is not None:
+            stage.scheduler.load_state_dict(resume_from["scheduler"])
         history = [EpochResult(*row) for row in resume_from["history"]]
         stale = resume_from["stale"]
         best.load_state_dict(resume_from["best"])
-    for epoch in range(len(history) + 1, stage.epochs + 1):
+    epoch = len(history)
+    while epoch < stage.epochs:
         if stage.patience is not None and stale >= stage.patience:
             break
+        epoch += 1
         if context.active:
             stage.loader.sampler.set_epoch(epoch)
         started = time.perf_counter()
         train_loss, train_score = train_one_epoch(stage.trainer, stage.loader, task, stage.optimizer, weights, device,
-                                                  stage.batches)
+                                                  stage.batches, stage.scheduler, stage.label_smoothing)
         stage.train_seconds += time.perf_counter() - started
         stage.images_trained += len(stage.loader.sampler)
         val_loss, val_score, outputs = stage.validate()
+        if stage.deadline is not None:
+            fit_in = epoch + int(stage.deadline() // (time.perf_counter() - started))
+            stage.epochs = min((stage.most_epochs or stage.epochs) if epoch == 1 else stage.epochs, fit_in)
         history.append(EpochResult(epoch, train_loss, train_score, val_loss, val_score))
         on_epoch(history[-1])
         stale = 0 if best.update(val_loss, stage.name, epoch, stage.model, outputs) else stale + 1
@@ -197,5 +206,7 @@ def fit(stage: Stage, task: str, best: BestSoFar, weights: torch.Tensor | None =
             "model": stage.model.state_dict(), "optimizer": stage.optimizer.state_dict(),
             "generator": stage.generator.get_state(), "torch_rng": torch.get_rng_state(),
             "history": [list(astuple(r)) for r in history], "stale": stale, "best": best.state_dict(),
+            "epochs": stage.epochs,
+            **({"scheduler": stage.scheduler.state_dict()} if stage.scheduler is not None else {}),
         })
     return history

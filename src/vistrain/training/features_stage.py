@@ -14,10 +14,10 @@ import torch
 from vistrain.backbones import Backbone
 from vistrain.core.console import shown
 from vistrain.core.device import halved_message
-from vistrain.data.check import digest_leaks
 from vistrain.data.samples import DataError, Dataset, Sample, Skipped
+from vistrain.data.splits import digest_leaks
 from vistrain.features.extract import Features, extract_features
-from vistrain.features.int8 import Precision
+from vistrain.features.precision import Precision
 from vistrain.features.transforms import Augmentation, View
 from vistrain.model import tasks
 from vistrain.training import distributed

@@ -21,8 +21,9 @@ from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.device import HalvingBatches, autocast, ignore
 from vistrain.data.images import load_rgb
 from vistrain.features.transforms import Augmentation, eval_transform, train_transform
+from vistrain.model.tasks import score_logits
 from vistrain.training.distributed import Context
-from vistrain.training.engine import BestSoFar, EpochResult, Stage, evaluate, fit, training_loader
+from vistrain.training.engine import BestSoFar, EpochResult, Stage, fit, training_loader
 
 STAGE = "fine-tune"
 AFTER_BLOCKS = ("conv_head", "bn2")  # timm EfficientNet: the 1x1 convolution and BatchNorm after the last block
@@ -93,7 +94,7 @@ def evaluate_images(model: nn.Module, loader: torch.utils.data.DataLoader, task:
             return batches.run(len(images), lambda pieces: torch.cat([model(images[p]).float().cpu() for p in pieces]))
 
     logits, targets = zip(*[(forward(images), batch_targets) for images, batch_targets in loader])
-    return evaluate(torch.cat(logits), torch.cat(targets), task, weights)
+    return score_logits(task, torch.cat(logits), torch.cat(targets), weights)
 
 
 @dataclass

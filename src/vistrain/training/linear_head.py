@@ -10,12 +10,13 @@ import torch
 from torch import nn
 
 from vistrain.model.linear import fit_linear
-from vistrain.training.engine import BestSoFar, EpochResult, evaluate
+from vistrain.model.tasks import score_logits
+from vistrain.training.engine import BestSoFar, EpochResult
 
 
 def fit_logistic_head(head: nn.Sequential, train: tuple[torch.Tensor, torch.Tensor],
                       val: tuple[torch.Tensor, torch.Tensor], task: str, seed: int,
-                      best: BestSoFar) -> tuple[list[EpochResult], dict]:
+                      best: BestSoFar, stage: str = "frozen") -> tuple[list[EpochResult], dict]:
     """Fit `head` (see `heads.build_head("logistic")`) on the training features; returns its history (one epoch:
     the fit) and what config.json records of it (the strength, the offsets)."""
     x, targets = train[0].numpy().astype(np.float64), train[1]
@@ -31,10 +32,10 @@ def fit_logistic_head(head: nn.Sequential, train: tuple[torch.Tensor, torch.Tens
         linear.bias.copy_(torch.from_numpy(np.asarray(bias, dtype=np.float64)))
     head.eval()  # a regression head's Rescale, fitted to the training targets, maps ridge's standardised values back
     with torch.no_grad():
-        train_loss, train_score, _ = evaluate(head(train[0]), train[1], task)
-        val_loss, val_score, outputs = evaluate(head(val[0]), val[1], task)
+        train_loss, train_score, _ = score_logits(task, head(train[0]), train[1])
+        val_loss, val_score, outputs = score_logits(task, head(val[0]), val[1])
     history = [EpochResult(1, train_loss, train_score, val_loss, val_score)]
-    best.update(val_loss, "frozen", 1, head, outputs)
+    best.update(val_loss, stage, 1, head, outputs)
     details = {"strength": fit.strength, "strength_rule": "3-fold cross-validated log loss on the training images"}
     if fit.offsets is not None:
         details["decision_offsets"] = [round(float(v), 2) for v in fit.offsets]

@@ -3,6 +3,7 @@ them from here)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -32,6 +33,13 @@ class TrainOptions:
     # has int8 dot products and the backbone stays frozen, else fp32 (features/cpu.py); a run records the one chosen
     feature_stages: tuple[int, ...] = ()  # also pool these stages of the backbone (features from several depths)
     device: str = "auto"  # where torch work runs: "auto" (a CUDA GPU when there is one), "cpu" or "cuda"
+    budget: float | str | None = None  # wall time to spend (seconds, or "90s", "10m", "1h"): try candidates, keep the best
+    candidates: tuple[str, ...] = ()  # under a budget, only these (see training.budget.CANDIDATES); () for all
+
+    def __post_init__(self) -> None:
+        if self.budget is not None:
+            self.budget = parse_duration(self.budget)
+        self.candidates = tuple(self.candidates)
 
     @property
     def backbone_lr(self) -> float:
@@ -39,3 +47,22 @@ class TrainOptions:
 
 
 DEFAULTS = TrainOptions()
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from a duration: `90s`, `10m`, `1.5h`, `1h30m`, or a number of seconds; a ValueError says what is
+    wrong."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smh]?)", text)
+        if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([smh]?)", "", text).strip():
+            raise ValueError(f"--budget {value!r} is not a duration; write it as 90s, 10m or 1h")
+        seconds = sum(float(number) * DURATION_UNITS[unit or "s"] for number, unit in parts)
+    if not seconds > 0:
+        raise ValueError(f"--budget {value!r} is not a duration above zero")
+    return seconds

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Callable
 
 import torch
 
@@ -19,24 +19,25 @@ from vistrain.data.class_names import class_labels, name_classes
 from vistrain.data.datasets import load_dataset
 from vistrain.data.samples import Dataset, Skipped
 from vistrain.features.cpu import resolve_precision
-from vistrain.features.int8 import Precision, calibration_set
+from vistrain.features.int8 import calibration_set
+from vistrain.features.precision import Precision
+from vistrain.features.runtime import int8_model_files
 from vistrain.features.transforms import Augmentation
 from vistrain.model import run_dir, tasks
-from vistrain.model.heads import build_head
 from vistrain.model.metrics import HEADLINE, task_metrics, tune_thresholds
 from vistrain.model.predictions import Predictions
 from vistrain.model.run_dir import RunError
 from vistrain.model.run_state import lock_run, start_run_dir, unlock_run
 from vistrain.training import distributed
+from vistrain.training.budget import budget_stage, check_budget_options
 from vistrain.training.checkpoint import Checkpoint, load_checkpoint
-from vistrain.training.distributed import Context
-from vistrain.training.engine import BestSoFar, EpochResult, Stage, evaluate, fit, training_loader
+from vistrain.training.engine import EpochResult
 from vistrain.training.features_stage import FeatureSet, compute_features, warn_about_imbalance
 from vistrain.training.fine_tune import STAGE as FINE_TUNE, fine_tune
-from vistrain.training.linear_head import fit_logistic_head
+from vistrain.training.frozen import FROZEN, Run, Trained, epoch_printer, loss_weights, train_head
 from vistrain.training.options import TrainOptions
 
-FROZEN = "frozen"
+ROOM = 0.97  # below this validation accuracy, a run without --budget says that --budget may do better
 
 
 @dataclass
@@ -49,33 +50,7 @@ class TrainResult:
     history: list[EpochResult]
     skipped: list[Skipped]
     is_main: bool = True  # False in the other processes under torchrun, which write nothing
-
-
-@dataclass
-class Run:
-    """A run being trained: where it goes, its checkpoint, the torchrun context, how it speaks and where its torch
-    work runs."""
-
-    path: Path
-    checkpoint: Checkpoint
-    context: Context
-    say: Callable[..., None]
-    device: torch.device = torch.device("cpu")
-    lock: TextIO | None = None  # the run directory's lock, held by the process that writes it
-    started: float = field(default_factory=time.perf_counter)
-
-
-@dataclass
-class Trained:
-    """What the training stages produced: the head (and the backbone, when fine-tuning beat the frozen head)."""
-
-    head: torch.nn.Module
-    history: list[EpochResult]
-    stages: list[str]  # each epoch's stage
-    best: BestSoFar
-    backbone: torch.nn.Module | None = None  # fine-tuned, and better than the frozen head
-    fine_tune: dict = field(default_factory=dict)  # what config.json records of fine-tuning
-    head_fit: dict = field(default_factory=dict)  # what config.json records of a closed-form head's fit
+    leaderboard: list[dict] = field(default_factory=list)  # with --budget: each candidate tried (leaderboard.csv)
 
 
 def train(data: str | Path, out: str | Path | None = None, options: TrainOptions | None = None,
@@ -89,12 +64,14 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     `vistrain.data.decisions`); `class_names`, a mapping file, names the classes (`vistrain.data.class_names`).
     `report(run)` writes what else the run holds. Until all of it is written, the run directory holds a checkpoint
     (see `resume`), and while it is written, its lock (`vistrain.model.run_state`)."""
+    started = time.perf_counter()  # a --budget counts from here
     options = options or TrainOptions()
     if options.precision == "int8" and options.fine_tune:
         raise ValueError("--fine-tune trains the backbone in fp32; int8 features are for a frozen backbone")
-    chosen, why = resolve_precision(options.precision, trains_backbone=bool(options.fine_tune))
+    chosen, why = resolve_precision(options.precision, trains_backbone=bool(options.fine_tune or options.budget))
     options = replace(options, precision=chosen)  # the checkpoint and config.json record what `auto` chose
     device = resolve_device(options.device)  # before the data is read: a missing GPU stops the run at once
+    check_budget_options(options)
     cache_dir = make_folder(cache_dir or default_cache_dir(), "the feature cache")  # a bad one stops us before the run
     dataset = load_dataset(data, options.val_fraction, options.seed, options.label_depth, options.task, image_root,
                            decisions, cache_dir)
@@ -105,25 +82,36 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     calibration = calibration_set([s.path for s in dataset.train], options.seed)
     precision = Precision(options.precision, calibration if options.precision == "int8" else ())
     run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, verbose, class_names, device)
+    run.started = started
     try:
         describe_data(dataset, run.say, class_names)
         if why != "asked for" and chosen != "fp32":  # fp32 runs say what they always said
             run.say(f"precision: {chosen} ({why})")
         features = compute_features(dataset, backbone, precision, cache_dir, options.augment_views, run.context,
                                     run.say, verbose, run.device)
-        trained = train_head(features, dataset, backbone, options, run)
+        if precision.name == "int8" and run.context.is_main:
+            run_dir.save_int8_models(run.path, int8_model_files(backbone, backbone.preprocess, cache_dir, precision))
+        if options.budget:
+            trained = budget_stage(features, dataset, backbone, options, run, cache_dir, run.device)
+        else:
+            trained = train_head(features, dataset, backbone, options, run)
         if options.fine_tune:
             trained = fine_tune_stage(trained, features, dataset, backbone, options, run)
         metrics, predictions = score(trained, features, dataset, run)
         if run.context.is_main:
             write_run(run, data, dataset, backbone, options, calibration, trained, features, metrics, predictions)
+            if not options.budget and not options.fine_tune and metrics.get("accuracy", 1.0) < ROOM:
+                run.say(f"frozen features may be the ceiling on these images (validation accuracy "
+                        f"{metrics['accuracy']:.3f}): --budget 10m also tries fine-tuning the backbone (see the "
+                        "README, --budget)")
             if report is not None:
                 report(run.path)
             run.checkpoint.remove()  # now the run is complete
     finally:
         if run.lock is not None:
             unlock_run(run.lock)
-    return TrainResult(run.path, metrics, trained.history, dataset.skipped + features.skipped, run.context.is_main)
+    return TrainResult(run.path, metrics, trained.history, dataset.skipped + features.skipped, run.context.is_main,
+                       trained.leaderboard)
 
 
 def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True,
@@ -190,61 +178,6 @@ def describe_data(dataset: Dataset, say: Callable[..., None], names_from: Path |
     warn_about_imbalance(dataset, say)
 
 
-def _loss_weights(task: str, targets: torch.Tensor, n_outputs: int,
-                  options: TrainOptions) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(per-class loss weights for --class-weight, per-image draw weights for --sampler), or None each."""
-    weights = tasks.balanced_weights(task, targets, n_outputs) if options.class_weight == "balanced" else None
-    samples = tasks.balanced_sample_weights(task, targets) if options.sampler == "balanced" else None
-    return weights, samples
-
-
-def _epoch_printer(say: Callable[..., None], label: str, epochs: int, task: str) -> Callable[[EpochResult], None]:
-    name = tasks.SCORE_NAMES[task]
-    return lambda r: say(f"{label} {r.epoch:>3}/{epochs}  loss {r.train_loss:.4f}  {name} {r.train_score:.4f}  "
-                         f"val_loss {r.val_loss:.4f}  val_{name} {r.val_score:.4f}")
-
-
-def train_head(features: FeatureSet, dataset: Dataset, backbone: Backbone, options: TrainOptions,
-               run: Run) -> Trained:
-    """The head on the cached features, keeping the epoch with the lowest validation loss."""
-    task, (train_x, train_y), (val_x, val_y) = dataset.task, features.train, features.val
-    torch.manual_seed(options.seed)  # initial weights and dropout masks
-    head = build_head(options.head, backbone.feature_dim, tasks.output_units(task, len(dataset.classes)),
-                      options.hidden, options.dropout, rescale=task == "regression")
-    if task == "regression":
-        head[-1].fit(train_y)
-    if options.head == "logistic":
-        if options.class_weight or options.sampler:
-            raise ValueError("--class-weight and --sampler apply to the mlp and linear heads; the logistic head "
-                             "tunes its multi-class decision rule for macro F1 instead")
-        best = BestSoFar()
-        history, details = fit_logistic_head(head, features.train, features.val, task, options.seed, best)
-        run.say(f"logistic head: C = {details['strength']:g} (cross-validated on the training images)"
-                + (f", decision offsets {details['decision_offsets']}" if "decision_offsets" in details else "")
-                + f"; val_loss {history[0].val_loss:.4f}  val_{tasks.SCORE_NAMES[task]} {history[0].val_score:.4f}")
-        return Trained(head, history, [FROZEN], best, head_fit=details)
-    weights, sample_weights = _loss_weights(task, train_y, len(dataset.classes), options)
-    generator = torch.Generator().manual_seed(options.seed)
-    loader = training_loader(torch.utils.data.TensorDataset(train_x, train_y), options.batch_size, generator,
-                             sample_weights, run.context)
-
-    @torch.no_grad()
-    def validate() -> tuple[float, float, torch.Tensor]:
-        head.eval()
-        return evaluate(head(val_x), val_y, task, weights)
-
-    trainer = torch.nn.parallel.DistributedDataParallel(head) if run.context.active else head
-    stage = Stage(FROZEN, head, trainer, loader, validate, torch.optim.Adam(head.parameters(), lr=options.learning_rate),
-                  generator, options.epochs)
-    best = BestSoFar()
-    history = fit(stage, task, best, weights, context=run.context,
-                  on_epoch=_epoch_printer(run.say, "epoch", options.epochs, task),
-                  resume_from=run.checkpoint.stage(FROZEN),
-                  on_checkpoint=lambda state: run.checkpoint.save_stage(FROZEN, state))
-    head.load_state_dict(best.weights)
-    return Trained(head, history, [FROZEN] * len(history), best)
-
-
 def fine_tune_stage(trained: Trained, features: FeatureSet, dataset: Dataset, backbone: Backbone,
                     options: TrainOptions, run: Run) -> Trained:
     """Unfreeze the backbone's last blocks and train them with the head on the images; kept only if an epoch beats
@@ -253,12 +186,12 @@ def fine_tune_stage(trained: Trained, features: FeatureSet, dataset: Dataset, ba
     extractor = backbone.build_feature_extractor()
     run.say(f"fine-tuning the last {options.fine_tune} blocks (learning rate {options.backbone_lr:g}; "
             f"head {options.learning_rate:g}) on the images, augmented")
-    weights, sample_weights = _loss_weights(task, features.train_images[1], len(dataset.classes), options)
+    weights, sample_weights = loss_weights(task, features.train_images[1], len(dataset.classes), options)
     tuned = fine_tune(
         extractor, trained.head, features.train_images, (features.val_paths, features.val[1]), task,
         backbone.preprocess, options.fine_tune, options.fine_tune_epochs, options.batch_size, options.learning_rate,
         options.backbone_lr, options.patience, options.seed, trained.best, weights, sample_weights,
-        on_epoch=_epoch_printer(run.say, "fine-tune", options.fine_tune_epochs, task),
+        on_epoch=epoch_printer(run.say, "fine-tune", options.fine_tune_epochs, task),
         resume_from=run.checkpoint.stage(FINE_TUNE),
         on_checkpoint=lambda state: run.checkpoint.save_stage(FINE_TUNE, state), context=run.context,
         device=run.device, on_halve=lambda size: run.say(f"[yellow]{halved_message('fine-tuning batches', size)}[/]"),
@@ -311,14 +244,17 @@ def write_run(run: Run, data: str | Path, dataset: Dataset, backbone: Backbone, 
     fine_tune = {key: value for key, value in trained.fine_tune.items() if key != "images_per_second"}
     if trained.backbone is not None:
         fine_tune.update(run_dir.save_backbone(run.path, trained.backbone))
+    backbone = replace(backbone, preprocess=trained.preprocess or backbone.preprocess)  # what predicting uses
+    options = replace(options, head=trained.head_kind or options.head)
     run_dir.write_trained_run(
         run.path, head=trained.head, metrics=metrics, history=trained.history, stages=trained.stages,
         score_name=tasks.SCORE_NAMES[dataset.task], predictions=predictions, skipped=dataset.skipped + features.skipped,
+        leaderboard=trained.leaderboard,
         config=run_dir.run_config(
             backbone=backbone, classes=dataset.classes, task=dataset.task, thresholds=predictions.thresholds,
             options=asdict(options), best_epoch=best_epoch(trained), fine_tune=fine_tune or None,
             calibration=calibration,
-            head_fit=trained.head_fit or None,
+            head_fit=trained.head_fit or None, budget=trained.budget or None,
             data={"source": str(Path(data).resolve()), "layout": dataset.layout,
                   "n_train": len(features.train_images[0]), "n_val": len(features.val_paths)},
             class_names=dataset.class_names))

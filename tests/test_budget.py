@@ -1,0 +1,136 @@
+"""--budget end to end, on tiny data: a run within its time with its leaderboard, a run at the data's small
+resolution that predicts and exports at that size, and upper-stage fine-tuning resumed after kill -9."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import invoke, kill_when, shape_image, write_class_folders
+from vistrain.model.predictor import Predictor
+from vistrain.model.run_dir import CHECKPOINT
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "onnx_predict.py"
+
+
+@pytest.mark.slow
+def test_a_tiny_budget_finishes_within_it_and_leaves_a_valid_run(shapes_split: Path, tmp_path: Path):
+    assert invoke("train", shapes_split, "--out", tmp_path / "plain").exit_code == 0  # the features, cached
+    started = time.perf_counter()
+    result = invoke("train", shapes_split, "--budget", "20s", "--out", tmp_path / "run", "--seed", "1")
+    elapsed = time.perf_counter() - started
+    assert result.exit_code == 0, result.output
+    assert elapsed <= 22, f"--budget 20s took {elapsed:.1f} s"
+    rows = list(csv.DictReader(open(tmp_path / "run" / "leaderboard.csv")))
+    assert [row["candidate"] for row in rows] == ["logistic", "mlp", "upper-stages", "whole"]
+    chosen = [row for row in rows if row["chosen"] == "yes"]
+    assert len(chosen) == 1 and chosen[0]["selection_accuracy"] and chosen[0]["validation_accuracy"]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["budget"]["chosen"] == chosen[0]["candidate"] and config["budget"]["seconds"] == 20
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(float(chosen[0]["validation_accuracy"]), abs=1e-4)
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert 'id="leaderboard"' in report and all(row["candidate"] in report for row in rows)
+    assert "leaderboard" in result.output and chosen[0]["candidate"] in result.output
+    val = sorted((shapes_split / "val").glob("*/*.png"))
+    predicted = invoke("predict", tmp_path / "run", *val, "--format", "json")
+    assert predicted.exit_code == 0 and len(json.loads(predicted.stdout)) == len(val)
+
+
+@pytest.fixture(scope="module")
+def small_images(tmp_path_factory) -> Path:
+    """12 x 12 px circles and squares: far below the backbone's 224 px."""
+    root = tmp_path_factory.mktemp("small")
+    for split, count, offset in (("train", 24, 0), ("val", 8, 500)):
+        for kind in ("circle", "square"):
+            (root / split / kind).mkdir(parents=True)
+            for i in range(count):
+                image = shape_image(kind, offset + 1000 * (kind == "square") + i, size=48).resize((12, 12))
+                image.save(root / split / kind / f"{i}.png")
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_a_run_at_the_datas_small_resolution_predicts_and_exports_at_it(small_images: Path, tmp_path: Path):
+    import onnx
+
+    run = tmp_path / "run"
+    result = invoke("train", small_images, "--budget", "4m", "--candidates", "whole", "--out", run)
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["preprocess"]["input_size"] == 64 and config["fine_tune"]["input_size"] == 64
+    val = sorted((small_images / "val").glob("*/*.png"))
+    predicted = Predictor.from_run(run).predict(val, tmp_path / "cache", show_progress=False).outputs
+    saved = {r["file"]: float(r["prob_square"]) for r in csv.DictReader(open(run / "predictions.csv"))}
+    assert predicted[:, 1] == pytest.approx([saved[str(p)] for p in val], abs=2e-3)  # fp16 activations aside
+    for int8 in (False, True):
+        out = tmp_path / f"model{'-int8' if int8 else ''}.onnx"
+        assert invoke("export", run, "--out", out, *(["--int8"] if int8 else [])).exit_code == 0
+        shape = onnx.load(out).graph.input[0].type.tensor_type.shape.dim
+        assert [d.dim_value for d in shape[1:]] == [64, 64, 3]
+        block_vistrain = ("import runpy, sys; sys.modules['vistrain'] = None; sys.argv = sys.argv[1:]; "
+                          "runpy.run_path(sys.argv[0], run_name='__main__')")
+        output = subprocess.run([sys.executable, "-I", "-c", block_vistrain, EXAMPLE, out, *val], check=True,
+                                capture_output=True, text=True).stdout.strip().splitlines()
+        classes = [line.rsplit(" ", 2)[1] for line in output]
+        probabilities = np.array([float(line.rsplit(" ", 2)[2]) for line in output])
+        agree = np.mean([c == ["circle", "square"][row.argmax()] for c, row in zip(classes, predicted)])
+        assert agree >= (0.9 if int8 else 1.0)
+        if not int8:  # Pillow's bicubic upscaling differs a little from torch's
+            assert probabilities == pytest.approx(predicted.max(1), abs=0.05)
+    scripted = tmp_path / "model.pt"
+    assert invoke("export", run, "--format", "torchscript", "--out", scripted).exit_code == 0
+    module = torch.jit.load(scripted)
+    with torch.no_grad():
+        assert module(torch.zeros(1, 64, 64, 3, dtype=torch.uint8)).shape == (1, 2)
+
+
+def upper_epochs(run: Path) -> int:
+    try:
+        state = torch.load(run / CHECKPOINT, weights_only=True)
+        return len(state["stages"].get("upper-stages", {}).get("history", []))
+    except (FileNotFoundError, RuntimeError, EOFError, KeyError):
+        return 0
+
+
+@pytest.mark.slow
+def test_upper_stage_fine_tuning_resumes_after_kill_to_the_same_result(tmp_path: Path):
+    data = write_class_folders(tmp_path / "data", 24)
+    cache = tmp_path / "cache"
+    args = ["--budget", "10m", "--candidates", "logistic,upper-stages", "--cache-dir", cache, "--seed", "3",
+            "--device", "cpu"]
+    whole = invoke("train", data, "--out", tmp_path / "whole", *args)
+    assert whole.exit_code == 0, whole.output
+    planned = json.loads((tmp_path / "whole" / "config.json").read_text())
+    assert planned["budget"]["chosen"] in ("logistic", "upper-stages")
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "vistrain", "train", str(data), "--out", str(killed),
+                                *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(process, lambda: upper_epochs(killed) >= 2)
+    done = upper_epochs(killed)
+    if not 0 < done < 12:
+        pytest.fail(f"could not interrupt upper-stage fine-tuning (epochs done: {done})")
+    assert process.returncode == -9 and not (killed / "config.json").exists()
+
+    resumed = invoke("train", "--resume", killed, "--cache-dir", cache)
+    assert resumed.exit_code == 0, resumed.output
+    assert (killed / "history.csv").read_text() == (tmp_path / "whole" / "history.csv").read_text()
+    expected = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    got = json.loads((killed / "metrics.json").read_text())
+    assert got["accuracy"] == expected["accuracy"] and got["val_loss"] == pytest.approx(expected["val_loss"], abs=1e-6)
+    assert (killed / "leaderboard.csv").read_text().count("\n") == 3
+    got_rows = list(csv.DictReader(open(killed / "leaderboard.csv")))
+    expected_rows = list(csv.DictReader(open(tmp_path / "whole" / "leaderboard.csv")))
+    for got_row, expected_row in zip(got_rows, expected_rows):
+        assert {k: v for k, v in got_row.items() if k != "seconds"} == \
+            {k: v for k, v in expected_row.items() if k != "seconds"}

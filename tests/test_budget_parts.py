@@ -1,0 +1,193 @@
+"""The parts of --budget that need no training: durations, the inner split, the resolution from the data, the
+activation cache, views, the learning-rate schedule and the command line's checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import invoke, write_class_folders
+from vistrain.backbones import get_backbone
+from vistrain.features.activations import ActivationCache, view_pixels
+from vistrain.training.options import TrainOptions, parse_duration
+from vistrain.training.resolution import data_preprocess, median_side
+from vistrain.training.selection import cross_fitted_offsets, inner_split, with_offsets
+from vistrain.training.tuning import warmup_cosine
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("10m", 600), ("1h", 3600), ("1h30m", 5400), ("45", 45),
+                                           ("2.5m", 150), (20, 20)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+    assert TrainOptions(budget=text).budget == seconds
+
+
+@pytest.mark.parametrize("text", ["ten minutes", "10x", "0s", "-5m", "5m later", ""])
+def test_bad_durations_are_refused_with_the_value(text):
+    with pytest.raises(ValueError, match="--budget"):
+        parse_duration(text)
+
+
+def test_the_command_line_refuses_a_bad_budget_in_one_line(tmp_path):
+    data = write_class_folders(tmp_path / "data", 3)
+    result = invoke("train", data, "--budget", "soon")
+    assert result.exit_code == 2 and "Invalid value for '--budget'" in result.output and "Traceback" not in result.output
+    result = invoke("train", data, "--budget", "1m", "--candidates", "logistic,magic")
+    assert result.exit_code == 1 and "unknown candidate(s) magic" in result.output
+    result = invoke("train", data, "--candidates", "logistic")
+    assert result.exit_code == 1 and "give a --budget" in result.output
+    result = invoke("train", data, "--budget", "1m", "--fine-tune", "1")
+    assert result.exit_code == 1 and "drop --fine-tune" in result.output
+
+
+def test_the_inner_split_holds_out_part_of_every_class_and_is_seeded():
+    targets = torch.tensor([0] * 40 + [1] * 10 + [2] * 2 + [3])
+    fit, held = inner_split("multiclass", targets, seed=0)
+    assert sorted(np.concatenate([fit, held]).tolist()) == list(range(len(targets)))
+    counts = np.bincount(targets[held].numpy(), minlength=4)
+    assert counts.tolist() == [6, 2, 1, 0]  # 15% per class, one at least, never a class's last image
+    again, _ = inner_split("multiclass", targets, seed=0)
+    other, _ = inner_split("multiclass", targets, seed=1)
+    assert (again == fit).all() and not (other == fit).all()
+
+
+def test_the_resolution_follows_small_images_only(tmp_path):
+    preprocess = get_backbone("efficientnet_lite0").preprocess
+    for side, size in ((8, 64), (28, 64), (32, 64), (50, 64), (96, 96), (100, 128)):
+        chosen = data_preprocess(preprocess, side)
+        assert (chosen.input_size, chosen.crop_pct) == (size, 1.0)
+        assert chosen.mean == preprocess.mean and chosen.interpolation == preprocess.interpolation
+    assert data_preprocess(preprocess, 224) == preprocess and data_preprocess(preprocess, 3000) == preprocess
+    assert data_preprocess(preprocess, 220) == preprocess  # 224 px rounded up is the backbone's own size
+    assert data_preprocess(preprocess, None) == preprocess
+    paths = []
+    for i, (width, height) in enumerate([(8, 8), (10, 12), (300, 9), (64, 64), (9, 9)]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("L", (width, height)).save(paths[-1])
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    assert median_side(paths + [tmp_path / "broken.png"]) == 9
+
+
+def test_the_activation_cache_keeps_whole_batches_only(tmp_path):
+    backbone = get_backbone("efficientnet_lite0")
+    shape = (4, 2, 2)
+    cache = ActivationCache(tmp_path, backbone, backbone.preprocess, "hflip", 5, shape)
+    first, second = np.random.rand(2, *shape).astype(np.float32), np.random.rand(3, *shape).astype(np.float32)
+    cache.put_many(["a", "b"], first)
+    cache.put_many(["c", "d", "e"], second)
+    rows = cache.rows(["a", "b", "c", "d", "e", "f"])
+    assert rows == {"a": 0, "b": 1, "c": 2, "d": 3, "e": 4}
+    matrix = cache.matrix()
+    assert matrix.dtype == np.float16 and isinstance(matrix, np.memmap)
+    np.testing.assert_allclose(matrix[[rows["d"]]], second[[1]], atol=1e-3)
+    cache.close()
+    # a run killed while writing: rows.f16 shorter than the index says; those rows count as not cached
+    with open(cache.rows_path, "r+b") as file:
+        file.truncate(4 * cache.row_bytes + 5)
+    again = ActivationCache(tmp_path, backbone, backbone.preprocess, "hflip", 5, shape)
+    assert set(again.rows(["a", "b", "c", "d", "e"])) == {"a", "b", "c", "d"}
+    again.put_many(["e"], second[[2]])
+    np.testing.assert_allclose(again.matrix()[again.rows(["e"])["e"]], second[2], atol=1e-3)
+    other_view = ActivationCache(tmp_path, backbone, backbone.preprocess, "vflip", 5, shape)
+    assert other_view.rows(["a"]) == {} and other_view.folder != again.folder
+
+
+def test_views_are_the_squares_symmetries():
+    pixels = torch.arange(9, dtype=torch.uint8).view(1, 1, 3, 3)
+    assert view_pixels(pixels, "identity").equal(pixels)
+    assert view_pixels(pixels, "hflip")[0, 0, 0].tolist() == [2, 1, 0]
+    assert view_pixels(pixels, "vflip")[0, 0, :, 0].tolist() == [6, 3, 0]
+    assert view_pixels(pixels, "rot180").equal(pixels.flip(-1).flip(-2))
+    assert view_pixels(view_pixels(pixels, "rot90"), "rot270").equal(pixels)
+
+
+def test_the_schedule_warms_up_then_decays_to_zero_and_follows_a_shorter_plan():
+    total = [100]
+    factor = warmup_cosine(lambda: total[0], warmup=0.1)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(55) == pytest.approx(0.5, abs=0.02) and factor(100) == pytest.approx(0.0)
+    total[0] = 60  # the budget shortened the plan: the same step is further down the curve
+    assert factor(55) < 0.05
+
+
+def test_cross_fitted_offsets_score_each_half_with_the_others_offsets():
+    rng = np.random.default_rng(0)
+    targets = np.repeat([0, 1, 2], 30)
+    probabilities = rng.dirichlet([1, 1, 1], 90) + np.eye(3)[targets]
+    probabilities *= [1, 1, 0.3]  # class 2 is under-predicted: an offset brings it back
+    probabilities /= probabilities.sum(1, keepdims=True)
+    offsets, adjusted = cross_fitted_offsets(probabilities, targets, seed=0)
+    assert offsets.shape == (3,) and offsets[0] == 0 and offsets[2] > 0
+    assert adjusted.shape == probabilities.shape and np.allclose(adjusted.sum(1), 1)
+    assert adjusted[:, 2].mean() > probabilities[:, 2].mean() + 0.05  # each half moved by offsets...
+    assert not np.allclose(adjusted, with_offsets(probabilities, offsets), atol=1e-3)  # ...not tuned on itself
+
+
+class FakeCandidate:
+    """A fine-tuned candidate with fixed costs, recording what it was planned for."""
+
+    def __init__(self, name: str, setup: float, epoch: float, clock: "FixedClock"):
+        from vistrain.backbones import get_backbone
+
+        self.name, self.changed, self.setup, self.epoch, self.clock = name, f"{name} changed", setup, epoch, clock
+        self.preprocess = get_backbone("efficientnet_lite0").preprocess
+        self.planned = None
+
+    def refusal(self) -> str:
+        return ""
+
+    def measure(self) -> float:
+        return self.epoch
+
+    def setup_seconds(self, views: list[str]) -> float:
+        return self.setup
+
+    def run(self, views, epochs, deadline, on_epoch=None, on_checkpoint=None):
+        from vistrain.training.candidates import Outcome
+
+        self.planned = (epochs, deadline())
+        self.clock.seconds_left -= self.setup + epochs * self.epoch  # as if it had run as planned
+        return Outcome(self.name, self.changed, seconds=1.0, selection=0.5, selection_loss=1.0, validation=0.5)
+
+
+class FixedClock:
+    def __init__(self, left: float):
+        self.seconds_left = left
+
+    def left(self) -> float:
+        return self.seconds_left
+
+    def spent(self) -> float:
+        return 0.0
+
+
+def plan(candidates: list, clock: FixedClock) -> dict:
+    from types import SimpleNamespace
+
+    from vistrain.training.budget import run_fine_tuned
+
+    job = SimpleNamespace(run=SimpleNamespace(say=lambda *a, **k: None, checkpoint=SimpleNamespace(
+        save=lambda: None, save_stage=lambda name, state: None)), task="binary")
+    recorded = {}
+    run_fine_tuned(job, candidates, None, clock, {"done": {}, "plans": {}},
+                   lambda outcome: recorded.__setitem__(outcome.name, outcome))
+    return recorded
+
+
+def test_the_budget_drops_what_cannot_fit_and_shares_the_rest():
+    clock = FixedClock(100)
+    cheap, dear = FakeCandidate("cheap", 10, 10, clock), FakeCandidate("dear", 10, 50, clock)
+    recorded = plan([cheap, dear], clock)
+    assert dear.planned is None and recorded["dear"].note.startswith("not tried: 3 epochs need about 160 s")
+    assert cheap.planned[0] == 9 and cheap.planned[1] == pytest.approx(100, abs=1)  # all the time, 9 epochs in it
+    clock = FixedClock(130)
+    first, second = FakeCandidate("first", 10, 10, clock), FakeCandidate("second", 10, 20, clock)
+    plan([first, second], clock)
+    assert first.planned[0] == 4  # its minimum (40 s) and half of what the minimums (40 + 70 s) leave: 50 s
+    assert second.planned[0] == 3 and second.planned[1] == pytest.approx(80, abs=1)  # the 80 s left
+    clock = FixedClock(1000)
+    many = FakeCandidate("many", 0, 1, clock)
+    plan([many], clock)
+    assert many.planned[0] == 12  # at most MAX_EPOCHS
