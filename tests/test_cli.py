@@ -158,7 +158,6 @@ def test_bad_files_in_training_data_are_skipped_and_listed(shapes_split: Path, t
     assert "zero.jpg" in result.stderr and "empty file" in result.stderr
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "layout, message",
     [({"a": 2}, "single class folder"), ({"a": 2, "b": 0}, "empty class folder")],

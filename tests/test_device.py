@@ -84,7 +84,6 @@ def test_cuda_without_a_gpu_is_refused_in_one_line(no_cuda):
         resolve_device("tpu")
 
 
-@pytest.mark.slow
 def test_train_with_cuda_and_no_gpu_stops_before_making_the_run(no_cuda, shapes_split: Path, tmp_path: Path):
     result = invoke("train", shapes_split, "--out", tmp_path / "run", "--device", "cuda")
     assert result.exit_code == 1

@@ -175,7 +175,6 @@ def test_a_malformed_decisions_file_is_refused_in_one_line_naming_the_line(data:
     assert f"{data / DECISIONS_FILE}" in error and problem in error
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("command", ["split", "train", "audit"])
 def test_every_reader_reads_decisions_files_alike(data: Path, tmp_path: Path, command: str):
     text, problem = MALFORMED["a 150 KB label"]

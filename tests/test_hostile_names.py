@@ -51,7 +51,6 @@ def test_escape_codes_in_names_never_reach_the_terminal(tmp_path: Path):
     assert "dog\\x1b]0;pwned\\x07" in shown and "photo\\x1b[2J\\u202e.png" in shown  # named, visibly
 
 
-@pytest.mark.slow
 def test_an_error_naming_a_class_shows_its_escape_codes_escaped(tmp_path: Path):
     data = folder_of_shapes(tmp_path / "data", ESC_CLASSES[1:], per_class=1)  # a single class: refused, named
     finished = vistrain("train", data, "--out", tmp_path / "run")

@@ -223,7 +223,6 @@ def test_a_damaged_precision_in_config_json_is_one_clear_line(int8_run: Path, tm
     assert result.exit_code != 0 and f"config.json is damaged: {words}" in result.output
 
 
-@pytest.mark.slow
 def test_fine_tuning_int8_features_is_refused(shapes_split: Path, tmp_path: Path):
     result = invoke("train", shapes_split, "--out", tmp_path / "run", "--precision", "int8", "--fine-tune", "1")
     assert result.exit_code != 0 and "int8 features are for a frozen backbone" in result.output

@@ -2,8 +2,10 @@
 
 conftest.py installs this in the test process and puts its folder first on PYTHONPATH, so that Python loads it as
 `sitecustomize` in subprocesses (`python -m vistrain train`, torchrun's workers). While $VISTRAIN_TEST_TRAININGS
-names a file, each call of `vistrain.training.train.train` (every `train`, `demo`, `resume` and `vistrain.train`
-goes through it) appends a line to that file; conftest.py fails a test that trained without the `slow` marker.
+names a file, each training job that starts a run (`vistrain.training.train.start_run` returns: the options and the
+data were accepted, the run directory is made, features and training follow; every `train`, `demo`, `resume` and
+`vistrain.train` goes through it) appends a line to that file; conftest.py fails a test that trained without the
+`slow` marker. A `train` refused before it starts a run (a bad option, unusable data) is quick and is not counted.
 The module is wrapped when it is first imported, never imported here: `import vistrain` stays as quick as it is.
 """
 
@@ -27,22 +29,23 @@ def record() -> None:
 
 
 def wrap(module) -> None:
-    """Replace `module.train` by a function that records the call, then trains."""
-    train = module.train
-    if getattr(train, "records_training", False):
+    """Replace `module.start_run` (which `module.train` calls) by a function that records each run it starts."""
+    start_run = module.start_run
+    if getattr(start_run, "records_training", False):
         return
 
-    @functools.wraps(train)
+    @functools.wraps(start_run)
     def recorded(*args, **kwargs):
+        run = start_run(*args, **kwargs)
         record()
-        return train(*args, **kwargs)
+        return run
 
     recorded.records_training = True
-    module.train = recorded
+    module.start_run = recorded
 
 
 class TrainingFinder(importlib.abc.MetaPathFinder):
-    """Finds the training module as Python would, and wraps its `train` once the module has run."""
+    """Finds the training module as Python would, and wraps its `start_run` once the module has run."""
 
     def find_spec(self, name, path, target=None):
         if name != TRAINING:
