@@ -102,8 +102,8 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
             write_run(run, data, dataset, backbone, options, calibration, trained, features, metrics, predictions)
             if not options.budget and not options.fine_tune and metrics.get("accuracy", 1.0) < ROOM:
                 run.say(f"frozen features may be the ceiling on these images (validation accuracy "
-                        f"{metrics['accuracy']:.3f}): --budget 10m also tries fine-tuning the backbone (see the "
-                        "README, --budget)")
+                        f"{metrics['accuracy']:.3f}): --budget 10m also tries fine-tuning the backbone (see "
+                        "docs/training.md, --budget)")
             if report is not None:
                 report(run.path)
             run.checkpoint.remove()  # now the run is complete
