@@ -44,6 +44,9 @@ ROOM = 0.97  # below this validation accuracy, a run without --budget says that 
 
 @dataclass
 class TrainResult:
+    """What `train` and `resume` return: the run directory, its validation metrics (as in metrics.json), every
+    epoch's losses and score, and the files left out, with their reasons."""
+
     run_dir: Path
     metrics: dict
     history: list[EpochResult]
@@ -101,8 +104,8 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
             write_run(run, data, dataset, backbone, options, calibration, trained, features, metrics, predictions)
             if not options.budget and not options.fine_tune and metrics.get("accuracy", 1.0) < ROOM:
                 run.say(f"frozen features may be the ceiling on these images (validation accuracy "
-                        f"{metrics['accuracy']:.3f}): --budget 10m also tries fine-tuning the backbone (see the "
-                        "README, --budget)")
+                        f"{metrics['accuracy']:.3f}): --budget 10m also tries fine-tuning the backbone (see "
+                        "docs/training.md, --budget)")
             if report is not None:
                 report(run.path)
             run.checkpoint.remove()  # now the run is complete
