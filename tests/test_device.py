@@ -79,7 +79,7 @@ def test_auto_is_the_cpu_where_there_is_no_gpu(no_cuda):
 def test_cuda_without_a_gpu_is_refused_in_one_line(no_cuda):
     with pytest.raises(ValueError) as error:
         resolve_device("cuda")
-    assert "no CUDA GPU" in str(error.value) and "--device cpu" in str(error.value) and "\n" not in str(error.value)
+    assert "no CUDA GPU" in str(error.value) and "device cpu" in str(error.value) and "\n" not in str(error.value)
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         resolve_device("tpu")
 

@@ -16,6 +16,7 @@ from vistrain.analysis.audit_report import OUT_OF_SAMPLE
 from vistrain.analysis.ranking import Entry, analyse
 from vistrain.analysis.report import write_report
 from vistrain.core.console import console
+from vistrain.core.errors import OptionError
 from vistrain.core.files import write_csv
 from vistrain.data.datasets import load_labelled
 from vistrain.data.samples import Skipped
@@ -88,9 +89,8 @@ def inspect(run: Path, data: Path | None = None, top: int = 10, cache_dir: Path 
     run's training images are ranked by their out-of-sample predictions (see `with_audit`)."""
     config = read_config(run)
     if audit is not None and data is None:
-        raise ValueError("--audit ranks the run's training images by the audit's predictions: give the data too "
-                         "(`vistrain inspect RUN DATA --audit AUDIT`); without it, only the validation images are "
-                         "ranked")
+        raise OptionError("{audit} ranks the run's training images by the audit's predictions: give the data too; "
+                          "without it, only the validation images are ranked")
     predictions, skipped, reused = predictions_for(run, data, cache_dir, show_progress, image_root)
     out_of_sample = 0
     if audit is not None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from vistrain.core.errors import OptionError
 from vistrain.model.run_dir import EXPORTS
 
 
@@ -84,7 +85,7 @@ def export_format(name: str, int8: bool) -> ExportFormat:
         raise ValueError(f"unknown format {name!r}; choose one of {', '.join(FORMATS)}")
     chosen = FORMATS[name]
     if int8 and not chosen.int8:
-        raise ValueError(f"{name} has no int8 version: --int8 needs one of "
+        raise OptionError(f"{name} has no int8 version: {{int8}} needs one of "
                          f"{', '.join(f.name for f in FORMATS.values() if f.int8)}")
     chosen.require()
     return chosen

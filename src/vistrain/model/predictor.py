@@ -18,6 +18,7 @@ from vistrain.backbones.multi_depth import with_stages
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console, shown
 from vistrain.core.device import ignore
+from vistrain.core.errors import OptionError
 from vistrain.core.files import sha256_file
 from vistrain.data.listing import NOT_UTF8, is_utf8, list_files
 from vistrain.data.samples import Skipped
@@ -101,9 +102,9 @@ class Predictor:
 
 
     def check_threshold(self, threshold: float | None) -> None:
-        """A `--threshold` is for classifiers: refuse one for a regression model."""
+        """A `threshold` is for classifiers: refuse one for a regression model."""
         if threshold is not None and self.task == "regression":
-            raise ValueError("--threshold does not apply to a regression model")
+            raise OptionError("{threshold} does not apply to a regression model")
 
     def describe(self, outputs: np.ndarray, threshold: float | None = None, k: int = 3) -> list[dict]:
         """One plain dict per image: `class` (the top class; the labels over their thresholds joined by ';';

@@ -26,6 +26,7 @@ import torch
 
 from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
+from vistrain.core.errors import OptionError, quoted
 from vistrain.data.samples import Dataset
 from vistrain.model import tasks
 from vistrain.model.heads import build_head
@@ -62,18 +63,18 @@ class Clock:
 
 
 def check_budget_options(options: TrainOptions) -> None:
-    """What --budget cannot be combined with, as a ValueError."""
+    """What `budget` cannot be combined with, as an `OptionError`."""
     unknown = [name for name in options.candidates if name not in CANDIDATES]
     if unknown:
-        raise ValueError(f"unknown candidate(s) {', '.join(unknown)}; candidates: {', '.join(CANDIDATES)}")
+        raise OptionError(f"unknown candidate(s) {quoted(', '.join(unknown))}; {{candidates}}: {', '.join(CANDIDATES)}")
     if options.candidates and options.budget is None:
-        raise ValueError("--candidates chooses among what --budget tries; give a --budget")
+        raise OptionError("{candidates} chooses among what {budget} tries; give a {budget}")
     if options.budget is None:
         return
     if options.fine_tune:
-        raise ValueError("--budget decides itself what to fine-tune; drop --fine-tune")
+        raise OptionError("{budget} decides itself what to fine-tune; drop {fine_tune}")
     if options.precision != "fp32":
-        raise ValueError("--budget fine-tunes in fp32; drop --precision int8")
+        raise OptionError("{budget} fine-tunes in fp32; drop {precision} int8")
 
 
 def budget_stage(features: FeatureSet, dataset: Dataset, backbone: Backbone, options: TrainOptions, run: Run,
@@ -81,7 +82,7 @@ def budget_stage(features: FeatureSet, dataset: Dataset, backbone: Backbone, opt
     """Try the candidates within `options.budget` seconds (counted from the run's start) and return the chosen
     one as the training's result, with the leaderboard."""
     if run.context.active:
-        raise ValueError("--budget runs in one process, not under torchrun")
+        raise OptionError("{budget} runs in one process, not under torchrun")
     state = run.checkpoint.state.setdefault("budget", {"spent": 0.0, "done": {}, "plans": {}})
     clock = Clock(options.budget, run.started, state["spent"])
     fit, held = inner_split(dataset.task, features.train[1], options.seed)
@@ -100,7 +101,7 @@ def budget_stage(features: FeatureSet, dataset: Dataset, backbone: Backbone, opt
         if kind in state["done"]:
             record(restored(state["done"][kind], job))
         elif kind == "logistic" and (options.class_weight or options.sampler):
-            record(Outcome(kind, FROZEN_HEADS[kind], note="not tried: it takes no --class-weight or --sampler"))
+            record(Outcome(kind, FROZEN_HEADS[kind], note="not tried: it takes no class_weight or sampler"))
         elif clock.left() > 0 or not any(o.tried for o in outcomes.values()):  # one at least, whatever the time
             record(frozen_head(job, kind))
         else:
@@ -205,8 +206,8 @@ def choose(job: Job, outcomes: dict[str, Outcome], clock: Clock, state: dict) ->
                                     None if best is None else (best.selection, best.selection_loss)):
             best = outcome
     if best is None:
-        raise ValueError("no candidate could be trained within the budget (see the lines above); give a longer "
-                         "--budget, or let --candidates include a frozen head (logistic, mlp)")
+        raise OptionError("no candidate could be trained within the budget (see the lines above); give a longer "
+                          "{budget}, or let {candidates} include a frozen head (logistic, mlp)")
     if best.name == "logistic":
         best = refit_logistic(job, best)
     outcomes = {name: outcomes[name] for name in CANDIDATES if name in outcomes}  # the leaderboard's order

@@ -113,7 +113,7 @@ def warn_about_imbalance(dataset: Dataset, say: Callable[..., None]) -> None:
     if counts[top] > 0.8 * counts.sum():
         say(f"[yellow]warning:[/] class {shown(dataset.classes[top])} holds {counts[top] / counts.sum():.0%} of the "
             "training images; accuracy will flatter the model (look at per-class recall), and consider "
-            "--class-weight balanced or --sampler balanced")
+            "class_weight or sampler balanced")
 
 
 def check_usable(task: str, train_targets: torch.Tensor, val_targets: torch.Tensor, classes: list[str]) -> None:
@@ -127,4 +127,4 @@ def check_usable(task: str, train_targets: torch.Tensor, val_targets: torch.Tens
     if missing:
         raise DataError(f"no readable training images left for class(es): {', '.join(missing)}")
     if len(val_targets) == 0:
-        raise DataError("no readable validation images; add images or raise --val-fraction")
+        raise DataError("no readable validation images; add images or raise val_fraction")

@@ -12,6 +12,7 @@ import torch
 
 from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
+from vistrain.core.errors import OptionError
 from vistrain.data.samples import Dataset
 from vistrain.model import tasks
 from vistrain.model.heads import build_head
@@ -82,7 +83,7 @@ def train_head(features: FeatureSet, dataset: Dataset, backbone: Backbone, optio
         head[-1].fit(train_y)
     if options.head == "logistic":
         if options.class_weight or options.sampler:
-            raise ValueError("--class-weight and --sampler apply to the mlp and linear heads; the logistic head "
+            raise OptionError("{class_weight} and {sampler} apply to the mlp and linear heads; the logistic head "
                              "tunes its multi-class decision rule for macro F1 instead")
         best = BestSoFar()
         history, details = fit_logistic_head(head, features.train, features.val, task, options.seed, best, name)

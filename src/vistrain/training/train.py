@@ -14,6 +14,7 @@ from vistrain.backbones import Backbone, get_backbone
 from vistrain.backbones.multi_depth import with_stages
 from vistrain.core.console import console, shown
 from vistrain.core.device import autocast_dtype, describe_device, halved_message, resolve_device
+from vistrain.core.errors import OptionError
 from vistrain.core.files import default_cache_dir, make_folder
 from vistrain.data.class_names import class_labels, name_classes
 from vistrain.data.datasets import load_dataset
@@ -64,7 +65,7 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     started = time.perf_counter()  # a --budget counts from here
     options = options or TrainOptions()
     if options.precision == "int8" and options.fine_tune:
-        raise ValueError("--fine-tune trains the backbone in fp32; int8 features are for a frozen backbone")
+        raise OptionError("{fine_tune} trains the backbone in fp32; int8 features are for a frozen backbone")
     chosen, why = resolve_precision(options.precision, trains_backbone=bool(options.fine_tune or options.budget))
     options = replace(options, precision=chosen)  # the checkpoint and config.json record what `auto` chose
     device = resolve_device(options.device)  # before the data is read: a missing GPU stops the run at once
