@@ -168,7 +168,7 @@ def plan(candidates: list, clock: FixedClock) -> dict:
 
     from vistrain.training.budget import run_fine_tuned
 
-    job = SimpleNamespace(run=SimpleNamespace(say=lambda *a, **k: None, checkpoint=SimpleNamespace(
+    job = SimpleNamespace(run=SimpleNamespace(on_epoch=lambda result: None, checkpoint=SimpleNamespace(
         save=lambda: None, save_stage=lambda name, state: None)), task="binary")
     recorded = {}
     run_fine_tuned(job, candidates, None, clock, {"done": {}, "plans": {}},

@@ -15,9 +15,9 @@ import numpy as np
 from vistrain.analysis.audit_report import OUT_OF_SAMPLE
 from vistrain.analysis.ranking import Entry, analyse
 from vistrain.analysis.report import write_report
-from vistrain.core.console import console
 from vistrain.core.errors import OptionError
 from vistrain.core.files import write_csv
+from vistrain.core.messages import warn
 from vistrain.data.datasets import load_labelled
 from vistrain.data.samples import Skipped
 from vistrain.model.predictions import Predictions, read_predictions
@@ -125,7 +125,7 @@ def _or_nothing(read: Callable[[Path], list], run: Path, lost: str) -> list:
     try:
         return read(run)
     except RunError as error:
-        console.print(f"[yellow]warning:[/] {error}; the report shows no {lost}")
+        warn(f"warning: {error}; the report shows no {lost}")
         return []
 
 

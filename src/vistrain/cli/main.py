@@ -15,6 +15,7 @@ from typing import Iterator
 import click
 
 from vistrain.backbones.registry import BackboneUnavailable
+from vistrain.cli.show import messages_shown
 from vistrain.core.console import printable
 from vistrain.core.errors import OptionError
 from vistrain.data.matlab import is_mat
@@ -63,14 +64,14 @@ def friendly_errors(command):
 
 class _Commands(click.Group):
     """The `vistrain` group: every error message, click's own (a bad path given) included, is shown with its control
-    characters escaped (`printable`)."""
+    characters escaped (`printable`); the library's messages are shown while a command runs."""
 
     def make_context(self, *args, **kwargs) -> click.Context:
         with _printable_errors():
             return super().make_context(*args, **kwargs)
 
     def invoke(self, context: click.Context):
-        with _printable_errors():
+        with _printable_errors(), messages_shown():
             return super().invoke(context)
 
 

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vistrain.backbones.preprocess import Preprocess
-from vistrain.core.console import console
 from vistrain.core.errors import OptionError
 from vistrain.core.files import sha256_file, write_atomic
+from vistrain.core.messages import say
 from vistrain.features.cpu import int8_dot_products
 from vistrain.features.precision import FIRST_CONVS_KEPT, Precision
 
@@ -183,8 +183,8 @@ def quantize_features(fp32_path: Path, path: Path, precision: Precision, preproc
     if copy is not None:
         write_atomic(path, copy)
         return
-    console.print(f"quantising the backbone to int8, calibrated on {len(precision.calibration)} training images "
-                  f"(once: cached as {path.name})")
+    say(f"quantising the backbone to int8, calibrated on {len(precision.calibration)} training images "
+        f"(once: cached as {path.name})")
     reader = CalibrationImages(precision.calibration, preprocess, input_name)
     data = quantize(fp32_path, reader, FIRST_CONVS_KEPT)
     pixels = {input_name: reader.pixels(precision.calibration[:CHECKED_IMAGES])}
@@ -195,5 +195,5 @@ def quantize_features(fp32_path: Path, path: Path, precision: Precision, preproc
     if np.median(agreement) < MIN_COSINE:
         raise OptionError(f"int8 features are not faithful on this CPU ({measured} to the fp32 features on "
                          f"{len(agreement)} calibration images; at least {MIN_COSINE} needed): use {{precision}} fp32")
-    console.print(f"int8 features against fp32 on {len(agreement)} calibration images: {measured}")
+    say(f"int8 features against fp32 on {len(agreement)} calibration images: {measured}")
     write_atomic(path, data)

@@ -27,6 +27,7 @@ import torch
 from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.errors import OptionError, quoted
+from vistrain.core.messages import quiet, say, warn
 from vistrain.data.samples import Dataset
 from vistrain.model import tasks
 from vistrain.model.heads import build_head
@@ -119,7 +120,6 @@ def run_fine_tuned(job: Job, candidates: list, reference: Outcome | None, clock:
                    record: Callable[[Outcome], None]) -> None:
     """Measure, plan and run the fine-tuned candidates (see the module's docstring). `reference`: the logistic
     head on the fit rows, which tests the views."""
-    say = job.run.say
     pending = []
     for candidate in candidates:
         plan = state["plans"].get(candidate.name)
@@ -176,9 +176,10 @@ def run_fine_tuned(job: Job, candidates: list, reference: Outcome | None, clock:
             job.run.checkpoint.save_stage(name, stage)
 
         record(candidate.run(plan["views"], plan["epochs"], lambda: min(ends - time.perf_counter(), clock.left()),
-                             on_epoch=lambda r, name=candidate.name: say(
+                             on_epoch=lambda r, name=candidate.name: (say(
                                  f"{name} epoch {r.epoch}/{plan['epochs']}  loss {r.train_loss:.4f}  held-out loss "
                                  f"{r.val_loss:.4f}  held-out {tasks.SCORE_NAMES[job.task]} {r.val_score:.4f}"),
+                                 job.run.on_epoch(r)),
                              on_checkpoint=save))
 
 
@@ -235,9 +236,8 @@ def choose(job: Job, outcomes: dict[str, Outcome], clock: Clock, state: dict) ->
 def refit_logistic(job: Job, outcome: Outcome) -> Outcome:
     """The logistic head fitted again on every training image (closed form: seconds)."""
     started = time.perf_counter()
-    quiet = replace(job.run, say=lambda *args, **kwargs: None)
-    trained = train_head(job.features, job.dataset, job.backbone, replace(job.options, head="logistic"), quiet,
-                         name="logistic-refit")
+    trained = train_head(job.features, job.dataset, job.backbone, replace(job.options, head="logistic"), job.run,
+                         name="logistic-refit", say=quiet)
     val_outputs = trained.best.outputs
     return replace(outcome, head=trained.head, head_fit=trained.head_fit, val_outputs=val_outputs,
                    val_loss=trained.best.loss, validation=job.score(val_outputs.numpy(), "val"),
@@ -248,10 +248,10 @@ def refit_logistic(job: Job, outcome: Outcome) -> Outcome:
 def describe(run: Run, outcome: Outcome, task: str) -> None:
     metric = SELECTION_METRIC[task].replace("_", " ")
     if outcome.tried:
-        run.say(f"candidate {outcome.name}: held-out {metric} {outcome.selection:.4f}, validation "
-                f"{outcome.validation:.4f} ({outcome.seconds:.1f} s)")
+        say(f"candidate {outcome.name}: held-out {metric} {outcome.selection:.4f}, validation "
+            f"{outcome.validation:.4f} ({outcome.seconds:.1f} s)")
     else:
-        run.say(f"[yellow]candidate {outcome.name}: {outcome.note}[/]")
+        warn(f"candidate {outcome.name}: {outcome.note}")
 
 
 def saved(outcome: Outcome) -> dict:
