@@ -38,6 +38,8 @@ def option_type(name: str) -> click.ParamType:
     if name in CHOICES:
         return click.Choice(CHOICES[name])
     bounds = BOUNDS[name]
+    if bounds.low is None and bounds.high is None:
+        return click.INT if bounds.integer else click.FLOAT
     kind = click.IntRange if bounds.integer else click.FloatRange
     return kind(bounds.low, bounds.high, min_open=bounds.low_open, max_open=bounds.high_open)
 
