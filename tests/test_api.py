@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import random
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from PIL import Image
 
 import vistrain
 from conftest import shape_image, write_class_folders
-from test_tasks import drawing
+from test_tasks import drawings  # noqa: F401 (a fixture)
 from vistrain.core.errors import OptionError
 from vistrain.data.samples import DataError
 
@@ -101,27 +100,18 @@ def test_the_api_trains_quietly_and_tells_each_epoch(tmp_path: Path, capfd, capl
 
 
 @pytest.mark.slow
-def test_multilabel_and_regression_predictions(tmp_path: Path):
-    rng = random.Random(3)
-    labels, sizes = ["path,labels"], ["path,radius"]
-    for i in range(32):
-        shape, light, radius = ("circle", "square")[i % 2], (i // 2) % 2 == 0, rng.randrange(8, 44)
-        drawing(shape, light, radius, seed=i).save(tmp_path / f"d{i}.png")
-        labels.append(f"d{i}.png," + ";".join([shape] + (["light"] if light else [])))
-        sizes.append(f"d{i}.png,{radius}")
-    (tmp_path / "labels.csv").write_text("\n".join(labels) + "\n")
-    (tmp_path / "sizes.csv").write_text("\n".join(sizes) + "\n")
-    tagged = vistrain.train(tmp_path / "labels.csv", out=tmp_path / "tagged", epochs=30, seed=1).load()
-    prediction = tagged.predict(np.asarray(Image.open(tmp_path / "d0.png")))  # a light circle
+def test_multilabel_and_regression_predictions(drawings: Path, tmp_path: Path):
+    tagged = vistrain.train(drawings / "labels.csv", out=tmp_path / "tagged", epochs=30, seed=1).load()
+    prediction = tagged.predict(np.asarray(Image.open(drawings / "d0.png")))  # a light circle
     assert tagged.task == "multilabel" and set(prediction.probabilities) == {"circle", "light", "square"}
     assert set(prediction.label.split(";")) == {"circle", "light"} and prediction.probability is None
-    assert tagged.predict(tmp_path / "d0.png", threshold=0).label == "circle;light;square"
-    sized = vistrain.train(tmp_path / "sizes.csv", out=tmp_path / "sized", epochs=30, seed=1).load()
-    value = sized.predict(tmp_path / "d0.png")
+    assert tagged.predict(drawings / "d0.png", threshold=0).label == "circle;light;square"
+    sized = vistrain.train(drawings / "sizes.csv", out=tmp_path / "sized", epochs=30, seed=1).load()
+    value = sized.predict(drawings / "d0.png")
     assert sized.task == "regression" and set(value.values) == {"radius"} and value.probabilities == {}
     assert value.label == f"{value.values['radius']:.6g}"
     with pytest.raises(OptionError, match="^threshold does not apply"):
-        sized.predict(tmp_path / "d0.png", threshold=0.5)
+        sized.predict(drawings / "d0.png", threshold=0.5)
 
 
 def test_settings_are_given_one_way(tmp_path: Path):
