@@ -19,7 +19,7 @@ from vistrain.core.errors import OptionError
 from vistrain.model.run_dir import EXPORTS
 
 
-class MissingExtra(ValueError):
+class MissingExtra(OptionError):
     """A format's converter is not installed; the message gives the pip command."""
 
 
@@ -49,7 +49,8 @@ class ExportFormat:
         """A MissingExtra naming the pip command when the converter's modules are not installed."""
         missing = [name for name in self.needs if importlib.util.find_spec(name) is None]
         if missing:
-            raise MissingExtra(f"--format {self.name} needs {', '.join(missing)}: pip install 'vistrain[{self.extra}]'")
+            raise MissingExtra(f"{{output_format}} {self.name} needs {', '.join(missing)}: "
+                               f"pip install 'vistrain[{self.extra}]'")
 
     def writer(self) -> Callable[..., None]:
         return _function(self.write)
