@@ -66,6 +66,7 @@ def test_unreadable_files_are_skipped_in_a_list_and_refused_alone(model, tmp_pat
         model.predict(bad)
     folder = model.predict(shapes_split / "val" / "circle")
     assert len(folder) == 8 and {p.label for p in folder} == {"circle"}
+    assert model.predict([]) == []
 
 
 @pytest.mark.parametrize("pixels, why", [(np.zeros((4, 4, 2), np.uint8), "HxW"), (np.full((4, 4), 2.0), r"\[0, 1\]"),

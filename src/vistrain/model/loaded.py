@@ -76,17 +76,23 @@ class Model:
         items = [images] if one else list(images)
         with tempfile.TemporaryDirectory(prefix="vistrain-images-") as scratch:
             files, given, links = self._files(items, Path(scratch))
-            result = self.predictor.predict(files, self.cache_dir, show_progress, tta)
-            rows = self.predictor.describe(result.outputs, threshold, len(self.predictor.labels))
-            predictions = [self._prediction(row, outputs, given.get(path))
-                           for path, row, outputs in zip(result.paths, rows, result.outputs)]
-            skipped = links + [Skipped(given[s.path] or Path(f"<image {items_index(s.path)} in memory>"), s.reason)
-                               for s in result.skipped]
+            predictions, skipped = self._predict(files, given, tta, threshold, show_progress) if files else ([], [])
+        skipped = links + skipped
         if single:
             if skipped:
                 raise DataError(f"{skipped[0].path} cannot be predicted: {skipped[0].reason}")
             return predictions[0]
         return Predictions(predictions, skipped)
+
+    def _predict(self, files: list[Path], given: dict[Path, Path | None], tta: bool, threshold: float | None,
+                 show_progress: bool) -> tuple[list[Prediction], list[Skipped]]:
+        """The predictions of the readable `files` and the unreadable ones, named as they were given."""
+        result = self.predictor.predict(files, self.cache_dir, show_progress, tta)
+        rows = self.predictor.describe(result.outputs, threshold, len(self.predictor.labels))
+        predictions = [self._prediction(row, outputs, given[path])
+                       for path, row, outputs in zip(result.paths, rows, result.outputs)]
+        return predictions, [Skipped(given[s.path] or Path(f"<image {items_index(s.path)} in memory>"), s.reason)
+                             for s in result.skipped]
 
     def _files(self, items: list[AnImage], scratch: Path) -> tuple[list[Path], dict[Path, Path | None],
                                                                        list[Skipped]]:
