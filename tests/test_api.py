@@ -126,3 +126,15 @@ def test_only_the_data_or_the_run_is_positional(name):
                   if p.kind is p.POSITIONAL_OR_KEYWORD]
     assert positional == {"train": ["data"], "evaluate": ["run", "data"], "predict": ["run", "images"],
                           "inspect": ["run", "data"]}.get(name, ["run"])
+
+
+def test_the_command_line_shows_what_the_library_says_and_only_while_it_runs(capsys):
+    from vistrain.cli.show import messages_shown
+    from vistrain.core.messages import say, warn
+
+    with messages_shown():
+        say("data: [red]x[/] folders")  # a name that looks like markup is shown as it is
+        warn("warning: the cache [b]is[/b] damaged")
+    say("after the command")
+    warn("warning: after the command")
+    assert capsys.readouterr().err.splitlines() == ["data: [red]x[/] folders", "warning: the cache [b]is[/b] damaged"]
