@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import inspect
 import os
 import random
 import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,6 +22,55 @@ from PIL import Image, ImageDraw
 from vistrain.cli import main
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+PROBE = Path(__file__).parent / "probe"  # sitecustomize.py: records each training job (see its docstring)
+TRAINING_FIXTURES: set[str] = set()  # fixtures whose set-up trained: a test that uses one trains too
+
+
+def pytest_configure(config) -> None:
+    """Record every training job of the session, in this process and in those the tests start."""
+    handle, log = tempfile.mkstemp(prefix="vistrain-trainings-")
+    os.close(handle)
+    os.environ["VISTRAIN_TEST_TRAININGS"] = log
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROBE), os.environ.get("PYTHONPATH")]))
+    spec = importlib.util.spec_from_file_location("vistrain_training_probe", PROBE / "sitecustomize.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    probe.install()
+    config.pluginmanager.register(TrainingFixtures(), "vistrain-training-fixtures")
+
+
+def pytest_unconfigure(config) -> None:
+    Path(os.environ.pop("VISTRAIN_TEST_TRAININGS")).unlink(missing_ok=True)
+
+
+def trainings() -> int:
+    """How many training jobs the session has run so far (a line each in the probe's log)."""
+    return Path(os.environ["VISTRAIN_TEST_TRAININGS"]).stat().st_size
+
+
+class TrainingFixtures:
+    """Notes the fixtures whose set-up trained (a plugin, since a conftest's hooks do not see session fixtures)."""
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        before = trainings()
+        yield
+        if trainings() > before:
+            TRAINING_FIXTURES.add(fixturedef.argname)
+
+
+@pytest.fixture(autouse=True)
+def slow_if_it_trains(request):
+    """A test that trains a model, itself or through a fixture (whichever test set the fixture up), is marked slow:
+    `python -m pytest -m "not slow"` leaves out every training job."""
+    before = trainings()
+    yield
+    through = sorted(TRAINING_FIXTURES & set(request.fixturenames))
+    if (trainings() > before or through) and request.node.get_closest_marker("slow") is None:
+        pytest.fail(f"{request.node.nodeid} trains a model{' through ' + ', '.join(through) if through else ''}: "
+                    "mark it @pytest.mark.slow", pytrace=False)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -209,6 +209,7 @@ def test_backbones_command_lists_sizes_accuracy_and_how_to_install(monkeypatch):
     assert "timm:NAME" in result.stdout and "torchvision:NAME" in result.stdout and "@FILE" in result.stdout
 
 
+@pytest.mark.slow
 def test_train_and_predict_with_a_weights_file_backbone(shapes_split: Path, tmp_path: Path):
     """A user-supplied weights file goes through the whole job: features cached under its own key, the run
     remembers the file, and predict finds it again."""

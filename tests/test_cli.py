@@ -17,6 +17,7 @@ def without_timing(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k != "timing"}
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_directory(run: Path):
     assert {p.name for p in run.iterdir()} == {
         "config.json", "head.safetensors", "metrics.json", "history.csv", "predictions.csv", "skipped.csv",
@@ -39,12 +40,14 @@ def test_train_writes_a_complete_run_directory(run: Path):
     assert set(predictions[0]) == {"file", "true", "predicted", "prob_circle", "prob_square"}
 
 
+@pytest.mark.slow
 def test_the_model_learns_the_shapes(run: Path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["accuracy"] >= 0.85
     assert sum(map(sum, metrics["confusion_matrix"])) == 16
 
 
+@pytest.mark.slow
 def test_same_command_twice_gives_same_metrics(run: Path, shapes_split: Path, tmp_path: Path):
     result = invoke("train", shapes_split, "--out", tmp_path / "again", *TRAIN_ARGS)
     assert result.exit_code == 0
@@ -54,6 +57,7 @@ def test_same_command_twice_gives_same_metrics(run: Path, shapes_split: Path, tm
     assert second["timing"]["features_computed"] == 0  # all from the cache
 
 
+@pytest.mark.slow
 def test_evaluate_prints_json_equal_to_training_metrics(run: Path, shapes_split: Path):
     result = invoke("evaluate", run, shapes_split, "--format", "json")
     assert result.exit_code == 0
@@ -63,11 +67,42 @@ def test_evaluate_prints_json_equal_to_training_metrics(run: Path, shapes_split:
     assert evaluation["confusion_matrix"] == trained["confusion_matrix"]
 
 
-def test_evaluate_table_shows_per_class_rows(run: Path, shapes_split: Path):
-    result = invoke("evaluate", run, shapes_split)
-    assert "precision" in result.stdout and "circle" in result.stdout and "confusion matrix" in result.stdout
+def table_rows(text: str) -> list[list[str]]:
+    """The body rows of the terminal tables printed in `text`, each as its cells."""
+    return [[cell.strip() for cell in line.strip("│ ").split("│")] for line in text.splitlines() if line.startswith("│")]
 
 
+def metrics_table(metrics: dict) -> list[list[str]]:
+    """The rows `evaluate` prints for single-label metrics: a row per class, then the confusion matrix's rows."""
+    per_class = [[name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"])]
+                 for name, m in metrics["per_class"].items()]
+    return per_class + [[name, *map(str, row)] for name, row in zip(metrics["per_class"], metrics["confusion_matrix"])]
+
+
+@pytest.mark.slow
+def test_evaluate_table_shows_the_metrics_row_by_row(run: Path, shapes_split: Path, tmp_path: Path):
+    """The table holds metrics.json's numbers, class by class; and on labels where the classes' precision, recall
+    and counts all differ (three squares filed as circles, a circle as a square), those of `--format json`."""
+    table = invoke("evaluate", run, shapes_split).stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert table_rows(table) == metrics_table(metrics)
+    assert f"accuracy {metrics['accuracy']:.4f} on {metrics['n_images']} images" in table
+    assert f"(macro F1 {metrics['macro_f1']:.4f} · ROC AUC {metrics['roc_auc']:.4f})" in table
+
+    circles, squares = (sorted((shapes_split / "val" / kind).iterdir()) for kind in ("circle", "square"))
+    for folder, files in (("circle", circles[1:] + squares[:3]), ("square", squares[3:] + circles[:1])):
+        (tmp_path / folder).mkdir()
+        for file in files:
+            shutil.copy(file, tmp_path / folder / file.name)
+    table = invoke("evaluate", run, tmp_path).stdout
+    metrics = json.loads(invoke("evaluate", run, tmp_path, "--format", "json").stdout)
+    (p_circle, r_circle), (p_square, r_square) = ((m["precision"], m["recall"]) for m in metrics["per_class"].values())
+    assert len({p_circle, r_circle, p_square, r_square}) == 4  # a swapped column or class would show
+    assert table_rows(table) == metrics_table(metrics)
+    assert f"accuracy {metrics['accuracy']:.4f} on 16 images" in table
+
+
+@pytest.mark.slow
 def test_predict_reports_bad_files_and_predicts_the_rest(run: Path, shapes_split: Path, tmp_path: Path):
     good = sorted((shapes_split / "val" / "square").iterdir())[:2]
     bad = tmp_path / "notes.jpg"
@@ -80,6 +115,7 @@ def test_predict_reports_bad_files_and_predicts_the_rest(run: Path, shapes_split
     assert sum(p for _, p in rows[0]["top"]) == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_predict_threshold_marks_uncertain(run: Path, shapes_split: Path):
     folder = shapes_split / "val" / "circle"
     everything = json.loads(invoke("predict", run, folder, "--format", "json", "--threshold", "1.0").stdout)
@@ -88,12 +124,14 @@ def test_predict_threshold_marks_uncertain(run: Path, shapes_split: Path):
     assert not any(r["uncertain"] for r in nothing)
 
 
+@pytest.mark.slow
 def test_predict_csv_has_a_header_and_a_row_per_file(run: Path, shapes_split: Path):
     result = invoke("predict", run, shapes_split / "val", "--format", "csv", "--top-k", "1")
     rows = list(csv.DictReader(result.stdout.splitlines()))
     assert len(rows) == 16 and rows[0]["top"].count(":") == 1
 
 
+@pytest.mark.slow
 def test_predict_uses_the_runs_preprocessing_not_the_backbones(run: Path, shapes_split: Path, tmp_path: Path):
     edited = tmp_path / "edited-run"
     shutil.copytree(run, edited)
@@ -107,6 +145,7 @@ def test_predict_uses_the_runs_preprocessing_not_the_backbones(run: Path, shapes
     assert original["probability"] != pytest.approx(changed["probability"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_bad_files_in_training_data_are_skipped_and_listed(shapes_split: Path, tmp_path: Path):
     data = tmp_path / "data"
     shutil.copytree(shapes_split, data)
@@ -133,6 +172,7 @@ def test_unusable_data_gives_one_clear_line(tmp_path: Path, layout: dict, messag
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_refuses_to_overwrite_a_run(run: Path, shapes_split: Path):
     result = invoke("train", shapes_split, "--out", run)
     assert result.exit_code == 1 and "--overwrite" in result.stderr

@@ -62,6 +62,7 @@ def onnx_file(run: Path, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_predictor_on_every_batch_size(onnx_file: Path, run: Path, photos, expected):
     import onnxruntime
 
@@ -74,6 +75,7 @@ def test_onnx_export_matches_predictor_on_every_batch_size(onnx_file: Path, run:
     assert [i.shape[0] for i in session.get_inputs()] == ["batch"]
 
 
+@pytest.mark.slow
 def test_onnx_metadata_describes_the_run(onnx_file: Path, run: Path):
     import onnx
 
@@ -87,6 +89,7 @@ def test_onnx_metadata_describes_the_run(onnx_file: Path, run: Path):
     assert "thresholds" not in meta  # multi-label models only
 
 
+@pytest.mark.slow
 def test_torchscript_export_matches_predictor(run: Path, photos, expected, tmp_path: Path):
     out = tmp_path / "model.pt"
     assert invoke("export", run, "--format", "torchscript", "--out", out).exit_code == 0
@@ -102,6 +105,7 @@ def test_torchscript_export_matches_predictor(run: Path, photos, expected, tmp_p
         np.testing.assert_allclose(model(images[2:3]).numpy(), expected[2:3], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_export_defaults_to_the_run_directory_and_refuses_a_missing_run(run: Path, tmp_path: Path):
     result = invoke("export", tmp_path, "--format", "onnx")
     assert result.exit_code != 0 and "not a vistrain run directory" in result.output
@@ -111,7 +115,8 @@ def test_export_defaults_to_the_run_directory_and_refuses_a_missing_run(run: Pat
     assert (copy / "model.onnx").stat().st_size > 1_000_000
 
 
-def test_readme_example_runs_without_vistrain(onnx_file: Path, photos, expected):
+@pytest.mark.slow
+def test_onnx_example_runs_without_vistrain(onnx_file: Path, photos, expected):
     """examples/onnx_predict.py with onnxruntime, Pillow and numpy only: importing vistrain there would fail."""
     block_vistrain = ("import runpy, sys; sys.modules['vistrain'] = None; sys.argv = sys.argv[1:]; "
                       "runpy.run_path(sys.argv[0], run_name='__main__')")
@@ -127,6 +132,7 @@ def test_readme_example_runs_without_vistrain(onnx_file: Path, photos, expected)
         assert float(probability) == pytest.approx(row.max(), abs=2e-3)
 
 
+@pytest.mark.slow
 def test_int8_export_is_small_reports_its_agreement_and_runs_with_onnxruntime_alone(run: Path, shapes_split: Path,
                                                                                    tmp_path: Path):
     """`export --int8`: Lite0 in at most 4 MB (plus a byte per weight of the head), metadata saying int8 and the check against the fp32 export
@@ -157,6 +163,7 @@ def test_int8_export_is_small_reports_its_agreement_and_runs_with_onnxruntime_al
 
 
 
+@pytest.mark.slow
 def test_int8_export_whose_check_images_cannot_be_read_is_one_clear_line(run: Path, tmp_path: Path):
     """A run whose validation images are not where predictions.csv says (moved, or relative to another folder):
     `export --int8` stops before quantising, naming the run and why, with no traceback."""
@@ -235,6 +242,7 @@ def server(run: Path):
         yield started
 
 
+@pytest.mark.slow
 def test_health_names_the_model(server: Server):
     with urllib.request.urlopen(server.url + "/health") as response:
         health = json.loads(response.read())
@@ -242,6 +250,7 @@ def test_health_names_the_model(server: Server):
     assert health["classes"] == ["circle", "square"] and health["backbone"]["name"] == "efficientnet_lite0"
 
 
+@pytest.mark.slow
 def test_predict_gives_each_file_its_class_and_the_threshold_verdict(server: Server, run: Path, photos, expected):
     files = [("a circle.png", png(shape_image("circle", 900))), ("square.png", png(shape_image("square", 901)))]
     files += [(path.name, path.read_bytes()) for path in photos[:4]]
@@ -257,6 +266,7 @@ def test_predict_gives_each_file_its_class_and_the_threshold_verdict(server: Ser
         assert row["top"][0] == [row["class"], row["probability"]] and len(row["top"]) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, data, status, reason, blamed", [
     ("notes.txt", b"hello, not an image", 415, "not an image", "notes.txt"),
     ("broken.jpg", b"\xff\xd8\xff\xe0" + bytes(200), 415, "", "broken.jpg"),
@@ -270,6 +280,7 @@ def test_bad_uploads_are_refused_and_the_next_request_is_served(server: Server, 
     assert code == 200 and answer["results"][0]["class"] == "circle"
 
 
+@pytest.mark.slow
 def test_a_request_without_files_is_refused(server: Server):
     code, answer = post(server.url, [("x.png", png(shape_image("circle", 4)))], field="image")
     assert code == 400 and "files" in answer["error"]
@@ -279,6 +290,7 @@ def test_a_request_without_files_is_refused(server: Server):
     assert error.value.code == 400
 
 
+@pytest.mark.slow
 def test_concurrent_requests_share_forward_passes(server: Server):
     images = [png(shape_image(kind, 700 + i)) for i, kind in enumerate(["circle", "square"] * 6)]
     batcher = server.app.state.batcher
@@ -322,6 +334,7 @@ def test_micro_batcher_gathers_splits_and_survives_failures():
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (`apt-get install chromium`)")
 def test_page_shows_the_prediction_of_an_uploaded_image(server: Server, tmp_path: Path):
     playwright = pytest.importorskip("playwright.sync_api")

@@ -227,6 +227,7 @@ def spy(monkeypatch, module, name: str, seen: list, stop_on_gpu: bool = False) -
     monkeypatch.setattr(module, name, recorded)
 
 
+@pytest.mark.slow
 def test_auto_sends_training_to_the_gpu_and_its_process_group(fake_cuda, shapes_split: Path, tmp_path: Path,
                                                               monkeypatch):
     joined, features = [], []
@@ -241,6 +242,7 @@ def test_auto_sends_training_to_the_gpu_and_its_process_group(fake_cuda, shapes_
     assert joined == [GPU] and features == [GPU] and engines[0] == "torch"  # torch computes features on a GPU
 
 
+@pytest.mark.slow
 def test_auto_sends_fine_tuning_to_the_gpu(fake_cuda, shapes_split: Path, tmp_path: Path, monkeypatch):
     tuned = []
     spy(monkeypatch, train_module, "fine_tune", tuned, stop_on_gpu=True)
@@ -271,6 +273,7 @@ def cpu_tuned_run(shapes_split: Path, tmp_path_factory) -> tuple[Path, Path]:
     return root / "run", root / "cache"
 
 
+@pytest.mark.slow
 def test_device_cpu_trains_on_the_cpu_where_cuda_is_available(cpu_tuned_run):
     run, _ = cpu_tuned_run
     config = json.loads((run / "config.json").read_text())
@@ -279,6 +282,7 @@ def test_device_cpu_trains_on_the_cpu_where_cuda_is_available(cpu_tuned_run):
     assert config["fine_tune"]["sha256"]  # fine-tuning beat the frozen head: predict uses the tuned backbone
 
 
+@pytest.mark.slow
 def test_device_cpu_predicts_evaluates_and_serves_a_fine_tuned_run(cpu_tuned_run, fake_cuda, shapes_split: Path,
                                                                     tmp_path: Path, monkeypatch):
     from fastapi.testclient import TestClient
@@ -306,6 +310,7 @@ def test_device_cpu_predicts_evaluates_and_serves_a_fine_tuned_run(cpu_tuned_run
     assert seen == [CPU, CPU, CPU]  # predict, evaluate, serve
 
 
+@pytest.mark.slow
 def test_predict_says_when_it_halved_its_batches(cpu_tuned_run, shapes_split: Path, tmp_path: Path, monkeypatch):
     run, _ = cpu_tuned_run
     monkeypatch.setenv("VISTRAIN_ENGINE", "torch")
@@ -323,6 +328,7 @@ def test_predict_says_when_it_halved_its_batches(cpu_tuned_run, shapes_split: Pa
         assert a[:2] == b[:2] and (a[0] == "file" or float(a[2]) == pytest.approx(float(b[2]), abs=1e-4))
 
 
+@pytest.mark.slow
 def test_the_library_stays_quiet_when_it_halves(cpu_tuned_run, shapes_split: Path, tmp_path: Path, monkeypatch,
                                                 capsys):
     from vistrain import api
@@ -350,6 +356,7 @@ def test_gpu_check_stops_at_once_without_a_gpu(shapes_split: Path):
     assert result.stderr.startswith("gpu_check: --device cuda: no CUDA GPU") and result.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_end_to_end_on_the_cpu(shapes_split: Path):
     result = subprocess.run([sys.executable, str(GPU_CHECK), "--device", "cpu", "--data", str(shapes_split),
                              "--per-class", "6", "--fine-tune-epochs", "1", "--budget", "20s"],

@@ -11,6 +11,8 @@ import pytest
 
 from conftest import TRAIN_ARGS
 
+pytestmark = pytest.mark.slow  # every test here trains a model
+
 
 def test_two_processes_match_one(run: Path, shapes_split: Path, tmp_path: Path):
     out = tmp_path / "ddp"

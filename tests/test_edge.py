@@ -215,6 +215,7 @@ def test_a_fine_tuned_run_and_one_at_another_size_export_their_own_model(which: 
         assert spec.description.input[0].type.imageType.width == images.shape[1]
 
 
+@pytest.mark.slow
 def test_a_missing_extra_is_one_line_with_the_pip_command(run: Path, tmp_path: Path, monkeypatch):
     import importlib.util
 
@@ -261,6 +262,7 @@ def test_real_photos_get_the_class_predict_gives(output_format: str, int8: bool,
     assert same >= (0.98 if int8 else 0.99)
 
 
+@pytest.mark.slow
 def test_an_out_that_is_a_folder_for_a_file_or_a_file_for_a_folder_is_refused(run: Path, tmp_path: Path):
     (tmp_path / "file").write_text("mine")
     result = invoke("export", run, "--format", "onnx", "--out", tmp_path)

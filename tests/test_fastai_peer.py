@@ -1,5 +1,5 @@
 """benchmarks/fastai_peer.py, the parts that need no fastai: how it says that its python or its data is missing
-(fastai itself lives in a benchmark-only venv; the peer's figures are in the README)."""
+(fastai itself lives in a benchmark-only venv; the peer's figures are in docs/benchmarks.md)."""
 
 from __future__ import annotations
 

@@ -228,6 +228,7 @@ def test_each_part_gets_the_pixels_it_gets_alone_even_where_large_images_are_red
         assert torch.equal(pixels[i], alone), backbone.name
 
 
+@pytest.mark.slow
 def test_a_concatenation_run_records_each_part_s_preprocessing_and_predicts_with_it(shapes_split: Path,
                                                                                     tmp_path: Path):
     """config.json records each part's preprocessing; `predict` feeds each part its own, from the cache `train`

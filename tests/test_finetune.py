@@ -119,6 +119,7 @@ def test_a_fine_tuning_that_never_beats_the_frozen_head_changes_nothing(shapes_s
     assert all(torch.equal(value, start_head[key]) for key, value in head.state_dict().items())
 
 
+@pytest.mark.slow
 def test_train_discards_a_fine_tuning_that_does_not_beat_the_frozen_head(shapes_split: Path, tmp_path, monkeypatch):
     def worse(model, loader, task, *args):
         return 99.0, 0.0, torch.full((len(loader.dataset), 2), 0.5)
@@ -145,6 +146,7 @@ def tuned_run(shapes_split: Path, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_the_run_records_and_predicts_with_its_fine_tuned_backbone(tuned_run: Path, shapes_split: Path, tmp_path):
     config = json.loads((tuned_run / "config.json").read_text())
     assert config["fine_tune"]["sha256"] == file_digest(tuned_run / BACKBONE_WEIGHTS)
@@ -176,6 +178,7 @@ def test_the_run_records_and_predicts_with_its_fine_tuned_backbone(tuned_run: Pa
     assert np.abs(pretrained - outputs).max() > 1e-3  # the pretrained backbone would predict otherwise
 
 
+@pytest.mark.slow
 def test_interrupted_fine_tuning_resumes_to_the_same_result(tuned_run: Path, shapes_split: Path, tmp_path, monkeypatch):
     from vistrain.training.checkpoint import Checkpoint
 

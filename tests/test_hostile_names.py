@@ -78,6 +78,7 @@ def test_names_that_are_not_utf8_are_skipped_and_named_by_audit_and_check(latin1
     assert "caf\\xe9.png" in (tmp_path / "check" / "unreadable.csv").read_text()
 
 
+@pytest.mark.slow
 def test_a_name_that_is_not_utf8_given_to_predict_is_skipped_in_every_format(latin1_names: Path, run: Path):
     given = os.fsdecode(os.fsencode(latin1_names / "circle") + b"/caf\xe9.png")
     for output_format in ("table", "csv", "json"):
@@ -88,6 +89,7 @@ def test_a_name_that_is_not_utf8_given_to_predict_is_skipped_in_every_format(lat
     assert [row["error"] != "" for row in json.loads(result.stdout)] == [False, True]  # predicted, then skipped
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("line, problem", [("n01 " + "x" * 10_000_000, "a name of 10,000,000 characters"),
                                            ("n01 tabby\x1b[2J, tabby cat", "holds a control character"),
                                            ("n00 tabby", "n00 is named again (first on line 1)")],

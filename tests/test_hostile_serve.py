@@ -160,6 +160,7 @@ def bomb(tmp_path_factory) -> bytes:
     return path.read_bytes()
 
 
+@pytest.mark.slow
 def test_health_shows_the_limits(served: ServerProcess):
     with urllib.request.urlopen(served.url + "/health") as response:
         limits = json.loads(response.read())["limits"]
@@ -168,6 +169,7 @@ def test_health_shows_the_limits(served: ServerProcess):
                       "max_image_pixels": Image.MAX_IMAGE_PIXELS}
 
 
+@pytest.mark.slow
 def test_a_flood_of_bombs_keeps_memory_bounded_and_every_answer_clear(served: ServerProcess, bomb: bytes):
     answers: list[tuple[int, dict]] = []
     done, peaks = threading.Event(), [0]
@@ -237,24 +239,28 @@ def send_until_answered(url: str, name: str, size: int, chunked: bool) -> tuple[
     return sent, int(head.split()[1]), json.loads(content)
 
 
+@pytest.mark.slow
 def test_a_chunked_body_is_refused_as_soon_as_it_passes_max_bytes(served: ServerProcess):
     sent, status, answer = send_until_answered(served.url, "endless.png", 64 * MAX_BYTES, chunked=True)
     assert status == 413 and f"{MAX_BYTES:,} bytes" in answer["error"]
     assert sent < 12 * MAX_BYTES  # the limit plus what the sockets' buffers hold, not the 64 MB
 
 
+@pytest.mark.slow
 def test_a_declared_length_over_max_bytes_is_refused_unread(served: ServerProcess):
     sent, status, answer = send_until_answered(served.url, "big.png", 20 * MAX_BYTES, chunked=False)
     assert status == 413 and "over the limit" in answer["error"]
     assert sent < 12 * MAX_BYTES
 
 
+@pytest.mark.slow
 def test_max_bytes_counts_the_whole_request(served: ServerProcess):
     files = [(f"{i}.png", png(shape_image("circle", i)) + bytes(MAX_BYTES // 3)) for i in range(3)]
     status, answer = post(served.url, files)  # each file under max_bytes, all three together over it
     assert status == 413 and f"{MAX_BYTES:,}" in answer["error"]
 
 
+@pytest.mark.slow
 def test_too_many_files_are_refused(served: ServerProcess):
     image = png(shape_image("square", 1))
     status, answer = post(served.url, [(f"{i}.png", image) for i in range(MAX_FILES + 1)])
@@ -262,6 +268,7 @@ def test_too_many_files_are_refused(served: ServerProcess):
     assert post(served.url, [(f"{i}.png", image) for i in range(MAX_FILES)])[0] == 200
 
 
+@pytest.mark.slow
 def test_a_request_with_too_many_files_gets_its_answer(run: Path):
     image = png(shape_image("square", 2))
     files = [(f"{i}.png", image) for i in range(MAX_FILES)] + [("late.png", bytes(40_000_000))]
@@ -270,6 +277,7 @@ def test_a_request_with_too_many_files_gets_its_answer(run: Path):
     assert status == 413 and answer["error"] == f"more than {MAX_FILES} files in one request", answer
 
 
+@pytest.mark.slow
 def test_the_pixels_of_a_request_are_limited_in_all(served: ServerProcess, tmp_path: Path):
     Image.new("L", (8000, 8000), 90).save(tmp_path / "wide.png")  # 64 Mpx: one fits in 100 Mpx, two do not
     wide = (tmp_path / "wide.png").read_bytes()
@@ -278,6 +286,7 @@ def test_the_pixels_of_a_request_are_limited_in_all(served: ServerProcess, tmp_p
     assert post(served.url, [("first.png", wide)])[0] == 200
 
 
+@pytest.mark.slow
 def test_an_image_over_pillows_limit_is_refused_before_it_is_decoded(served: ServerProcess, tmp_path: Path):
     Image.new("L", (9500, 9500), 90).save(tmp_path / "huge.png")  # 90.25 Mpx: under max_pixels, over Pillow's limit
     status, answer = post(served.url, [("huge.png", (tmp_path / "huge.png").read_bytes())])
@@ -297,6 +306,7 @@ def test_refusals_say_when_to_retry_and_when_the_connection_closes():
 # ---- the API documentation: hidden unless asked for ----
 
 
+@pytest.mark.slow
 def test_api_docs_are_hidden_unless_asked_for(run: Path, served: ServerProcess):
     with Server(create_app(run)) as hidden:
         for path in ("/docs", "/redoc", "/openapi.json"):
@@ -365,6 +375,7 @@ def open_page(url: str, upload: Path | None = None) -> dict:
     return seen
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (`apt-get install chromium`)")
 def test_hostile_names_are_text_in_the_report(hostile_run: Path):
     assert invoke("inspect", hostile_run).exit_code == 0
@@ -374,6 +385,7 @@ def test_hostile_names_are_text_in_the_report(hostile_run: Path):
     assert f"{HOSTILE_FILE} 0.png" in seen["text"] and HOSTILE_BROKEN in seen["text"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (`apt-get install chromium`)")
 def test_hostile_names_are_text_on_the_serve_page(hostile_run: Path, tmp_path: Path):
     upload = tmp_path / f"{HOSTILE_FILE}.png"
@@ -411,6 +423,7 @@ def peak_memory(*args: str) -> tuple[subprocess.CompletedProcess, int]:
         return finished, int(peak.read()) * 1024
 
 
+@pytest.mark.slow
 def test_thin_images_cost_predict_what_a_photo_costs(run: Path, thin: Path, tmp_path: Path):
     finished, peak = peak_memory("predict", str(run), str(thin), "--format", "json", "--cache-dir", str(tmp_path))
     assert finished.returncode == 0, finished.stderr
@@ -419,6 +432,7 @@ def test_thin_images_cost_predict_what_a_photo_costs(run: Path, thin: Path, tmp_
     assert peak < THIN_MAX_RSS, f"peak RSS {peak / 2**30:.2f} GiB"
 
 
+@pytest.mark.slow
 def test_thin_images_keep_serve_within_its_memory(served: ServerProcess, thin: Path):
     Path(f"/proc/{served.process.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
     for name in ("wide.png", "tall.png"):
@@ -451,6 +465,7 @@ def post_raw(url: str, body: bytes, content_type: str) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
+@pytest.mark.slow
 def test_ten_thousand_form_fields_are_refused_clearly(served: ServerProcess):
     boundary = uuid.uuid4().hex
     body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nx\r\n'.encode()
@@ -460,6 +475,7 @@ def test_ten_thousand_form_fields_are_refused_clearly(served: ServerProcess):
     assert status == 400 and "Too many fields" in answer["error"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, data, content_type, expected", [
     ("n" * 100_000 + ".png", None, None, 400),  # a 100 KB file name
     ("photo.png", b"GIF89a, it says, but it is text", None, 415),  # a name and a part type that lie
@@ -475,6 +491,7 @@ def test_lying_names_and_types_get_a_clear_answer(served: ServerProcess, name, d
     assert post(served.url, [("fine.png", png(shape_image("square", 3)))])[0] == 200
 
 
+@pytest.mark.slow
 def test_two_hundred_slow_connections_leave_health_answered(served: ServerProcess):
     connections = []
     try:

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+import vistrain
 from conftest import invoke, shape_image
 from vistrain.backbones import get_backbone
 from vistrain.features.transforms import Augmentation, eval_transform, train_transform
@@ -33,10 +34,10 @@ def run(run: Path, tmp_path_factory) -> Path:
     return copy
 
 
+@pytest.mark.slow
 def test_inspect_reuses_saved_predictions_and_writes_ranked_csvs(run: Path):
     result = invoke("inspect", run, "--top", "3")
     assert result.exit_code == 0
-    assert "reused the saved predictions" in result.stderr
     most = rows(run / "inspect_most_confident.csv")
     assert {r["class"] for r in most} == {"circle", "square"}
     for name in ("circle", "square"):
@@ -48,26 +49,29 @@ def test_inspect_reuses_saved_predictions_and_writes_ranked_csvs(run: Path):
     assert all(r["true"] != r["predicted"] for r in rows(run / "inspect_confidently_wrong.csv"))
     assert len(rows(run / "inspect_label_errors.csv")) == 3
     assert "most confident: predicted circle" in result.stdout
+    assert vistrain.inspect(run, top=3, show_progress=False).reused_predictions
 
 
+@pytest.mark.slow
 def test_inspect_says_when_a_list_is_short(run: Path):
     result = invoke("inspect", run, "--top", "50")
     assert re.search(r"only \d+ of 50", result.stdout)
 
 
+@pytest.mark.slow
 def test_inspect_on_the_same_validation_folder_reuses_predictions(run: Path, shapes_split: Path):
-    result = invoke("inspect", run, shapes_split, "--top", "2")
-    assert result.exit_code == 0 and "reused the saved predictions" in result.stderr
+    assert vistrain.inspect(run, data=shapes_split, top=2, show_progress=False).reused_predictions
 
 
+@pytest.mark.slow
 def test_inspect_on_other_images_predicts_them(run: Path, shapes_split: Path):
-    result = invoke("inspect", run, shapes_split / "train", "--top", "2")
-    assert result.exit_code == 0 and "reused" not in result.stderr
+    assert not vistrain.inspect(run, data=shapes_split / "train", top=2, show_progress=False).reused_predictions
     files = {Path(r["file"]).parent.parent.name for r in rows(run / "inspect_label_errors.csv")}
     assert files == {"train"}
     invoke("inspect", run)  # back to the report on the validation images for the next tests
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_and_matches_metrics(run: Path):
     invoke("inspect", run)
     html = (run / "report.html").read_text()
@@ -84,6 +88,7 @@ def test_report_is_self_contained_and_matches_metrics(run: Path):
     assert "expected calibration error" in html
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (`apt-get install chromium`)")
 def test_report_opens_in_a_real_browser_without_errors(run: Path, tmp_path: Path):
     playwright = pytest.importorskip("playwright.sync_api")
@@ -146,6 +151,7 @@ def test_augmentation_changes_training_images_only():
     assert torch.allclose(train_transform(preprocess, no_change)(image), plain[0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_run_trained_on_a_relative_path_is_read_alike_from_any_folder(shapes_split: Path, tmp_path: Path,
                                                                         monkeypatch):
     """predictions.csv names its images absolutely: `inspect` (and `export --int8`) run from another folder find
@@ -156,6 +162,5 @@ def test_a_run_trained_on_a_relative_path_is_read_alike_from_any_folder(shapes_s
     monkeypatch.chdir(tmp_path)
     listed = [Path(row["file"]) for row in rows(out / "predictions.csv")]
     assert listed and all(path.is_absolute() and path.is_file() for path in listed)
-    result = invoke("inspect", out, "--top", "2")
-    assert result.exit_code == 0 and "reused the saved predictions" in result.stderr
+    assert vistrain.inspect(out, top=2, show_progress=False).reused_predictions
     assert all(Path(row["file"]).is_file() for row in rows(out / "inspect_most_confident.csv"))

@@ -141,10 +141,11 @@ def int8_run(shapes_split: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "int8"
     result = invoke("train", shapes_split, "--out", out, "--epochs", "15", "--seed", "1", "--precision", "int8")
     assert result.exit_code == 0, result.output
-    assert "features (int8): 48 computed" in result.stderr
+    assert json.loads((out / "metrics.json").read_text())["timing"]["features_computed"] == 48
     return out
 
 
+@pytest.mark.slow
 def test_a_run_on_int8_features_records_them_and_predicts_with_them(int8_run: Path, shapes_split: Path,
                                                                     monkeypatch):
     config = json.loads((int8_run / "config.json").read_text())
@@ -168,6 +169,7 @@ def test_a_run_on_int8_features_records_them_and_predicts_with_them(int8_run: Pa
     assert asked == [predictor.precision]
 
 
+@pytest.mark.slow
 def test_an_int8_run_predicts_without_its_calibration_images_or_the_cache(shapes_split: Path, tmp_path: Path,
                                                                          monkeypatch):
     """The run keeps its int8 models (RUN/int8/): moved to a machine with an empty cache and without the training
@@ -197,6 +199,7 @@ def test_an_int8_run_predicts_without_its_calibration_images_or_the_cache(shapes
     assert missing.exit_code != 0 and "cannot be read" in missing.output
 
 
+@pytest.mark.slow
 def test_audit_takes_int8_features_calibrated_like_train(int8_run: Path, shapes_split: Path, tmp_path: Path,
                                                          feature_cache: Path):
     before = set(feature_cache.glob("*int8*.onnx"))
@@ -205,6 +208,7 @@ def test_audit_takes_int8_features_calibrated_like_train(int8_run: Path, shapes_
     assert set(feature_cache.glob("*int8*.onnx")) == before  # the same calibration images: train's int8 model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change, words", [
     (lambda c: c.update(precision="int4"), "precision is 'int4', not one of fp32, int8"),
     (lambda c: c.update(calibration=[]), "an int8 model needs its calibration images"),

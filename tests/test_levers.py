@@ -26,6 +26,7 @@ from vistrain.model.predictor import Predictor
 LITE0 = get_backbone("efficientnet_lite0")
 
 
+@pytest.mark.slow
 def test_logistic_head_trains_in_closed_form_and_predicts_as_it_validated(shapes_split: Path, tmp_path: Path,
                                                                            monkeypatch):
     rows_seen = []
@@ -65,11 +66,28 @@ def test_decision_offsets_raise_macro_f1_on_a_rare_class():
 
 
 def test_multiclass_logistic_fit_keeps_its_offsets_in_the_bias():
+    """The logistic head decides as the tuned rule does: its predictions are argmax(log p + offsets), where p is the
+    plain logistic regression's probabilities, and here the offsets change some of them."""
+    from vistrain.model.heads import build_head
+    from vistrain.training.engine import BestSoFar
+    from vistrain.training.linear_head import fit_logistic_head
+
     rng = np.random.default_rng(1)
     x = rng.normal(size=(90, 8))
     targets = (x[:, 0] > 0).astype(int) + (x[:, 1] > 1.2).astype(int)
     fit = fit_linear(x, targets, "multiclass", tune_offsets=True)
     assert fit.offsets is not None and fit.offsets.shape == (3,) and fit.weight.shape == (3, 8)
+    logs = np.log(linear._outputs(fit.scaling(x), fit.weight, fit.bias, "multiclass"))
+    tuned = (logs + fit.offsets).argmax(1)
+    assert (tuned != logs.argmax(1)).sum() >= 3  # the offsets matter on these images
+
+    head = build_head("logistic", 8, 3).double()
+    features, labels = torch.from_numpy(x), torch.from_numpy(targets)
+    _, details = fit_logistic_head(head, (features, labels), (features, labels), "multiclass", 0, BestSoFar())
+    assert details["decision_offsets"] == pytest.approx(fit.offsets.tolist())
+    assert head[1].bias.detach().numpy() == pytest.approx(fit.bias + fit.offsets)
+    with torch.no_grad():
+        assert head(features).argmax(1).numpy().tolist() == tuned.tolist()
     assert fit_linear(x, (x[:, 0] > 0).astype(int), "binary").weight.shape == (1, 8)
     assert fit_linear(x, x[:, :2], "regression").weight.shape == (2, 8)
 
@@ -92,13 +110,24 @@ def test_features_from_several_depths_extend_the_plain_features(tmp_path: Path):
         with_stages(LITE0, (7,))
 
 
+@pytest.mark.slow
 def test_a_run_with_several_depths_predicts_with_them(shapes_split: Path, tmp_path: Path):
+    """`predict`, computing the features afresh (an empty cache), gives each validation image the class and the
+    probabilities the run recorded for it when it trained on the features of several depths."""
     result = invoke("train", shapes_split, "--out", tmp_path / "run", "--feature-stages", "4,6", "--epochs", "5")
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["backbone"]["stages"] == [4, 6] and config["backbone"]["feature_dim"] == 1280 + 112 + 320
-    predicted = invoke("predict", tmp_path / "run", shapes_split / "val", "--format", "json")
-    assert predicted.exit_code == 0 and "square" in predicted.stdout
+    predicted = invoke("predict", tmp_path / "run", shapes_split / "val", "--format", "json", "--cache-dir",
+                       tmp_path / "empty-cache")
+    assert predicted.exit_code == 0, predicted.output
+    rows = {row["file"]: row for row in json.loads(predicted.stdout)}
+    recorded = {row["file"]: row for row in csv.DictReader(open(tmp_path / "run" / "predictions.csv"))}
+    assert sorted(rows) == sorted(recorded) and len(rows) == 16
+    for file, row in rows.items():
+        assert row["class"] == recorded[file]["predicted"] == Path(file).parent.name
+        assert dict(row["top"]) == pytest.approx({name: float(recorded[file][f"prob_{name}"])
+                                                 for name in ("circle", "square")}, abs=1e-4)
     bad = invoke("train", shapes_split, "--out", tmp_path / "bad", "--feature-stages", "x")
     assert bad.exit_code != 0 and "stage numbers" in bad.output
 

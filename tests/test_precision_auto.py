@@ -80,6 +80,7 @@ def test_auto_resolves_by_the_cpu_and_by_what_is_trained(dot, trains_backbone, e
         cpu.resolve_precision("auto", trains_backbone=False)
 
 
+@pytest.mark.slow
 def test_train_defaults_to_int8_where_the_cpu_has_int8_dot_products(shapes_split: Path, tmp_path: Path,
                                                                     monkeypatch):
     monkeypatch.delenv(cpu.ENVIRONMENT)
@@ -98,6 +99,7 @@ def test_train_defaults_to_int8_where_the_cpu_has_int8_dot_products(shapes_split
     assert json.loads((tmp_path / "fp32" / "config.json").read_text())["precision"] == "fp32"
 
 
+@pytest.mark.slow
 def test_auto_gives_fp32_when_fine_tuning(shapes_split: Path, tmp_path: Path, monkeypatch):
     monkeypatch.delenv(cpu.ENVIRONMENT)
     monkeypatch.setattr(cpu, "int8_dot_products", lambda: ("avx512_vnni",))

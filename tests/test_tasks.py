@@ -90,12 +90,12 @@ def test_balanced_weights_and_sampler_favour_the_rare_class():
         tasks.balanced_weights("regression", torch.zeros(4, 1), 1)
 
 
+@pytest.mark.slow
 def test_multilabel_end_to_end(drawings: Path, tmp_path: Path):
     out = tmp_path / "run"
     result = invoke("train", "--labels", drawings / "labels.csv", "--out", out, "--epochs", "30", "--seed", "1",
                     "--val-fraction", "0.3")
     assert result.exit_code == 0, result.output
-    assert "task: multilabel" in result.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["task"] == "multilabel" and config["classes"] == ["circle", "light", "square"]
     assert len(config["thresholds"]) == 3 and all(0 < t < 1 for t in config["thresholds"])
@@ -118,12 +118,13 @@ def test_multilabel_end_to_end(drawings: Path, tmp_path: Path):
     assert 'data-class="not light"' in html and 'data-list="confidently_wrong"' in html
 
 
+@pytest.mark.slow
 def test_regression_end_to_end(drawings: Path, tmp_path: Path):
     out = tmp_path / "run"
     result = invoke("train", "--labels", drawings / "sizes.csv", "--out", out, "--epochs", "60", "--seed", "1",
                     "--head", "linear", "--dropout", "0", "--val-fraction", "0.3")
     assert result.exit_code == 0, result.output
-    assert "task: regression" in result.stderr
+    assert json.loads((out / "config.json").read_text())["task"] == "regression"  # decided from the labels
     metrics = json.loads((out / "metrics.json").read_text())
     radii = [float(line.split(",")[1]) for line in (drawings / "sizes.csv").read_text().split()[1:]]
     assert metrics["mae"] < 0.6 * np.mean(np.abs(np.array(radii) - np.mean(radii)))  # far better than the mean
@@ -135,7 +136,7 @@ def test_regression_end_to_end(drawings: Path, tmp_path: Path):
     assert "does not apply" in invoke("predict", out, drawings / "d0.png", "--threshold", "0.5").output
 
     inspected = invoke("inspect", out, "--top", "4")
-    assert inspected.exit_code == 0 and "largest errors" in inspected.stdout
+    assert inspected.exit_code == 0, inspected.output
     errors = (out / "inspect_largest_errors.csv").read_text().splitlines()
     assert errors[0] == "rank,file,true,predicted,error" and len(errors) == 5
     values = [float(line.rsplit(",", 1)[1]) for line in errors[1:]]
@@ -158,6 +159,7 @@ def test_regression_from_folders_named_by_numbers(tmp_path: Path):
         load_dataset(tmp_path, task="regression")
 
 
+@pytest.mark.slow
 def test_imbalance_warning_and_balanced_options(tmp_path: Path):
     from conftest import write_class_folders
 

@@ -27,7 +27,7 @@ from vistrain.core.device import ignore, resolve_device
 from vistrain.core.errors import OptionError
 from vistrain.core.messages import say
 from vistrain.deploy.export import export as export_run
-from vistrain.model.loaded import AnImage, Model, Prediction, Predictions, load
+from vistrain.model.loaded import AnImage, Model, Prediction, Predictions
 from vistrain.training import train as training
 from vistrain.training.engine import EpochResult
 from vistrain.training.options import TrainOptions
@@ -64,6 +64,14 @@ def _report(run: Path) -> None:
     """RUN/report.html and the ranked lists, the last of a run's files."""
     report = inspect_run(run, show_progress=False).report
     say(f"report: {report}")
+
+
+def load(run: str | Path, *, device: str = "auto", cache_dir: Path | None = None,
+         on_halve: Callable[[int], None] = ignore) -> Model:
+    """The trained model in RUN (a complete run directory), loaded once to predict images (`Model.predict`), its
+    backbone on `device` ("auto", "cpu" or "cuda"; `on_halve` is told when a batch had to be cut to fit its
+    memory); features are cached in `cache_dir` [default: $VISTRAIN_CACHE or ~/.cache/vistrain]."""
+    return Model.from_run(run, device=device, cache_dir=cache_dir, on_halve=on_halve)
 
 
 def evaluate(run: str | Path, data: str | Path, *, image_root: Path | None = None, cache_dir: Path | None = None,

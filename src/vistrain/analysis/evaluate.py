@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Evaluation:
+    """What `evaluate` returns: the task's metrics, each image's prediction, and the files left out."""
+
     metrics: dict  # the task's metrics (see `vistrain.model.metrics.task_metrics`; classes by name), with "task"
     predictions: Predictions
     skipped: list[Skipped]

@@ -27,6 +27,9 @@ from vistrain.model.run_dir import (RunError, class_labels_of, inspect_file, rea
 
 @dataclass
 class Inspection:
+    """What `inspect` returns: the ranked lists, the possible label errors (or largest errors), the report's path,
+    and whether the run's saved predictions were reused."""
+
     lists: dict[str, dict[str, dict[str, list[Entry]]]]  # section (all classes, or a label) -> list -> class -> entries
     label_errors: list[Entry]  # single-label: lowest probability of the given class; regression: largest errors
     report: Path

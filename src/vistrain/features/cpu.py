@@ -2,7 +2,7 @@
 
 int8 features pay where the CPU multiplies int8 vectors in one instruction, accumulating in 32 bits: x86's
 AVX-512 VNNI, AVX-VNNI and AMX, ARM's dot products (`asimddp`) and int8 matrix multiplies (`i8mm`). There ONNX
-Runtime's int8 kernels are exact and 2-3 times as fast as fp32 (README, Benchmarks); elsewhere they are exact only
+Runtime's int8 kernels are exact and 2-3 times as fast as fp32 (docs/benchmarks.md); elsewhere they are exact only
 with 32-bit accumulation, which is no faster than fp32. The instructions are read from what the operating system
 reports (`/proc/cpuinfo` on Linux, `sysctl` on macOS, `IsProcessorFeaturePresent` on Windows on ARM), never guessed
 from a CPU's name; where none of these answers (Windows on x86, Intel macOS), `auto` is fp32.

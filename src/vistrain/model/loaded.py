@@ -47,12 +47,21 @@ class Predictions(list):
 
 
 class Model:
-    """A trained run, loaded once (`load`): its backbone, head and preprocessing, ready to predict."""
+    """A trained run, loaded once (`vistrain.load`, `Model.from_run`): its backbone, head and preprocessing, ready to
+    predict."""
 
     def __init__(self, run: str | Path, predictor: Predictor, cache_dir: Path | None = None):
         self.run = Path(run)
         self.predictor = predictor
         self.cache_dir = cache_dir
+
+    @classmethod
+    def from_run(cls, run: str | Path, *, device: str = "auto", cache_dir: Path | None = None,
+                 on_halve: Callable[[int], None] = ignore) -> "Model":
+        """The trained model in RUN (a complete run directory), its backbone on `device` ("auto", "cpu" or "cuda";
+        `on_halve` is told when a batch had to be cut to fit its memory); features are cached in `cache_dir`
+        [default: $VISTRAIN_CACHE or ~/.cache/vistrain]."""
+        return cls(run, Predictor.from_run(run, resolve_device(device), on_halve), cache_dir)
 
     @property
     def task(self) -> str:
@@ -124,14 +133,6 @@ class Model:
 def items_index(png: Path) -> int:
     """The position among the images given of an image given in memory, from its temporary PNG's name."""
     return int(png.stem)
-
-
-def load(run: str | Path, *, device: str = "auto", cache_dir: Path | None = None,
-         on_halve: Callable[[int], None] = ignore) -> Model:
-    """The trained model in RUN (a complete run directory), its backbone on `device` ("auto", "cpu" or "cuda";
-    `on_halve` is told when a batch had to be cut to fit its memory); features are cached in `cache_dir`
-    [default: $VISTRAIN_CACHE or ~/.cache/vistrain]."""
-    return Model(run, Predictor.from_run(run, resolve_device(device), on_halve), cache_dir)
 
 
 def save_png(image: Image.Image | np.ndarray, path: Path) -> None:

@@ -28,7 +28,7 @@ from vistrain.features.transforms import Augmentation
 from vistrain.model import run_dir, tasks
 from vistrain.model.metrics import HEADLINE, task_metrics, tune_thresholds
 from vistrain.model.predictions import Predictions
-from vistrain.model.loaded import Model, load
+from vistrain.model.loaded import Model
 from vistrain.model.run_dir import RunError
 from vistrain.model.run_state import lock_run, start_run_dir, unlock_run
 from vistrain.training import distributed
@@ -45,8 +45,8 @@ ROOM = 0.97  # below this validation accuracy, a run without --budget says that 
 
 @dataclass
 class TrainResult:
-    """A finished training: its run directory, the best epoch's validation metrics, each epoch's result and the
-    files it skipped; `load()` gives the trained model."""
+    """What `train` and `resume` return: the run directory, its validation metrics (as in metrics.json), every
+    epoch's losses and score, and the files left out, with their reasons; `load()` gives the trained model."""
 
     run_dir: Path
     metrics: dict
@@ -55,8 +55,8 @@ class TrainResult:
     leaderboard: list[dict] = field(default_factory=list)  # with a budget: each candidate tried (leaderboard.csv)
 
     def load(self, *, device: str = "auto", cache_dir: Path | None = None) -> Model:
-        """The trained model, ready to predict (see `vistrain.model.loaded.load`)."""
-        return load(self.run_dir, device=device, cache_dir=cache_dir)
+        """The trained model, ready to predict (see `vistrain.load`)."""
+        return Model.from_run(self.run_dir, device=device, cache_dir=cache_dir)
 
 
 def train(data: str | Path, out: str | Path | None = None, options: TrainOptions | None = None,
@@ -111,7 +111,7 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
             if not options.budget and not options.fine_tune and metrics.get("accuracy", 1.0) < ROOM:
                 say(f"frozen features may be the ceiling on these images (validation accuracy "
                     f"{metrics['accuracy']:.3f}): a budget of 10 minutes (--budget 10m) also tries fine-tuning the "
-                    "backbone (see the README, --budget)")
+                    "backbone (see docs/training.md, --budget)")
             if report is not None:
                 report(run.path)
             run.checkpoint.remove()  # now the run is complete
