@@ -117,12 +117,14 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, help="use only the first N images per class and split")
     args = parser.parse_args()
 
+    from vistrain.cli.main import flag_of
     from vistrain.core.device import describe_device, resolve_device
+    from vistrain.core.errors import OptionError
 
     try:
         device = resolve_device(args.device)  # no GPU: one line, before any work
     except ValueError as error:
-        sys.exit(f"gpu_check: {error}")
+        sys.exit(f"gpu_check: {error.spelled(flag_of) if isinstance(error, OptionError) else error}")
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
         scratch = Path(scratch)
         run, common = scratch / "run", ["--device", args.device]

@@ -59,7 +59,7 @@ def run(dataset: str, seed: int, precision: str, scratch: Path) -> dict:
     feature_session(BACKBONE, BACKBONE.preprocess, cache, threads=1, precision=features)
     models = time.perf_counter() - started
     started = time.perf_counter()
-    result = vistrain.train(data, scratch / f"run-{dataset}-{seed}-{precision}", cache_dir=cache, verbose=False,
+    result = vistrain.train(data, out=scratch / f"run-{dataset}-{seed}-{precision}", cache_dir=cache,
                             seed=seed, precision=precision, **keywords)
     seconds = time.perf_counter() - started
     files = read_saved_predictions(result.run_dir, read_config(result.run_dir)).files

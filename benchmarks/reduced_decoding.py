@@ -100,7 +100,7 @@ def main() -> None:
             from vistrain.training.options import TrainOptions
 
             args.run = Path(scratch) / "run"
-            train(args.data, args.run, TrainOptions(epochs=5), verbose=False)
+            train(args.data, out=args.run, options=TrainOptions(epochs=5))
         head = Predictor.from_run(args.run).outputs
 
         def saved_again(path: Path) -> torch.Tensor:

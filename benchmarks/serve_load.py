@@ -106,7 +106,7 @@ def trained(run: Path | None, scratch: str, epochs: int) -> Path:
 
     run = Path(scratch) / "run"
     started = time.perf_counter()
-    train(SHARED, run, TrainOptions(epochs=epochs), verbose=False)
+    train(SHARED, out=run, options=TrainOptions(epochs=epochs))
     print(f"trained {run} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return run
 

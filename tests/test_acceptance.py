@@ -16,7 +16,7 @@ CATS_VS_DOGS = SHARED_DATA / "cats-vs-dogs"
 @pytest.mark.slow
 @pytest.mark.skipif(not CATS_VS_DOGS.is_dir(), reason=f"{CATS_VS_DOGS} is not on this machine")
 def test_default_training_on_cats_vs_dogs_reaches_98_5_percent(tmp_path: Path):
-    result = train(CATS_VS_DOGS, tmp_path / "run", verbose=False)
+    result = train(CATS_VS_DOGS, out=tmp_path / "run")
     assert result.metrics["n_images"] == 500 and result.metrics["n_train"] == 500
     assert result.metrics["accuracy"] >= 0.985
     assert json.loads((tmp_path / "run" / "config.json").read_text())["classes"] == ["cat", "dog"]
@@ -25,7 +25,7 @@ def test_default_training_on_cats_vs_dogs_reaches_98_5_percent(tmp_path: Path):
 @pytest.mark.slow
 @pytest.mark.skipif(not CATS_VS_DOGS.is_dir(), reason=f"{CATS_VS_DOGS} is not on this machine")
 def test_report_after_default_training_shows_both_classes_and_the_metrics(tmp_path: Path):
-    result = train(CATS_VS_DOGS, tmp_path / "run", verbose=False)
+    result = train(CATS_VS_DOGS, out=tmp_path / "run")
     html = (tmp_path / "run" / "report.html").read_text()
     for list_name in ("most_confident", "least_confident", "confidently_wrong"):
         for name in ("cat", "dog"):
@@ -45,7 +45,7 @@ def test_split_the_kaggle_flat_folder_then_train(tmp_path: Path):
 
     split = invoke("split", FLAT, tmp_path / "data", "--per-class", "100")
     assert split.exit_code == 0, split.output
-    result = train(tmp_path / "data", tmp_path / "run", verbose=False)
+    result = train(tmp_path / "data", out=tmp_path / "run")
     assert result.metrics["n_images"] == 40 and result.metrics["accuracy"] >= 0.9
 
 
@@ -68,8 +68,8 @@ def test_elpv_drives_all_four_tasks(tmp_path: Path):
     from vistrain.training.options import TrainOptions
 
     def metrics(task: str) -> dict:
-        return train(elpv_csv(tmp_path, task), tmp_path / task, TrainOptions(task=task), cache_dir=tmp_path / "cache",
-                     image_root=elpv_root(), verbose=False).metrics
+        return train(elpv_csv(tmp_path, task), out=tmp_path / task, options=TrainOptions(task=task),
+                     cache_dir=tmp_path / "cache", image_root=elpv_root()).metrics
 
     binary = metrics("binary")
     assert binary["accuracy"] >= 0.84 and binary["roc_auc"] >= 0.90

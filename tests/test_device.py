@@ -79,7 +79,7 @@ def test_auto_is_the_cpu_where_there_is_no_gpu(no_cuda):
 def test_cuda_without_a_gpu_is_refused_in_one_line(no_cuda):
     with pytest.raises(ValueError) as error:
         resolve_device("cuda")
-    assert "no CUDA GPU" in str(error.value) and "--device cpu" in str(error.value) and "\n" not in str(error.value)
+    assert "no CUDA GPU" in str(error.value) and "device cpu" in str(error.value) and "\n" not in str(error.value)
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         resolve_device("tpu")
 
@@ -336,9 +336,9 @@ def test_the_library_stays_quiet_when_it_halves(cpu_tuned_run, shapes_split: Pat
     monkeypatch.setenv("VISTRAIN_ENGINE", "torch")
     fake_oom_extractor(monkeypatch, limit=4)
     said = []
-    result = api.predict(cpu_tuned_run[0], [shapes_split / "val"], tmp_path / "cache", show_progress=False,
-                         device="cpu", on_halve=said.append)
-    assert len(result.paths) == 16 and said == [8, 4]
+    result = api.predict(cpu_tuned_run[0], [shapes_split / "val"], cache_dir=tmp_path / "cache", device="cpu",
+                         on_halve=said.append)
+    assert len(result) == 16 and said == [8, 4]
     assert "out of memory" not in capsys.readouterr().err
     assert device_module.halved_message("feature batches", 4) == "out of memory: feature batches now run in pieces of 4"
 

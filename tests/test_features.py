@@ -127,7 +127,7 @@ def test_torch_engine_never_touches_onnx(tmp_path: Path, monkeypatch):
     assert not list((tmp_path / "cache").glob("*.onnx"))
 
 
-def test_falls_back_to_torch_when_onnx_fails(tmp_path: Path, monkeypatch, capsys):
+def test_falls_back_to_torch_when_onnx_fails(tmp_path: Path, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise ImportError("No module named 'onnxruntime'")
 
@@ -137,7 +137,7 @@ def test_falls_back_to_torch_when_onnx_fails(tmp_path: Path, monkeypatch, capsys
     result = extract_features(paths, LITE0, LITE0.preprocess, tmp_path / "cache", show_progress=False, engine="onnx")
     assert result.computed == 2
     assert np.abs(result.vectors - expected.vectors).max() < 1e-3
-    warning = capsys.readouterr().err
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "vistrain" and r.levelname == "WARNING"]
     assert "warning:" in warning and "No module named 'onnxruntime'" in warning and "torch" in warning
 
 

@@ -192,9 +192,9 @@ def test_interrupted_fine_tuning_resumes_to_the_same_result(tuned_run: Path, sha
     monkeypatch.setattr(Checkpoint, "save_phase", interrupt_after_first_fine_tune_epoch)
     options = TrainOptions(epochs=3, fine_tune=1, fine_tune_epochs=2, batch_size=16, seed=1)
     with pytest.raises(KeyboardInterrupt):
-        train(shapes_split, tmp_path / "run", options, verbose=False)
+        train(shapes_split, tmp_path / "run", options)
     assert (tmp_path / "run" / CHECKPOINT).is_file() and not (tmp_path / "run" / "config.json").exists()
     monkeypatch.setattr(Checkpoint, "save_phase", original)
-    resume(tmp_path / "run", verbose=False)
+    resume(tmp_path / "run")
     assert (tmp_path / "run" / "history.csv").read_text() == (tuned_run / "history.csv").read_text()
     assert file_digest(tmp_path / "run" / BACKBONE_WEIGHTS) == file_digest(tuned_run / BACKBONE_WEIGHTS)

@@ -125,7 +125,7 @@ def test_default_kernels_are_refused_where_they_saturate(calibration: list[Path]
     new model fails its check against fp32 and is not used (nor cached)."""
     monkeypatch.setattr(runtime, "configure", lambda options: None)
     shaky = Precision("int8", calibration_set(calibration, seed=1))
-    with pytest.raises(ValueError, match="int8 features are not faithful on this CPU .*use --precision fp32"):
+    with pytest.raises(ValueError, match="int8 features are not faithful on this CPU .*use precision fp32"):
         extract_features(calibration[:2], LITE0, LITE0.preprocess, tmp_path, show_progress=False, precision=shaky)
     assert not list(tmp_path.glob("*-int8-*.onnx"))
 

@@ -14,7 +14,7 @@ import torch
 from conftest import invoke, shape_image
 from vistrain.backbones import get_backbone
 from vistrain.backbones.multi_depth import with_stages
-from vistrain.backbones.registry import BackboneUnavailable
+from vistrain.core.errors import OptionError
 from vistrain.deploy.export import deployed_model
 from vistrain.features.inputs import prepare_image
 from vistrain.features.cache import FeatureCache
@@ -106,7 +106,7 @@ def test_features_from_several_depths_extend_the_plain_features(tmp_path: Path):
     again = extract_features(paths, deep, deep.preprocess, tmp_path, show_progress=False)
     assert again.computed == 0 and np.array_equal(again.vectors, several.vectors)  # cached, apart from the plain ones
     assert FeatureCache(tmp_path, deep, deep.preprocess).path != FeatureCache(tmp_path, LITE0, LITE0.preprocess).path
-    with pytest.raises(BackboneUnavailable, match="stages 0 to 6"):
+    with pytest.raises(OptionError, match="^feature_stages 7: efficientnet_lite0 has stages 0 to 6"):
         with_stages(LITE0, (7,))
 
 

@@ -15,8 +15,9 @@ import numpy as np
 from vistrain.analysis.audit_report import OUT_OF_SAMPLE
 from vistrain.analysis.ranking import Entry, analyse
 from vistrain.analysis.report import write_report
-from vistrain.core.console import console
+from vistrain.core.errors import OptionError
 from vistrain.core.files import write_csv
+from vistrain.core.messages import warn
 from vistrain.data.datasets import load_labelled
 from vistrain.data.samples import Skipped
 from vistrain.model.predictions import Predictions, read_predictions
@@ -92,9 +93,8 @@ def inspect(run: Path, data: Path | None = None, top: int = 10, cache_dir: Path 
     run's training images are ranked by their out-of-sample predictions (see `with_audit`)."""
     config = read_config(run)
     if audit is not None and data is None:
-        raise ValueError("--audit ranks the run's training images by the audit's predictions: give the data too "
-                         "(`vistrain inspect RUN DATA --audit AUDIT`); without it, only the validation images are "
-                         "ranked")
+        raise OptionError("{audit} ranks the run's training images by the audit's predictions: give the data too; "
+                          "without it, only the validation images are ranked")
     predictions, skipped, reused = predictions_for(run, data, cache_dir, show_progress, image_root)
     out_of_sample = 0
     if audit is not None:
@@ -129,7 +129,7 @@ def _or_nothing(read: Callable[[Path], list], run: Path, lost: str) -> list:
     try:
         return read(run)
     except RunError as error:
-        console.print(f"[yellow]warning:[/] {error}; the report shows no {lost}")
+        warn(f"warning: {error}; the report shows no {lost}")
         return []
 
 

@@ -13,7 +13,8 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from vistrain.backbones.registry import Backbone, BackboneUnavailable
+from vistrain.backbones.registry import Backbone
+from vistrain.core.errors import OptionError
 
 
 class MultiDepth(nn.Module):
@@ -55,11 +56,11 @@ def with_stages(base: Backbone, stages: tuple[int, ...]) -> Backbone:
     model = base.build()
     blocks = getattr(model, "blocks", None)
     if not isinstance(blocks, nn.Sequential) or not all(hasattr(model, a) for a in ("conv_stem", "conv_head")):
-        raise BackboneUnavailable(f"--feature-stages needs an EfficientNet-like backbone (model.blocks); "
-                                  f"{base.name} is a {type(model).__name__}")
+        raise OptionError(f"{{feature_stages}} needs an EfficientNet-like backbone (model.blocks); "
+                          f"{base.name} is a {type(model).__name__}")
     if not all(0 <= i < len(blocks) for i in stages):
-        raise BackboneUnavailable(f"--feature-stages {','.join(map(str, stages))}: {base.name} has stages 0 to "
-                                  f"{len(blocks) - 1}")
+        raise OptionError(f"{{feature_stages}} {','.join(map(str, stages))}: {base.name} has stages 0 to "
+                          f"{len(blocks) - 1}")
     channels = stage_channels(model)
 
     def build() -> nn.Module:

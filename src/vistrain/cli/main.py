@@ -15,17 +15,33 @@ from typing import Iterator
 import click
 
 from vistrain.backbones.registry import BackboneUnavailable
-from vistrain.core.device import DEVICES
+from vistrain.cli.show import messages_shown
 from vistrain.core.console import printable
+from vistrain.core.errors import OptionError
 from vistrain.data.matlab import is_mat
-from vistrain.data.samples import TASKS, DataError
-from vistrain.features.precision import AUTO, PRECISIONS
-from vistrain.model import HEADS
+from vistrain.data.samples import DataError
 from vistrain.model.run_dir import RunError
-from vistrain.training.options import DEFAULTS, parse_duration
+from vistrain.training.options import BOUNDS, CHOICES, DEFAULTS, parse_duration
 
 USER_ERRORS = (DataError, RunError, BackboneUnavailable, ValueError)
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+FLAGS = {"learning_rate": "--lr", "output_format": "--format"}  # where a flag is not the option's name
+
+
+def flag_of(name: str) -> str:
+    """The command line's flag for an option of the API (`fine_tune` -> `--fine-tune`)."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def option_type(name: str) -> click.ParamType:
+    """The click type of a `TrainOptions` field, from the values it accepts (`BOUNDS`, `CHOICES`)."""
+    if name in CHOICES:
+        return click.Choice(CHOICES[name])
+    bounds = BOUNDS[name]
+    if bounds.low is None and bounds.high is None:
+        return click.INT if bounds.integer else click.FLOAT
+    kind = click.IntRange if bounds.integer else click.FloatRange
+    return kind(bounds.low, bounds.high, min_open=bounds.low_open, max_open=bounds.high_open)
 
 
 def friendly_errors(command):
@@ -35,6 +51,8 @@ def friendly_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except OptionError as error:
+            raise click.ClickException(error.spelled(flag_of)) from None
         except USER_ERRORS as error:
             raise click.ClickException(str(error)) from None
         except OSError as error:
@@ -48,14 +66,14 @@ def friendly_errors(command):
 
 class _Commands(click.Group):
     """The `vistrain` group: every error message, click's own (a bad path given) included, is shown with its control
-    characters escaped (`printable`)."""
+    characters escaped (`printable`); the library's messages are shown while a command runs."""
 
     def make_context(self, *args, **kwargs) -> click.Context:
         with _printable_errors():
             return super().make_context(*args, **kwargs)
 
     def invoke(self, context: click.Context):
-        with _printable_errors():
+        with _printable_errors(), messages_shown():
             return super().invoke(context)
 
 
@@ -77,14 +95,14 @@ def main() -> None:
 CACHE_DIR = click.option("--cache-dir", type=click.Path(path_type=Path),
                          help="Cache of features, exported backbones and converted datasets (SVHN's .mat) "
                               "[default: $VISTRAIN_CACHE or ~/.cache/vistrain].")
-PRECISION = click.option("--precision", default=DEFAULTS.precision, type=click.Choice((AUTO, *PRECISIONS)),
+PRECISION = click.option("--precision", default=DEFAULTS.precision, type=option_type("precision"),
                          help="auto: int8 where the CPU has int8 dot products (AVX-512 VNNI, AVX-VNNI, AMX; ARM "
                               "dotprod, i8mm) and the backbone stays frozen, else fp32 ($VISTRAIN_PRECISION "
                               "overrides what auto picks). int8: the backbone quantised once, calibrated on 256 "
                               "seeded training images, features cached apart. predict, evaluate, inspect and serve "
                               "use the run's own.")
 
-DEVICE = click.option("--device", default=DEFAULTS.device, type=click.Choice(DEVICES),
+DEVICE = click.option("--device", default=DEFAULTS.device, type=option_type("device"),
                       help="Where torch work runs: auto (a CUDA GPU when there is one, else the CPU), cpu or cuda. On "
                            "CUDA: features computed by torch on the GPU, fine-tuning in mixed precision (bf16, or "
                            "fp16 with loss scaling), and a batch that runs out of GPU memory is run in halves (and "
@@ -101,32 +119,31 @@ def training_options(command):
         click.option("--backbone", default=DEFAULTS.backbone,
                      help="A name from `vistrain backbones`, or timm:NAME / torchvision:NAME, optionally @FILE "
                           "(a weights file). Frozen, unless --fine-tune."),
-        click.option("--epochs", default=DEFAULTS.epochs, type=click.IntRange(1)),
-        click.option("--batch-size", default=DEFAULTS.batch_size, type=click.IntRange(1)),
-        click.option("--lr", "learning_rate", default=DEFAULTS.learning_rate, type=click.FloatRange(0, min_open=True),
+        click.option("--epochs", default=DEFAULTS.epochs, type=option_type("epochs")),
+        click.option("--batch-size", default=DEFAULTS.batch_size, type=option_type("batch_size")),
+        click.option("--lr", "learning_rate", default=DEFAULTS.learning_rate, type=option_type("learning_rate"),
                      help="Adam learning rate."),
-        click.option("--head", default=DEFAULTS.head, type=click.Choice(HEADS),
+        click.option("--head", default=DEFAULTS.head, type=option_type("head"),
                      help="mlp: dense -> ReLU -> dropout -> output; linear: dropout -> output; logistic: a "
                           "logistic (ridge, for regression) regression on standardised features, fitted in seconds, "
                           "its strength chosen by cross-validation on the training images; multi-class decisions "
                           "tuned for macro F1."),
-        click.option("--hidden", default=DEFAULTS.hidden, type=click.IntRange(1),
+        click.option("--hidden", default=DEFAULTS.hidden, type=option_type("hidden"),
                      help="Units of the mlp head's dense layer."),
-        click.option("--dropout", default=DEFAULTS.dropout, type=click.FloatRange(0, 1, max_open=True)),
-        click.option("--task", default=DEFAULTS.task, type=click.Choice(("auto", *TASKS)),
+        click.option("--dropout", default=DEFAULTS.dropout, type=option_type("dropout")),
+        click.option("--task", default=DEFAULTS.task, type=option_type("task"),
                      help="auto: binary for 2 classes, multiclass for more; from a CSV, multilabel when labels "
                           "are listed as a;b, regression for numbers (more than 2 distinct values)."),
-        click.option("--class-weight", type=click.Choice(("balanced",)),
+        click.option("--class-weight", type=option_type("class_weight"),
                      help="Weigh the loss against class imbalance (n / (classes x count) per class)."),
-        click.option("--sampler", type=click.Choice(("balanced",)),
+        click.option("--sampler", type=option_type("sampler"),
                      help="Draw training batches so that every class comes up equally often."),
-        click.option("--augment-views", default=DEFAULTS.augment_views, type=click.IntRange(0),
+        click.option("--augment-views", default=DEFAULTS.augment_views, type=option_type("augment_views"),
                      help="Also train on K augmented versions of each training image (rotation ±20°, shift and zoom "
                           "±10%, flip), their features cached too; costs K extra feature passes the first time."),
-        click.option("--val-fraction", default=DEFAULTS.val_fraction,
-                     type=click.FloatRange(0, 1, min_open=True, max_open=True),
+        click.option("--val-fraction", default=DEFAULTS.val_fraction, type=option_type("val_fraction"),
                      help="Share of each class held out for validation when DATA has no val/ folder."),
-        click.option("--fine-tune", default=DEFAULTS.fine_tune, type=click.IntRange(0), metavar="N",
+        click.option("--fine-tune", default=DEFAULTS.fine_tune, type=option_type("fine_tune"), metavar="N",
                      help="After the head has trained on frozen features, unfreeze the backbone's last N blocks "
                           "(EfficientNet: stages of model.blocks, plus the conv_head and bn2 after them) and train "
                           "them with the head on the images, augmented (rotation, shift, zoom, flip); frozen "
@@ -134,12 +151,12 @@ def training_options(command):
                           "validation loss. Slow on a CPU: every epoch runs the backbone on every image again "
                           "(measured on 2 shared cores, --fine-tune 2: about 7 training images/s); see --device. "
                           "0: the backbone stays frozen."),
-        click.option("--fine-tune-epochs", default=DEFAULTS.fine_tune_epochs, type=click.IntRange(1),
+        click.option("--fine-tune-epochs", default=DEFAULTS.fine_tune_epochs, type=option_type("fine_tune_epochs"),
                      help="Most epochs of fine-tuning (see --patience)."),
-        click.option("--fine-tune-lr", type=click.FloatRange(0, min_open=True),
+        click.option("--fine-tune-lr", type=option_type("fine_tune_lr"),
                      help="The backbone's Adam learning rate while fine-tuning (the head keeps --lr) "
                           "[default: --lr / 10]."),
-        click.option("--patience", default=DEFAULTS.patience, type=click.IntRange(1),
+        click.option("--patience", default=DEFAULTS.patience, type=option_type("patience"),
                      help="Stop fine-tuning after this many epochs without a lower validation loss; the backbone "
                           "and head keep the weights of the epoch with the lowest."),
         PRECISION,
@@ -156,8 +173,8 @@ def training_options(command):
                      help="Also pool these stages of the backbone's model.blocks (0-based; EfficientNet-Lite has 0-6) "
                           "and concatenate them with its final features, in the same forward pass: features from "
                           "several depths keep texture and thin lines (e.g. 3,4,5,6 for images far from ImageNet)."),
-        click.option("--seed", default=DEFAULTS.seed, type=int),
-        click.option("--label-depth", default=DEFAULTS.label_depth, type=click.IntRange(1),
+        click.option("--seed", default=DEFAULTS.seed, type=option_type("seed")),
+        click.option("--label-depth", default=DEFAULTS.label_depth, type=option_type("label_depth"),
                      help="Nested trees: the folder level that names the class (1: the top-level folders, files in "
                           "their sub-folders included)."),
         CACHE_DIR,
@@ -179,8 +196,8 @@ DATA = click.argument("data", required=False, type=click.Path(exists=True, path_
 def _duration(context, parameter, value: str | None) -> float | None:
     try:
         return None if value is None else parse_duration(value)
-    except ValueError as error:
-        raise click.BadParameter(str(error).removeprefix("--budget ")) from None
+    except OptionError as error:
+        raise click.BadParameter(error.template.removeprefix("{budget} ")) from None
 
 
 def _name_list(context, parameter, value: str) -> tuple[str, ...]:

@@ -38,8 +38,9 @@ def evaluate(run: Path, data: Path | None, labels: Path | None, image_root: Path
     as test_32x32.mat: all of it) or --labels."""
     from vistrain import api
 
-    result = api.evaluate(run, data_source(data, labels), image_root, cache_dir, tta, output_format == "table",
-                          decisions, device, say_halved("feature batches"))
+    result = api.evaluate(run, data_source(data, labels), image_root=image_root, cache_dir=cache_dir, tta=tta,
+                          show_progress=output_format == "table", decisions=decisions, device=device,
+                          on_halve=say_halved("feature batches"))
     if output_format == "json":
         skipped = [{"file": str(s.path), "reason": s.reason} for s in result.skipped]
         click.echo(json.dumps({**result.metrics, "skipped": skipped}, indent=2))
@@ -100,7 +101,8 @@ def inspect_command(run: Path, data: Path | None, labels: Path | None, image_roo
     from vistrain import api
     from vistrain.analysis.ranking import LIST_TITLES
 
-    result = api.inspect(run, data_source(data, labels, required=False), top, cache_dir, image_root, audit=audit)
+    result = api.inspect(run, data_source(data, labels, required=False), top=top, cache_dir=cache_dir,
+                         image_root=image_root, show_progress=True, audit=audit)
     for lists in result.lists.values():
         for list_name, by_class in lists.items():
             for class_name, entries in by_class.items():
@@ -132,7 +134,7 @@ def export(run: Path, output_format: str, out: Path | None, int8: bool) -> None:
     in, class probabilities (or values) out, with classes, task and preprocessing as metadata."""
     from vistrain import api
 
-    path = api.export(run, output_format, out, int8=int8)
+    path = api.export(run, output_format=output_format, out=out, int8=int8)
     size = export_size(path) / 1e6
     console.print(f"{output_format} model{' (int8)' if int8 else ''} -> {shown(str(path))} ({size:.2f} MB)")
     if not int8:

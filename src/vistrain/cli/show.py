@@ -9,13 +9,47 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 from rich.table import Table
 
 from vistrain.core.console import console, printable, results, shown
 from vistrain.core.device import halved_message
+from vistrain.core.messages import LOG
+
+
+class MessageLines(logging.Handler):
+    """The library's messages (`vistrain.core.messages`) as lines on stderr, as plain text (a file name is never
+    read as markup): a leading `warning:` in yellow, other warnings all in yellow."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("warning:"):
+            console.print(f"[yellow]warning:[/]{shown(message.removeprefix('warning:'))}")
+        elif record.levelno >= logging.WARNING:
+            console.print(f"[yellow]{shown(message)}[/]")
+        else:
+            console.print(shown(message))
+
+
+@contextmanager
+def messages_shown() -> Iterator[None]:
+    """The library's messages shown on stderr while a command runs (and no longer after it: the library is quiet
+    again for a program that runs commands in-process)."""
+    handler, level, propagate = MessageLines(), LOG.level, LOG.propagate
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+    LOG.propagate = False  # the user's own logging configuration does not show them twice
+    try:
+        yield
+    finally:
+        LOG.removeHandler(handler)
+        LOG.setLevel(level)
+        LOG.propagate = propagate
 
 
 def say_halved(what: str):

@@ -17,13 +17,15 @@ def _train(data: Path, out, overwrite, cache_dir, image_root=None, decisions=Non
     from vistrain import api
     from vistrain.training.options import TrainOptions
 
-    show_result(api.train(data, out, TrainOptions(**settings), cache_dir=cache_dir, overwrite=overwrite,
-                          image_root=image_root, decisions=decisions, class_names=class_names))
+    show_result(api.train(data, out=out, options=TrainOptions(**settings), cache_dir=cache_dir, overwrite=overwrite,
+                          image_root=image_root, decisions=decisions, class_names=class_names, show_progress=True))
 
 
 def show_result(result) -> None:
     """A finished training's metrics, then the files it skipped (under torchrun: by rank 0 only)."""
-    if result.is_main:
+    from vistrain.training.distributed import is_main_process
+
+    if is_main_process():
         print_leaderboard(result.leaderboard)
         print_metrics(result.metrics)
         report_skipped(result.skipped)
@@ -52,7 +54,7 @@ def train(data: Path | None, labels: Path | None, resume: Path | None, **setting
     if resume is not None:
         from vistrain import api
 
-        show_result(api.resume(resume, settings["cache_dir"]))
+        show_result(api.resume(resume, cache_dir=settings["cache_dir"], show_progress=True))
         return
     _train(data_source(data, labels), **settings)
 

@@ -12,6 +12,8 @@ import contextlib
 import os
 from typing import TYPE_CHECKING, Callable, ContextManager, TypeVar
 
+from vistrain.core.errors import OptionError
+
 if TYPE_CHECKING:
     import torch
 
@@ -30,9 +32,9 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         if name == "cuda":
-            raise ValueError(f"--device cuda: no CUDA GPU is available here (torch {torch.__version__}"
+            raise OptionError(f"{{device}} cuda: no CUDA GPU is available here (torch {torch.__version__}"
                              + ("" if torch.version.cuda else ", built without CUDA")
-                             + "); use --device cpu or auto")
+                             + "); use {device} cpu or auto")
         return torch.device("cpu")
     rank, count = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
     if rank >= count:

@@ -33,12 +33,12 @@ def choose_task(requested: str, kind: str, n_outputs: int) -> tuple[str, str]:
         if requested in ("auto", "binary", "multiclass"):
             task = requested if requested != "auto" else ("binary" if n_outputs == 2 else "multiclass")
             if task == "binary" and n_outputs != 2:
-                raise DataError(f"--task binary needs exactly 2 classes, the data has {n_outputs}")
+                raise DataError(f"task binary needs exactly 2 classes, the data has {n_outputs}")
             return task, f"{n_outputs} classes, one per image"
     elif requested in ("auto", kind):
         return kind, {"multilabel": f"{n_outputs} labels, any number per image",
                       "regression": f"{n_outputs} numeric target(s)"}[kind]
-    raise DataError(f"--task {requested} does not fit labels of kind {kind}")
+    raise DataError(f"task {requested} does not fit labels of kind {kind}")
 
 
 def label_kind(task: str) -> str:
@@ -62,8 +62,8 @@ def as_targets(samples: list[Sample], kind: str, classes: list[str]) -> tuple[li
     try:
         values = [float(name) for name in classes]
     except ValueError:
-        raise DataError(f"--task regression on folders needs folders named by numbers, not {classes}; "
-                        "or give the values in a CSV with --labels") from None
+        raise DataError(f"task regression on folders needs folders named by numbers, not {classes}; "
+                        "or give the values in a label CSV") from None
     return [Sample(s.path, (values[s.target],)) for s in samples], ["value"]
 
 
@@ -173,7 +173,7 @@ def _csv_dataset(csv_path: Path, image_root: Path | None, val_fraction: float, s
     if task == "auto":
         kind, why = infer_kind(table)
     else:
-        kind, why = label_kind(task), f"--task {task}"
+        kind, why = label_kind(task), f"task {task}"
     rows, targets, bad = parse_targets(table, kind)
     if not rows:
         raise DataError(f"{csv_path}: no usable rows (" + "; ".join(s.reason for s in (table.skipped + bad)[:3]) + ")")

@@ -26,9 +26,9 @@ from typing import BinaryIO, Callable, TypeVar
 
 import numpy as np
 
-from vistrain.core.console import console
 from vistrain.core.files import (RefusedFile, default_cache_dir, make_folder, open_data_file, sha256_file,
                                  write_atomic, write_json)
+from vistrain.core.messages import say
 from vistrain.data.samples import DataError
 
 T = TypeVar("T")
@@ -125,7 +125,7 @@ def svhn_folder(path: Path, cache_dir: Path | None = None) -> tuple[Path, int]:
     if count is not None:
         return folder, count
     images, digits = read_svhn(path)
-    console.print(f"converting {path.name}: {len(digits):,} images to PNG class folders in {folder} (once)")
+    say(f"converting {path.name}: {len(digits):,} images to PNG class folders in {folder} (once)")
     write_pngs(folder, images, digits)
     write_json(folder / COMPLETE, {"source": path.name, "sha256": digest, "images": len(digits),
                                    "per_digit": np.bincount(digits, minlength=10).tolist()})

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from vistrain.backbones.preprocess import Preprocess
+from vistrain.core.errors import OptionError, quoted
 from vistrain.core.files import make_folder, write_atomic
 from vistrain.deploy.formats import export_format
 from vistrain.deploy.quantized import quantized_export
@@ -87,8 +88,8 @@ def export(run: str | Path, output_format: str, out: str | Path | None = None, i
                          "a concatenation cannot be exported")
     path = Path(out) if out else chosen.default_path(Path(run), int8)
     if path.is_dir() != chosen.folder and path.exists():
-        raise ValueError(f"{path} is a {'folder' if path.is_dir() else 'file'}: --format {output_format} writes a "
-                         f"{'folder' if chosen.folder else 'file'}")
+        raise OptionError(f"{quoted(path)} is a {'folder' if path.is_dir() else 'file'}: {{output_format}} {output_format} "
+                          f"writes a {'folder' if chosen.folder else 'file'}")
     make_folder(path.parent, "the export's folder")
     chosen.writer()(predictor, Path(run), path, int8)
     return path

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from vistrain.core.errors import OptionError
 from vistrain.model.run_dir import EXPORTS
 
 
-class MissingExtra(ValueError):
+class MissingExtra(OptionError):
     """A format's converter is not installed; the message gives the pip command."""
 
 
@@ -48,7 +49,8 @@ class ExportFormat:
         """A MissingExtra naming the pip command when the converter's modules are not installed."""
         missing = [name for name in self.needs if importlib.util.find_spec(name) is None]
         if missing:
-            raise MissingExtra(f"--format {self.name} needs {', '.join(missing)}: pip install 'vistrain[{self.extra}]'")
+            raise MissingExtra(f"{{output_format}} {self.name} needs {', '.join(missing)}: "
+                               f"pip install 'vistrain[{self.extra}]'")
 
     def writer(self) -> Callable[..., None]:
         return _function(self.write)
@@ -84,7 +86,7 @@ def export_format(name: str, int8: bool) -> ExportFormat:
         raise ValueError(f"unknown format {name!r}; choose one of {', '.join(FORMATS)}")
     chosen = FORMATS[name]
     if int8 and not chosen.int8:
-        raise ValueError(f"{name} has no int8 version: --int8 needs one of "
+        raise OptionError(f"{name} has no int8 version: {{int8}} needs one of "
                          f"{', '.join(f.name for f in FORMATS.values() if f.int8)}")
     chosen.require()
     return chosen

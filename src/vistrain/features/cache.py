@@ -23,8 +23,8 @@ import numpy as np
 
 from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
-from vistrain.core.console import console
 from vistrain.core.files import make_folder, sha256_text
+from vistrain.core.messages import warn
 from vistrain.features.precision import FP32, Precision
 from vistrain.features.transforms import View
 
@@ -91,8 +91,8 @@ class FeatureCache:
         os.replace(self.path, damaged)
         for journal in ("-wal", "-shm"):
             Path(f"{self.path}{journal}").unlink(missing_ok=True)
-        console.print(f"[yellow]warning:[/] the feature cache {self.path} is damaged ({error}); moved it to "
-                      f"{damaged.name} and starting a new one (its features are computed again)")
+        warn(f"warning: the feature cache {self.path} is damaged ({error}); moved it to "
+             f"{damaged.name} and starting a new one (its features are computed again)")
         return self._open(identity)
 
     def has(self, digests: list[str]) -> set[str]:
@@ -110,8 +110,8 @@ class FeatureCache:
                 else:
                     damaged += 1
         if damaged:
-            console.print(f"[yellow]warning:[/] {damaged} feature vector(s) in {self.path} have the wrong size; "
-                          "computing them again")
+            warn(f"warning: {damaged} feature vector(s) in {self.path} have the wrong size; "
+                 "computing them again")
         return found
 
     def read_into(self, matrix: np.ndarray, digests: list[str]) -> None:

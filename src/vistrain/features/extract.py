@@ -28,6 +28,7 @@ from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import console
 from vistrain.core.device import HalvingBatches, ignore
 from vistrain.core.files import default_cache_dir, sha256_file
+from vistrain.core.messages import warn
 from vistrain.data.images import UnreadableImage
 from vistrain.data.samples import Skipped
 from vistrain.features.cache import FeatureCache
@@ -244,9 +245,8 @@ def feature_function(backbone: Backbone, preprocess: Preprocess, cache_dir: Path
             if precision != FP32:  # torch cannot compute these: no fallback
                 raise
             # onnxruntime missing, or the export or load failed: torch computes the same
-            console.print(f"[yellow]warning:[/] ONNX Runtime cannot run the backbone "
-                          f"({type(error).__name__}: {error}); "
-                          "computing features with torch instead (slower)")
+            warn(f"warning: ONNX Runtime cannot run the backbone ({type(error).__name__}: {error}); "
+                 "computing features with torch instead (slower)")
         else:
             return lambda batch: session.run(None, {INPUT: batch.numpy()})[0]
     device = device or torch.device("cpu")

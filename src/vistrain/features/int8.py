@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vistrain.backbones.preprocess import Preprocess
-from vistrain.core.console import console
+from vistrain.core.errors import OptionError
 from vistrain.core.files import sha256_file, write_atomic
+from vistrain.core.messages import say
 from vistrain.features.cpu import int8_dot_products
 from vistrain.features.precision import FIRST_CONVS_KEPT, Precision
 
@@ -182,8 +183,8 @@ def quantize_features(fp32_path: Path, path: Path, precision: Precision, preproc
     if copy is not None:
         write_atomic(path, copy)
         return
-    console.print(f"quantising the backbone to int8, calibrated on {len(precision.calibration)} training images "
-                  f"(once: cached as {path.name})")
+    say(f"quantising the backbone to int8, calibrated on {len(precision.calibration)} training images "
+        f"(once: cached as {path.name})")
     reader = CalibrationImages(precision.calibration, preprocess, input_name)
     data = quantize(fp32_path, reader, FIRST_CONVS_KEPT)
     pixels = {input_name: reader.pixels(precision.calibration[:CHECKED_IMAGES])}
@@ -192,7 +193,7 @@ def quantize_features(fp32_path: Path, path: Path, precision: Precision, preproc
     agreement = cosines(fp32.run(None, pixels)[0], int8.run(None, pixels)[0])
     measured = f"median cosine {np.median(agreement):.4f}, lowest {agreement.min():.4f}"
     if np.median(agreement) < MIN_COSINE:
-        raise ValueError(f"int8 features are not faithful on this CPU ({measured} to the fp32 features on "
-                         f"{len(agreement)} calibration images; at least {MIN_COSINE} needed): use --precision fp32")
-    console.print(f"int8 features against fp32 on {len(agreement)} calibration images: {measured}")
+        raise OptionError(f"int8 features are not faithful on this CPU ({measured} to the fp32 features on "
+                         f"{len(agreement)} calibration images; at least {MIN_COSINE} needed): use {{precision}} fp32")
+    say(f"int8 features against fp32 on {len(agreement)} calibration images: {measured}")
     write_atomic(path, data)

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Callable
 
 from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
-from vistrain.core.console import console
 from vistrain.core.files import make_folder, sha256_text, write_atomic
+from vistrain.core.messages import warn
 from vistrain.features.inputs import backbone_inputs
 from vistrain.features.int8 import configure, int8_model_path, quantize_features
 from vistrain.features.precision import FP32, Precision
@@ -122,7 +122,6 @@ def _load(path: Path, make: Callable[[], None], options: onnxruntime.SessionOpti
     except Exception as error:  # ONNX Runtime's own kinds (InvalidProtobuf, Fail...) for a damaged file
         if not cached:
             raise
-        console.print(f"[yellow]warning:[/] the cached {what} {path} cannot be loaded ({type(error).__name__}); "
-                      f"{again}")
+        warn(f"warning: the cached {what} {path} cannot be loaded ({type(error).__name__}); {again}")
         make()
         return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

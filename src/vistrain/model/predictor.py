@@ -15,10 +15,10 @@ from torch import nn
 
 from vistrain.backbones import Backbone, BackboneUnavailable, get_backbone
 from vistrain.backbones.multi_depth import with_stages
-from vistrain.backbones.preprocess import Preprocess
-from vistrain.core.console import console, shown
 from vistrain.core.device import ignore
+from vistrain.core.errors import OptionError
 from vistrain.core.files import sha256_file
+from vistrain.core.messages import warn
 from vistrain.data.listing import NOT_UTF8, is_utf8, list_files
 from vistrain.data.samples import Skipped
 from vistrain.features.extract import extract_features
@@ -72,10 +72,8 @@ class Predictor:
                 from None
         backbone = part_preprocessing(config, with_stages(backbone, config.backbone.stages))
         if backbone.weights != config.backbone.weights:
-            console.print(
-                f"[yellow]warning:[/] the run was trained with {shown(config.backbone.weights)}, "
-                f"this machine has {shown(backbone.weights)}; predictions may differ"
-            )
+            warn(f"warning: the run was trained with {config.backbone.weights}, this machine has "
+                 f"{backbone.weights}; predictions may differ")
         if config.tuned_backbone:  # fine-tuning beat the frozen head: the run's own backbone
             backbone = fine_tuned_backbone(backbone, Path(run), config.tuned_backbone)
         head = load_head(Path(run), config, backbone)
@@ -102,9 +100,9 @@ class Predictor:
 
 
     def check_threshold(self, threshold: float | None) -> None:
-        """A `--threshold` is for classifiers: refuse one for a regression model."""
+        """A `threshold` is for classifiers: refuse one for a regression model."""
         if threshold is not None and self.task == "regression":
-            raise ValueError("--threshold does not apply to a regression model")
+            raise OptionError("{threshold} does not apply to a regression model")
 
     def describe(self, outputs: np.ndarray, threshold: float | None = None, k: int = 3) -> list[dict]:
         """One plain dict per image: `class` (the top class; the labels over their thresholds joined by ';';

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
+from vistrain.core.errors import OptionError
 from vistrain.data.samples import SINGLE_LABEL
 SCORE_NAMES = {"binary": "accuracy", "multiclass": "accuracy", "multilabel": "label_accuracy", "regression": "mae"}
 HIGHER_IS_BETTER = {"accuracy": True, "label_accuracy": True, "mae": False}
@@ -86,7 +87,7 @@ def balanced_weights(task: str, targets: torch.Tensor, n_outputs: int) -> torch.
     if task == "multilabel":
         positives = targets.sum(0)
         return (len(targets) - positives) / positives.clamp(min=1)
-    raise ValueError("--class-weight balanced needs a classification task, not regression")
+    raise OptionError("{class_weight} balanced needs a classification task, not regression")
 
 
 def balanced_sample_weights(task: str, targets: torch.Tensor) -> torch.Tensor:
@@ -97,4 +98,4 @@ def balanced_sample_weights(task: str, targets: torch.Tensor) -> torch.Tensor:
     if task == "multilabel":
         rarity = 1.0 / targets.sum(0).clamp(min=1)
         return (targets * rarity).max(1).values.clamp(min=rarity.min())
-    raise ValueError("--sampler balanced needs a classification task, not regression")
+    raise OptionError("{sampler} balanced needs a classification task, not regression")

@@ -26,6 +26,8 @@ import torch
 
 from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
+from vistrain.core.errors import OptionError, quoted
+from vistrain.core.messages import quiet, say, warn
 from vistrain.data.samples import Dataset
 from vistrain.model import tasks
 from vistrain.model.heads import build_head
@@ -62,18 +64,18 @@ class Clock:
 
 
 def check_budget_options(options: TrainOptions) -> None:
-    """What --budget cannot be combined with, as a ValueError."""
+    """What `budget` cannot be combined with, as an `OptionError`."""
     unknown = [name for name in options.candidates if name not in CANDIDATES]
     if unknown:
-        raise ValueError(f"unknown candidate(s) {', '.join(unknown)}; candidates: {', '.join(CANDIDATES)}")
+        raise OptionError(f"unknown candidate(s) {quoted(', '.join(unknown))}; {{candidates}}: {', '.join(CANDIDATES)}")
     if options.candidates and options.budget is None:
-        raise ValueError("--candidates chooses among what --budget tries; give a --budget")
+        raise OptionError("{candidates} chooses among what {budget} tries; give a {budget}")
     if options.budget is None:
         return
     if options.fine_tune:
-        raise ValueError("--budget decides itself what to fine-tune; drop --fine-tune")
+        raise OptionError("{budget} decides itself what to fine-tune; drop {fine_tune}")
     if options.precision != "fp32":
-        raise ValueError("--budget fine-tunes in fp32; drop --precision int8")
+        raise OptionError("{budget} fine-tunes in fp32; drop {precision} int8")
 
 
 def budget_step(features: FeatureSet, dataset: Dataset, backbone: Backbone, options: TrainOptions, run: Run,
@@ -81,7 +83,7 @@ def budget_step(features: FeatureSet, dataset: Dataset, backbone: Backbone, opti
     """Try the candidates within `options.budget` seconds (counted from the run's start) and return the chosen
     one as the training's result, with the leaderboard."""
     if run.context.active:
-        raise ValueError("--budget runs in one process, not under torchrun")
+        raise OptionError("{budget} runs in one process, not under torchrun")
     state = run.checkpoint.state.setdefault("budget", {"spent": 0.0, "done": {}, "plans": {}})
     clock = Clock(options.budget, run.started, state["spent"])
     fit, held = inner_split(dataset.task, features.train[1], options.seed)
@@ -100,7 +102,7 @@ def budget_step(features: FeatureSet, dataset: Dataset, backbone: Backbone, opti
         if kind in state["done"]:
             record(restored(state["done"][kind], job))
         elif kind == "logistic" and (options.class_weight or options.sampler):
-            record(Outcome(kind, FROZEN_HEADS[kind], note="not tried: it takes no --class-weight or --sampler"))
+            record(Outcome(kind, FROZEN_HEADS[kind], note="not tried: it takes no class_weight or sampler"))
         elif clock.left() > 0 or not any(o.tried for o in outcomes.values()):  # one at least, whatever the time
             record(frozen_head(job, kind))
         else:
@@ -118,7 +120,6 @@ def run_fine_tuned(job: Job, candidates: list, reference: Outcome | None, clock:
                    record: Callable[[Outcome], None]) -> None:
     """Measure, plan and run the fine-tuned candidates (see the module's docstring). `reference`: the logistic
     head on the fit rows, which tests the views."""
-    say = job.run.say
     pending = []
     for candidate in candidates:
         plan = state["plans"].get(candidate.name)
@@ -175,9 +176,10 @@ def run_fine_tuned(job: Job, candidates: list, reference: Outcome | None, clock:
             job.run.checkpoint.save_phase(name, state)
 
         record(candidate.run(plan["views"], plan["epochs"], lambda: min(ends - time.perf_counter(), clock.left()),
-                             on_epoch=lambda r, name=candidate.name: say(
+                             on_epoch=lambda r, name=candidate.name: (say(
                                  f"{name} epoch {r.epoch}/{plan['epochs']}  loss {r.train_loss:.4f}  held-out loss "
                                  f"{r.val_loss:.4f}  held-out {tasks.SCORE_NAMES[job.task]} {r.val_score:.4f}"),
+                                 job.run.on_epoch(r)),
                              on_checkpoint=save))
 
 
@@ -205,8 +207,8 @@ def choose(job: Job, outcomes: dict[str, Outcome], clock: Clock, state: dict) ->
                                     None if best is None else (best.selection, best.selection_loss)):
             best = outcome
     if best is None:
-        raise ValueError("no candidate could be trained within the budget (see the lines above); give a longer "
-                         "--budget, or let --candidates include a frozen head (logistic, mlp)")
+        raise OptionError("no candidate could be trained within the budget (see the lines above); give a longer "
+                          "{budget}, or let {candidates} include a frozen head (logistic, mlp)")
     if best.name == "logistic":
         best = refit_logistic(job, best)
     outcomes = {name: outcomes[name] for name in CANDIDATES if name in outcomes}  # the leaderboard's order
@@ -234,9 +236,8 @@ def choose(job: Job, outcomes: dict[str, Outcome], clock: Clock, state: dict) ->
 def refit_logistic(job: Job, outcome: Outcome) -> Outcome:
     """The logistic head fitted again on every training image (closed form: seconds)."""
     started = time.perf_counter()
-    quiet = replace(job.run, say=lambda *args, **kwargs: None)
-    trained = train_head(job.features, job.dataset, job.backbone, replace(job.options, head="logistic"), quiet,
-                         name="logistic-refit")
+    trained = train_head(job.features, job.dataset, job.backbone, replace(job.options, head="logistic"), job.run,
+                         name="logistic-refit", say=quiet)
     val_outputs = trained.best.outputs
     return replace(outcome, head=trained.head, head_fit=trained.head_fit, val_outputs=val_outputs,
                    val_loss=trained.best.loss, validation=job.score(val_outputs.numpy(), "val"),
@@ -247,10 +248,10 @@ def refit_logistic(job: Job, outcome: Outcome) -> Outcome:
 def describe(run: Run, outcome: Outcome, task: str) -> None:
     metric = SELECTION_METRIC[task].replace("_", " ")
     if outcome.tried:
-        run.say(f"candidate {outcome.name}: held-out {metric} {outcome.selection:.4f}, validation "
-                f"{outcome.validation:.4f} ({outcome.seconds:.1f} s)")
+        say(f"candidate {outcome.name}: held-out {metric} {outcome.selection:.4f}, validation "
+            f"{outcome.validation:.4f} ({outcome.seconds:.1f} s)")
     else:
-        run.say(f"[yellow]candidate {outcome.name}: {outcome.note}[/]")
+        warn(f"candidate {outcome.name}: {outcome.note}")
 
 
 def saved(outcome: Outcome) -> dict:

@@ -17,7 +17,9 @@ from torch import nn
 
 from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
+from vistrain.core.device import ignore
 from vistrain.core.files import sha256_file
+from vistrain.core.messages import quiet
 from vistrain.data.samples import Dataset
 from vistrain.features.activations import VIEWS, cached_activations, default_cut
 from vistrain.model import tasks
@@ -141,8 +143,8 @@ def frozen_head(job: Job, kind: str) -> Outcome:
     x, y = job.features.train
     fit_rows, held_rows = torch.from_numpy(job.fit), torch.from_numpy(job.held)
     part = replace(job.features, train=(x[fit_rows], y[fit_rows]), val=(x[held_rows], y[held_rows]))
-    quiet = replace(job.run, say=lambda *args, **kwargs: None)
-    trained = train_head(part, job.dataset, job.backbone, replace(job.options, head=kind), quiet, name=kind)
+    trained = train_head(part, job.dataset, job.backbone, replace(job.options, head=kind),
+                         replace(job.run, on_epoch=ignore), name=kind, say=quiet)
     head = trained.head.eval()
     with torch.no_grad():
         held_logits, val_logits = head(x[held_rows]), head(job.features.val[0])

@@ -57,7 +57,7 @@ def load_checkpoint(run: Path) -> Checkpoint:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as error:  # torch raises many kinds for a damaged file
         raise RunError(f"{path} is damaged and cannot be resumed ({type(error).__name__}); "
-                       "train again without --resume") from None
+                       "train again instead of resuming") from None
     state = _upgraded(state)
     if not isinstance(state, dict) or state.get("format") != FORMAT or "job" not in state:
         raise RunError(f"{path} was written by another version of vistrain and cannot be resumed; train again")

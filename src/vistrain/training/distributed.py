@@ -51,6 +51,11 @@ def setup(device: torch.device = torch.device("cpu")) -> Context:
     return Context(dist.get_rank(), dist.get_world_size())
 
 
+def is_main_process() -> bool:
+    """Whether this process is the one that writes and reports: rank 0 under torchrun, or the only one."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def barrier(context: Context) -> None:
     if context.active:
         dist.barrier()

@@ -20,6 +20,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from vistrain.core.device import HalvingBatches, autocast, grad_scaler
+from vistrain.core.errors import OptionError
 from vistrain.model import tasks
 from vistrain.training.distributed import Context
 
@@ -121,7 +122,7 @@ def training_loader(dataset: torch.utils.data.Dataset, batch_size: int, generato
     under torchrun each process's share of every batch (`fit` calls `loader.sampler.set_epoch` each epoch)."""
     if context.active:
         if sample_weights is not None:
-            raise ValueError("--sampler balanced is not available with torchrun; use --class-weight balanced")
+            raise OptionError("{sampler} balanced is not available with torchrun; use {class_weight} balanced")
         sampler = torch.utils.data.DistributedSampler(dataset, context.world_size, context.rank,
                                                       seed=generator.initial_seed())
         batch_size = max(1, batch_size // context.world_size)  # the same batch across all processes

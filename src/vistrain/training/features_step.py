@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from vistrain.backbones import Backbone
-from vistrain.core.console import shown
 from vistrain.core.device import halved_message
+from vistrain.core.messages import say, warn
 from vistrain.data.samples import DataError, Dataset, Sample, Skipped
 from vistrain.data.splits import digest_leaks
 from vistrain.features.extract import Features, extract_features
@@ -39,15 +39,15 @@ class FeatureSet:
 
 
 def compute_features(dataset: Dataset, backbone: Backbone, precision: Precision, cache_dir: Path | None,
-                     augment_views: int, context: Context, say: Callable[..., None],
-                     show_progress: bool, device: torch.device | None = None) -> FeatureSet:
+                     augment_views: int, context: Context, show_progress: bool,
+                     device: torch.device | None = None) -> FeatureSet:
     """Features of `dataset`'s training and validation images in `precision` (see `FeatureSet`), the missing ones
     computed on `device` (see `extract_features`)."""
     samples = dataset.train + dataset.val
     paths = [s.path for s in samples]
     extract = partial(extract_features, backbone=backbone, preprocess=backbone.preprocess, cache_dir=cache_dir,
                       show_progress=show_progress, precision=precision, device=device,
-                      on_halve=lambda size: say(f"[yellow]{halved_message('feature batches', size)}[/]"))
+                      on_halve=lambda size: warn(halved_message("feature batches", size)))
     share = extract(paths[context.rank::context.world_size]) if context.active else None
     distributed.barrier(context)  # every process's share is in the cache
     features = extract(paths)
@@ -58,7 +58,7 @@ def compute_features(dataset: Dataset, backbone: Backbone, precision: Precision,
         + (f" by rank 0 of {context.world_size} processes" if context.active
            else f", {len(features.kept) - features.computed} from the cache"))
     n_train = len(dataset.train)
-    warn_about_leaks(features.digests, samples, n_train, say)
+    warn_about_leaks(features.digests, samples, n_train)
     train_kept = [i for i in features.kept if i < n_train]
     val_kept = [i for i in features.kept if i >= n_train]
     # kept is in input order, training images first: slices are views, so a memory-mapped matrix stays on disk
@@ -78,16 +78,16 @@ def _targets(task: str, samples: list[Sample], kept: list[int]) -> torch.Tensor:
     return tasks.target_tensor(task, [samples[i].target for i in kept])
 
 
-def warn_about_leaks(digests: dict[int, str], samples: list[Sample], n_train: int, say: Callable[..., None]) -> None:
+def warn_about_leaks(digests: dict[int, str], samples: list[Sample], n_train: int) -> None:
     """The cheap part of `vistrain check`: the same file bytes in training and validation inflate accuracy."""
     train = {d: samples[i].path for i, d in digests.items() if i < n_train}
     val = {d: samples[i].path for i, d in digests.items() if i >= n_train}
     leaks = digest_leaks(train, val)
     if leaks:
-        say(f"[yellow]warning:[/] {len(leaks)} image(s) are in both training and validation (exact duplicates), "
+        warn(f"warning: {len(leaks)} image(s) are in both training and validation (exact duplicates), "
             "which inflates validation accuracy; `vistrain check` lists them and near duplicates:")
         for train_path, val_path in leaks[:10]:
-            say(f"  {shown(str(train_path))} = {shown(str(val_path))}")
+            warn(f"  {train_path} = {val_path}")
 
 
 def with_augmented_views(train_xy: tuple[torch.Tensor, torch.Tensor], paths: list[Path], views: int,
@@ -104,16 +104,16 @@ def with_augmented_views(train_xy: tuple[torch.Tensor, torch.Tensor], paths: lis
     return torch.cat(vectors), torch.cat(targets)
 
 
-def warn_about_imbalance(dataset: Dataset, say: Callable[..., None]) -> None:
+def warn_about_imbalance(dataset: Dataset) -> None:
     """Single-label data where one class holds over 80% of the training images: accuracy alone misleads."""
     if dataset.task not in tasks.SINGLE_LABEL or not dataset.train:
         return
     counts = np.bincount([s.target for s in dataset.train], minlength=len(dataset.classes))
     top = int(counts.argmax())
     if counts[top] > 0.8 * counts.sum():
-        say(f"[yellow]warning:[/] class {shown(dataset.classes[top])} holds {counts[top] / counts.sum():.0%} of the "
+        warn(f"warning: class {dataset.classes[top]} holds {counts[top] / counts.sum():.0%} of the "
             "training images; accuracy will flatter the model (look at per-class recall), and consider "
-            "--class-weight balanced or --sampler balanced")
+            "class_weight or sampler balanced")
 
 
 def check_usable(task: str, train_targets: torch.Tensor, val_targets: torch.Tensor, classes: list[str]) -> None:
@@ -127,4 +127,4 @@ def check_usable(task: str, train_targets: torch.Tensor, val_targets: torch.Tens
     if missing:
         raise DataError(f"no readable training images left for class(es): {', '.join(missing)}")
     if len(val_targets) == 0:
-        raise DataError("no readable validation images; add images or raise --val-fraction")
+        raise DataError("no readable validation images; add images or raise val_fraction")

@@ -19,6 +19,7 @@ from torch import nn
 
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.device import HalvingBatches, autocast, ignore
+from vistrain.core.errors import OptionError
 from vistrain.data.images import load_rgb
 from vistrain.features.transforms import Augmentation, eval_transform, train_transform
 from vistrain.model.tasks import score_logits
@@ -34,9 +35,9 @@ def unfreeze_last_blocks(model: nn.Module, n: int) -> list[str]:
     the conv_head and bn2 after them; returns the names of the unfrozen modules."""
     blocks = getattr(model, "blocks", None)
     if not isinstance(blocks, nn.Sequential):
-        raise ValueError(f"--fine-tune needs a backbone whose stages are model.blocks; {type(model).__name__} has none")
+        raise OptionError(f"{{fine_tune}} needs a backbone whose stages are model.blocks; {type(model).__name__} has none")
     if not 1 <= n <= len(blocks):
-        raise ValueError(f"--fine-tune {n}: the backbone has {len(blocks)} blocks; choose 1 to {len(blocks)}")
+        raise OptionError(f"{{fine_tune}} {n}: the backbone has {len(blocks)} blocks; choose 1 to {len(blocks)}")
     model.requires_grad_(False)
     names = [f"blocks.{i}" for i in range(len(blocks) - n, len(blocks))]
     names += [a for a in AFTER_BLOCKS if hasattr(model, a)]

@@ -12,6 +12,9 @@ import torch
 
 from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
+from vistrain.core.device import ignore
+from vistrain.core.errors import OptionError
+from vistrain.core.messages import say
 from vistrain.data.samples import Dataset
 from vistrain.model import tasks
 from vistrain.model.heads import build_head
@@ -27,16 +30,16 @@ FROZEN = "frozen"
 
 @dataclass
 class Run:
-    """A run being trained: where it goes, its checkpoint, the torchrun context, how it speaks and where its torch
-    work runs."""
+    """A run being trained: where it goes, its checkpoint, the torchrun context, where its torch work runs and who
+    is told of each epoch."""
 
     path: Path
     checkpoint: Checkpoint
     context: Context
-    say: Callable[..., None]
     device: torch.device = torch.device("cpu")
     lock: TextIO | None = None  # the run directory's lock, held by the process that writes it
     started: float = field(default_factory=time.perf_counter)
+    on_epoch: Callable[[EpochResult], None] = ignore  # told each epoch's result, as it ends
 
 
 @dataclass
@@ -64,16 +67,23 @@ def loss_weights(task: str, targets: torch.Tensor, n_outputs: int,
     return weights, samples
 
 
-def epoch_printer(say: Callable[..., None], label: str, epochs: int, task: str) -> Callable[[EpochResult], None]:
+def epoch_printer(run: Run, label: str, epochs: int, task: str,
+                  say: Callable[[str], None] = say) -> Callable[[EpochResult], None]:
+    """What each epoch of a stage does when it ends: a line said, and the run's `on_epoch` told."""
     name = tasks.SCORE_NAMES[task]
-    return lambda r: say(f"{label} {r.epoch:>3}/{epochs}  loss {r.train_loss:.4f}  {name} {r.train_score:.4f}  "
-                         f"val_loss {r.val_loss:.4f}  val_{name} {r.val_score:.4f}")
+
+    def report(r: EpochResult) -> None:
+        say(f"{label} {r.epoch:>3}/{epochs}  loss {r.train_loss:.4f}  {name} {r.train_score:.4f}  "
+            f"val_loss {r.val_loss:.4f}  val_{name} {r.val_score:.4f}")
+        run.on_epoch(r)
+
+    return report
 
 
 def train_head(features: FeatureSet, dataset: Dataset, backbone: Backbone, options: TrainOptions, run: Run,
-               name: str = FROZEN) -> Trained:
+               name: str = FROZEN, say: Callable[[str], None] = say) -> Trained:
     """The head on the cached features, keeping the epoch with the lowest validation loss; `name` is its phase's
-    (in the checkpoint and history)."""
+    (in the checkpoint and history); `say` is told each epoch's line, or how a closed-form head was fitted."""
     task, (train_x, train_y), (val_x, val_y) = dataset.task, features.train, features.val
     torch.manual_seed(options.seed)  # initial weights and dropout masks
     head = build_head(options.head, backbone.feature_dim, tasks.output_units(task, len(dataset.classes)),
@@ -82,13 +92,13 @@ def train_head(features: FeatureSet, dataset: Dataset, backbone: Backbone, optio
         head[-1].fit(train_y)
     if options.head == "logistic":
         if options.class_weight or options.sampler:
-            raise ValueError("--class-weight and --sampler apply to the mlp and linear heads; the logistic head "
+            raise OptionError("{class_weight} and {sampler} apply to the mlp and linear heads; the logistic head "
                              "tunes its multi-class decision rule for macro F1 instead")
         best = BestSoFar()
         history, details = fit_logistic_head(head, features.train, features.val, task, options.seed, best, name)
-        run.say(f"logistic head: C = {details['strength']:g} (cross-validated on the training images)"
-                + (f", decision offsets {details['decision_offsets']}" if "decision_offsets" in details else "")
-                + f"; val_loss {history[0].val_loss:.4f}  val_{tasks.SCORE_NAMES[task]} {history[0].val_score:.4f}")
+        say(f"logistic head: C = {details['strength']:g} (cross-validated on the training images)"
+            + (f", decision offsets {details['decision_offsets']}" if "decision_offsets" in details else "")
+            + f"; val_loss {history[0].val_loss:.4f}  val_{tasks.SCORE_NAMES[task]} {history[0].val_score:.4f}")
         return Trained(head, history, [name], best, head_fit=details)
     weights, sample_weights = loss_weights(task, train_y, len(dataset.classes), options)
     generator = torch.Generator().manual_seed(options.seed)
@@ -105,7 +115,7 @@ def train_head(features: FeatureSet, dataset: Dataset, backbone: Backbone, optio
                   generator, options.epochs)
     best = BestSoFar()
     history = fit(phase, task, best, weights, context=run.context,
-                  on_epoch=epoch_printer(run.say, "epoch", options.epochs, task),
+                  on_epoch=epoch_printer(run, "epoch", options.epochs, task, say),
                   resume_from=run.checkpoint.phase(name),
                   on_checkpoint=lambda state: run.checkpoint.save_phase(name, state))
     head.load_state_dict(best.weights)

@@ -4,6 +4,7 @@ The steps that train do it in phases (`engine.Phase`): the frozen head, fine-tun
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -13,9 +14,10 @@ import torch
 
 from vistrain.backbones import Backbone, get_backbone
 from vistrain.backbones.multi_depth import with_stages
-from vistrain.core.console import console, shown
-from vistrain.core.device import autocast_dtype, describe_device, halved_message, resolve_device
+from vistrain.core.device import autocast_dtype, describe_device, halved_message, ignore, resolve_device
+from vistrain.core.errors import OptionError
 from vistrain.core.files import default_cache_dir, make_folder
+from vistrain.core.messages import LOG, say, warn
 from vistrain.data.class_names import class_labels, name_classes
 from vistrain.data.datasets import load_dataset
 from vistrain.data.samples import Dataset, Skipped
@@ -28,6 +30,7 @@ from vistrain.model import run_dir, tasks
 from vistrain.model.metrics import HEADLINE, task_metrics, tune_thresholds
 from vistrain.model.predictions import Predictions
 from vistrain.model.run_config import BackboneConfig, HeadConfig, PartConfig, RunConfig
+from vistrain.model.loaded import Model
 from vistrain.model.run_dir import RunError
 from vistrain.model.run_state import lock_run, start_run_dir, unlock_run
 from vistrain.training import distributed
@@ -45,31 +48,36 @@ ROOM = 0.97  # below this validation accuracy, a run without --budget says that 
 @dataclass
 class TrainResult:
     """What `train` and `resume` return: the run directory, its validation metrics (as in metrics.json), every
-    epoch's losses and score, and the files left out, with their reasons."""
+    epoch's losses and score, and the files left out, with their reasons; `load()` gives the trained model."""
 
     run_dir: Path
     metrics: dict
     history: list[EpochResult]
     skipped: list[Skipped]
-    is_main: bool = True  # False in the other processes under torchrun, which write nothing
-    leaderboard: list[dict] = field(default_factory=list)  # with --budget: each candidate tried (leaderboard.csv)
+    leaderboard: list[dict] = field(default_factory=list)  # with a budget: each candidate tried (leaderboard.csv)
+
+    def load(self, *, device: str = "auto", cache_dir: Path | None = None) -> Model:
+        """The trained model, ready to predict (see `vistrain.load`)."""
+        return Model.from_run(self.run_dir, device=device, cache_dir=cache_dir)
 
 
 def train(data: str | Path, out: str | Path | None = None, options: TrainOptions | None = None,
-          cache_dir: Path | None = None, overwrite: bool = False, verbose: bool = True,
+          cache_dir: Path | None = None, overwrite: bool = False, show_progress: bool = False,
           image_root: Path | None = None, checkpoint: Checkpoint | None = None,
           decisions: Path | None = None, class_names: Path | None = None,
-          report: Callable[[Path], object] | None = None) -> TrainResult:
+          report: Callable[[Path], object] | None = None,
+          on_epoch: Callable[[EpochResult], None] = ignore) -> TrainResult:
     """Train a head on frozen backbone features of the images in `data` (a folder, a label CSV whose paths are
     relative to `image_root`, or an SVHN .mat), then, with `options.fine_tune`, the backbone's last blocks with it,
     and write a run directory. Review decisions come from `decisions`, else the file beside the data (see
     `vistrain.data.decisions`); `class_names`, a mapping file, names the classes (`vistrain.data.class_names`).
-    `report(run)` writes what else the run holds. Until all of it is written, the run directory holds a checkpoint
-    (see `resume`), and while it is written, its lock (`vistrain.model.run_state`)."""
+    `report(run)` writes what else the run holds; `on_epoch` is told each epoch's result as it ends (its lines go to
+    the `vistrain` logger: `vistrain.core.messages`). Until all of it is written, the run directory holds a
+    checkpoint (see `resume`), and while it is written, its lock (`vistrain.model.run_state`)."""
     started = time.perf_counter()  # a --budget counts from here
     options = options or TrainOptions()
     if options.precision == "int8" and options.fine_tune:
-        raise ValueError("--fine-tune trains the backbone in fp32; int8 features are for a frozen backbone")
+        raise OptionError("{fine_tune} trains the backbone in fp32; int8 features are for a frozen backbone")
     chosen, why = resolve_precision(options.precision, trains_backbone=bool(options.fine_tune or options.budget))
     options = replace(options, precision=chosen)  # the checkpoint and config.json record what `auto` chose
     device = resolve_device(options.device)  # before the data is read: a missing GPU stops the run at once
@@ -83,14 +91,14 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     # Seeded training images: the int8 backbone's calibration, or `export --int8`'s later.
     calibration = calibration_set([s.path for s in dataset.train], options.seed)
     precision = Precision(options.precision, calibration if options.precision == "int8" else ())
-    run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, verbose, class_names, device)
-    run.started = started
+    run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, class_names, device)
+    run.started, run.on_epoch = started, on_epoch
     try:
-        describe_data(dataset, run.say, class_names)
+        describe_data(dataset, class_names)
         if why != "asked for" and chosen != "fp32":  # fp32 runs say what they always said
-            run.say(f"precision: {chosen} ({why})")
+            say(f"precision: {chosen} ({why})")
         features = compute_features(dataset, backbone, precision, cache_dir, options.augment_views, run.context,
-                                    run.say, verbose, run.device)
+                                    show_progress, run.device)
         if precision.name == "int8" and run.context.is_main:
             run_dir.save_int8_models(run.path, int8_model_files(backbone, backbone.preprocess, cache_dir, precision))
         if options.budget:
@@ -103,21 +111,21 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
         if run.context.is_main:
             write_run(run, data, dataset, backbone, options, calibration, trained, features, metrics, predictions)
             if not options.budget and not options.fine_tune and metrics.get("accuracy", 1.0) < ROOM:
-                run.say(f"frozen features may be the ceiling on these images (validation accuracy "
-                        f"{metrics['accuracy']:.3f}): --budget 10m also tries fine-tuning the backbone (see "
-                        "docs/training.md, --budget)")
+                say(f"frozen features may be the ceiling on these images (validation accuracy "
+                    f"{metrics['accuracy']:.3f}): a budget of 10 minutes (--budget 10m) also tries fine-tuning the "
+                    "backbone (see docs/training.md, --budget)")
             if report is not None:
                 report(run.path)
             run.checkpoint.remove()  # now the run is complete
     finally:
         if run.lock is not None:
             unlock_run(run.lock)
-    return TrainResult(run.path, metrics, trained.history, dataset.skipped + features.skipped, run.context.is_main,
-                       trained.leaderboard)
+    return TrainResult(run.path, metrics, trained.history, dataset.skipped + features.skipped, trained.leaderboard)
 
 
-def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True,
-           report: Callable[[Path], object] | None = None) -> TrainResult:
+def resume(run: str | Path, cache_dir: Path | None = None, show_progress: bool = False,
+           report: Callable[[Path], object] | None = None,
+           on_epoch: Callable[[EpochResult], None] = ignore) -> TrainResult:
     """Continue a `train` that was interrupted (Ctrl-C, kill -9, power cut, a full disk) from RUN's last checkpoint:
     the features come from the cache, the head from the last finished epoch; the result is the same as an
     uninterrupted run's."""
@@ -127,26 +135,28 @@ def resume(run: str | Path, cache_dir: Path | None = None, verbose: bool = True,
     checkpoint = load_checkpoint(run)
     job = checkpoint.state["job"]
     epochs_done = sum(len(state["history"]) for state in checkpoint.state["phases"].values())
-    if verbose:
-        console.print(f"resuming {shown(str(run))} after epoch {epochs_done}")
-    return train(job["data"], run, TrainOptions(**job["options"]), cache_dir, verbose=verbose,
+    say(f"resuming {run} after epoch {epochs_done}")
+    return train(job["data"], run, TrainOptions(**job["options"]), cache_dir, show_progress=show_progress,
                  image_root=Path(job["image_root"]) if job["image_root"] else None, checkpoint=checkpoint,
                  decisions=Path(job["decisions"]) if job.get("decisions") else None,
-                 class_names=Path(job["class_names"]) if job.get("class_names") else None, report=report)
+                 class_names=Path(job["class_names"]) if job.get("class_names") else None, report=report,
+                 on_epoch=on_epoch)
 
 
 def start_run(data: str | Path, out: str | Path | None, options: TrainOptions, overwrite: bool,
-              image_root: Path | None, decisions: Path | None, checkpoint: Checkpoint | None, verbose: bool,
+              image_root: Path | None, decisions: Path | None, checkpoint: Checkpoint | None,
               class_names: Path | None = None, device: torch.device = torch.device("cpu")) -> Run:
     """Join torchrun's processes, if any, for work on `device`; create the run directory (rank 0 picks it, the
-    others learn where) and its checkpoint, or continue `checkpoint`."""
+    others learn where) and its checkpoint, or continue `checkpoint`. The other processes leave what the run says
+    to rank 0."""
     context = distributed.setup(device)
-    say = console.print if verbose and context.is_main else (lambda *args, **kwargs: None)
+    if not context.is_main:
+        LOG.setLevel(logging.ERROR)
     if device.type == "cuda":
         say(f"device: {describe_device(device)}, mixed precision {str(autocast_dtype(device)).removeprefix('torch.')}")
     if checkpoint is not None:
         checkpoint.writes = context.is_main
-        return Run(checkpoint.path.parent, checkpoint, context, say, device,
+        return Run(checkpoint.path.parent, checkpoint, context, device,
                    lock_run(checkpoint.path.parent) if context.is_main else None)
     path, lock = start_run_dir(out, overwrite) if context.is_main else (None, None)
     path = distributed.share(context, path)
@@ -160,24 +170,24 @@ def start_run(data: str | Path, out: str | Path | None, options: TrainOptions, o
         if lock is not None:
             unlock_run(lock)
         raise
-    return Run(path, checkpoint, context, say, device, lock)
+    return Run(path, checkpoint, context, device, lock)
 
 
-def describe_data(dataset: Dataset, say: Callable[..., None], names_from: Path | None = None) -> None:
+def describe_data(dataset: Dataset, names_from: Path | None = None) -> None:
     """The data, task and classes (with their names from `names_from`, if given, and how many it has) as lines."""
-    say(f"data: {shown(dataset.layout)}")
+    say(f"data: {dataset.layout}")
     say(f"task: {dataset.task} ({dataset.task_reason})")
     names = dataset.class_names
     say(("classes: " if dataset.task in tasks.SINGLE_LABEL else "outputs: ")
-        + ", ".join(f"{i} = {shown(c)}" + (f" ({shown(names[c])})" if c in names else "")
+        + ", ".join(f"{i} = {c}" + (f" ({names[c]})" if c in names else "")
                     for i, c in enumerate(dataset.classes)))
     if names_from is not None:
         unnamed = [c for c in dataset.classes if c not in names]
-        say(f"class names from {shown(str(names_from))}: {len(names)} of {len(dataset.classes)} classes"
-            + (f"; [yellow]{len(unnamed)} not in it, shown by their ids:[/] {shown(', '.join(unnamed[:10]))}"
+        say(f"class names from {names_from}: {len(names)} of {len(dataset.classes)} classes"
+            + (f"; {len(unnamed)} not in it, shown by their ids: {', '.join(unnamed[:10])}"
                + (", ..." if len(unnamed) > 10 else "") if unnamed else ""))
     say(f"images: {len(dataset.train)} for training, {len(dataset.val)} for validation")
-    warn_about_imbalance(dataset, say)
+    warn_about_imbalance(dataset)
 
 
 def fine_tune_step(trained: Trained, features: FeatureSet, dataset: Dataset, backbone: Backbone,
@@ -186,23 +196,23 @@ def fine_tune_step(trained: Trained, features: FeatureSet, dataset: Dataset, bac
     the frozen head's validation loss."""
     task = dataset.task
     extractor = backbone.build_feature_extractor()
-    run.say(f"fine-tuning the last {options.fine_tune} blocks (learning rate {options.backbone_lr:g}; "
-            f"head {options.learning_rate:g}) on the images, augmented")
+    say(f"fine-tuning the last {options.fine_tune} blocks (learning rate {options.backbone_lr:g}; "
+        f"head {options.learning_rate:g}) on the images, augmented")
     weights, sample_weights = loss_weights(task, features.train_images[1], len(dataset.classes), options)
     tuned = fine_tune(
         extractor, trained.head, features.train_images, (features.val_paths, features.val[1]), task,
         backbone.preprocess, options.fine_tune, options.fine_tune_epochs, options.batch_size, options.learning_rate,
         options.backbone_lr, options.patience, options.seed, trained.best, weights, sample_weights,
-        on_epoch=epoch_printer(run.say, "fine-tune", options.fine_tune_epochs, task),
+        on_epoch=epoch_printer(run, "fine-tune", options.fine_tune_epochs, task),
         resume_from=run.checkpoint.phase(FINE_TUNE),
         on_checkpoint=lambda state: run.checkpoint.save_phase(FINE_TUNE, state), context=run.context,
-        device=run.device, on_halve=lambda size: run.say(f"[yellow]{halved_message('fine-tuning batches', size)}[/]"),
+        device=run.device, on_halve=lambda size: warn(halved_message("fine-tuning batches", size)),
     )
     if tuned.images_per_second:
-        run.say(f"fine-tuning: {tuned.images_per_second:.1f} training images/s")
+        say(f"fine-tuning: {tuned.images_per_second:.1f} training images/s")
     if not tuned.improved:
-        run.say(f"[yellow]fine-tuning did not beat the frozen head's validation loss ({trained.best.loss:.4f}); "
-                "keeping the frozen head and the pretrained backbone[/]")
+        warn(f"fine-tuning did not beat the frozen head's validation loss ({trained.best.loss:.4f}); "
+             "keeping the frozen head and the pretrained backbone")
     settings = {"blocks": options.fine_tune, "unfrozen": tuned.unfrozen, "backbone_lr": options.backbone_lr,
                 "head_lr": options.learning_rate, "epochs": options.fine_tune_epochs,
                 "epochs_run": len(tuned.history), "patience": options.patience,
@@ -264,5 +274,5 @@ def write_run(run: Run, data: str | Path, dataset: Dataset, backbone: Backbone, 
             data={"source": str(Path(data).resolve()), "layout": dataset.layout,
                   "n_train": len(features.train_images[0]), "n_val": len(features.val_paths)}))
     headline = metrics[HEADLINE[dataset.task]]
-    run.say(f"best epoch {metrics['best_epoch']}: validation {HEADLINE[dataset.task].replace('_', ' ')} "
-            f"{headline:.4f} on {len(features.val_paths)} images; run saved in {shown(str(run.path))}")
+    say(f"best epoch {metrics['best_epoch']}: validation {HEADLINE[dataset.task].replace('_', ' ')} "
+        f"{headline:.4f} on {len(features.val_paths)} images; run saved in {run.path}")
