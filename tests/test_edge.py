@@ -32,6 +32,7 @@ def needs(extra: str, *modules: str):
                               reason=f"needs pip install 'vistrain[{extra}]'")
 
 
+pytestmark = pytest.mark.slow  # every test here exports a trained run
 TFLITE, COREML, OPENVINO = (needs("tflite", "litert_torch", "ai_edge_litert"), needs("coreml", "coremltools"),
                             needs("openvino", "openvino"))
 
