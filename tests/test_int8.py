@@ -227,3 +227,31 @@ def test_a_damaged_precision_in_config_json_is_one_clear_line(int8_run: Path, tm
 def test_fine_tuning_int8_features_is_refused(shapes_split: Path, tmp_path: Path):
     result = invoke("train", shapes_split, "--out", tmp_path / "run", "--precision", "int8", "--fine-tune", "1")
     assert result.exit_code != 0 and "int8 features are for a frozen backbone" in result.output
+
+
+@pytest.mark.slow
+def test_auto_falls_back_to_fp32_where_int8_features_fail_their_check(calibration: list[Path], tmp_path: Path,
+                                                                      monkeypatch):
+    """`--precision auto` never stops a run that fp32 can do: where the int8 model fails its check (8 x 8 digits
+    upscaled do; here every model does, with the bar raised past 1), train and audit compute fp32 features and say
+    why. Asked for by name, int8 still refuses."""
+    from vistrain.features.int8 import Int8Unfaithful
+
+    monkeypatch.setattr(int8, "MIN_COSINE", 1.01)
+    monkeypatch.setenv("VISTRAIN_PRECISION", "int8")  # what auto picks on a CPU with int8 dot products
+    data = tmp_path / "data"
+    for i, path in enumerate(calibration[:24]):
+        (data / ("a" if i % 2 else "b")).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, data / ("a" if i % 2 else "b") / path.name)
+    result = invoke("train", data, "--out", tmp_path / "run", "--epochs", "2", "--cache-dir", tmp_path / "cache")
+    assert result.exit_code == 0, result.stderr
+    assert "int8 features are not faithful on these images" in result.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["precision"] == config["training"]["precision"] == "fp32"
+    assert not (tmp_path / "run" / run_dir.INT8_MODELS).exists()
+    audited = invoke("audit", data, "--out", tmp_path / "audit", "--cache-dir", tmp_path / "cache")
+    assert audited.exit_code == 0, audited.stderr
+    with pytest.raises(Int8Unfaithful):
+        import vistrain
+
+        vistrain.train(data, out=tmp_path / "asked", precision="int8", epochs=2, cache_dir=tmp_path / "cache")

@@ -35,12 +35,15 @@ import numpy as np
 from vistrain.analysis.audit_scores import confident_learning, outlier_scores, residual_scores, similarities
 from vistrain.analysis.ranking import format_values, label_view
 from vistrain.backbones import get_backbone
+from vistrain.core.files import default_cache_dir
+from vistrain.core.messages import warn
 from vistrain.data.datasets import load_dataset
 from vistrain.data.samples import SINGLE_LABEL, DataError, Dataset, Skipped
 from vistrain.features.cpu import resolve_precision
 from vistrain.features.extract import extract_features
 from vistrain.features.int8 import calibration_set
 from vistrain.features.precision import Precision
+from vistrain.features.runtime import int8_or_fp32
 from vistrain.model.linear import out_of_sample
 from vistrain.model.predictions import Predictions
 
@@ -99,10 +102,15 @@ def audit(source: str | Path, task: str = "auto", image_root: Path | None = None
                            decisions=decisions)
     model = get_backbone(backbone)
     samples = dataset.train + dataset.val
-    precision = resolve_precision(precision)[0]
-    calibration = calibration_set([s.path for s in dataset.train], seed) if precision == "int8" else ()
+    chosen, why = resolve_precision(precision)
+    calibration = calibration_set([s.path for s in dataset.train], seed) if chosen == "int8" else ()
+    computed = Precision(chosen, calibration)
+    if why != "asked for":
+        computed, fell_back = int8_or_fp32(model, cache_dir or default_cache_dir(), computed)
+        if fell_back:
+            warn(f"warning: {fell_back}; computing fp32 features instead")
     features = extract_features([s.path for s in samples], model, model.preprocess, cache_dir,
-                                show_progress=show_progress, precision=Precision(precision, calibration))
+                                show_progress=show_progress, precision=computed)
     started = time.perf_counter()
     kept = [samples[i] for i in features.kept]
     splits = ["train" if i < len(dataset.train) else "val" for i in features.kept]

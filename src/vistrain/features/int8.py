@@ -41,6 +41,14 @@ CHECKED_IMAGES = 32
 MIN_COSINE = 0.99  # median cosine to the fp32 features a new int8 model must reach on calibration images
 
 
+class Int8Unfaithful(OptionError):
+    """A new int8 model's features fail their check against fp32 (`quantize_features`): `measured` says how."""
+
+    def __init__(self, measured: str):
+        self.measured = measured
+        super().__init__(f"int8 features are not faithful on this CPU ({measured}): use {{precision}} fp32")
+
+
 def calibration_set(paths: list[Path], seed: int, count: int = CALIBRATION_IMAGES) -> tuple[tuple[str, str], ...]:
     """Up to `count` of `paths`, drawn with `seed`, in their order: (absolute path, SHA-256) of the readable ones."""
     chosen = sorted(np.random.default_rng(seed).choice(len(paths), size=min(count, len(paths)), replace=False))
@@ -176,7 +184,7 @@ def quantize_features(fp32_path: Path, path: Path, precision: Precision, preproc
     """Write the int8 feature extractor for `precision` to `path`, atomically: the run's copy if it has one
     (`saved_model`), else quantised here once it has passed the check: on
     the first CHECKED_IMAGES calibration images, run with `options`, its features' median cosine to the fp32
-    export's must reach MIN_COSINE (a ValueError otherwise, naming what was measured)."""
+    export's must reach MIN_COSINE (`Int8Unfaithful` otherwise, naming what was measured)."""
     import onnxruntime
 
     copy = saved_model(path, precision)
@@ -193,7 +201,7 @@ def quantize_features(fp32_path: Path, path: Path, precision: Precision, preproc
     agreement = cosines(fp32.run(None, pixels)[0], int8.run(None, pixels)[0])
     measured = f"median cosine {np.median(agreement):.4f}, lowest {agreement.min():.4f}"
     if np.median(agreement) < MIN_COSINE:
-        raise OptionError(f"int8 features are not faithful on this CPU ({measured} to the fp32 features on "
-                         f"{len(agreement)} calibration images; at least {MIN_COSINE} needed): use {{precision}} fp32")
+        raise Int8Unfaithful(f"{measured} to the fp32 features on {len(agreement)} calibration images; at least "
+                             f"{MIN_COSINE} needed")
     say(f"int8 features against fp32 on {len(agreement)} calibration images: {measured}")
     write_atomic(path, data)

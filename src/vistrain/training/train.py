@@ -24,7 +24,7 @@ from vistrain.data.samples import Dataset, Skipped
 from vistrain.features.cpu import resolve_precision
 from vistrain.features.int8 import calibration_set
 from vistrain.features.precision import Precision
-from vistrain.features.runtime import int8_model_files
+from vistrain.features.runtime import int8_model_files, int8_or_fp32
 from vistrain.features.transforms import Augmentation
 from vistrain.model import run_dir, tasks
 from vistrain.model.metrics import HEADLINE, task_metrics, tune_thresholds
@@ -91,6 +91,11 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     # Seeded training images: the int8 backbone's calibration, or `export --int8`'s later.
     calibration = calibration_set([s.path for s in dataset.train], options.seed)
     precision = Precision(options.precision, calibration if options.precision == "int8" else ())
+    if why != "asked for":
+        precision, fell_back = int8_or_fp32(backbone, cache_dir, precision)
+        if fell_back:
+            chosen, options = "fp32", replace(options, precision="fp32")
+            warn(f"warning: {fell_back}; computing fp32 features instead")
     run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, class_names, device)
     run.started, run.on_epoch = started, on_epoch
     try:
