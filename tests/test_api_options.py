@@ -68,3 +68,19 @@ def test_a_library_error_names_options_the_api_way_and_the_command_line_way(tmp_
 def test_option_errors_keep_other_braces():
     error = OptionError("{learning_rate} {{x}} is odd")
     assert str(error) == "learning_rate {x} is odd" and error.spelled(flag_of) == "--lr {x} is odd"
+
+
+def test_a_run_directory_in_use_is_named_as_the_api_names_it(tmp_path):
+    """The library says `out` and `overwrite`; the command line says `--out` and `--overwrite`."""
+    from vistrain.model.run_dir import RunError
+
+    data = write_class_folders(tmp_path / "data", 4)
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    with pytest.raises(RunError) as refused:
+        vistrain.train(data, out=taken, epochs=1)
+    assert isinstance(refused.value, OptionError)
+    assert "choose another out or pass overwrite" in str(refused.value) and "--" not in str(refused.value)
+    result = invoke("train", data, "--out", taken, "--epochs", "1")
+    assert result.exit_code == 1 and "choose another --out or pass --overwrite" in result.stderr

@@ -40,7 +40,7 @@ def planted(run: Path) -> Path:
 
 def test_overwrite_removes_every_run_file_and_folder_and_nothing_of_the_users(tmp_path: Path):
     run = planted(tmp_path / "run")
-    with pytest.raises(RunError, match="--overwrite"):
+    with pytest.raises(RunError, match="pass overwrite"):
         new_run_dir(run)
     new_run_dir(run, overwrite=True)
     assert sorted(os.listdir(run)) == sorted(USERS)

@@ -37,6 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vistrain.core.errors import OptionError, quoted
 from vistrain.core.files import (leftovers, make_folder, read_csv, remove_atomic, sha256_file, write_atomic, write_csv,
                                  write_json)
 from vistrain.data.samples import Skipped
@@ -77,6 +78,10 @@ class RunError(ValueError):
     """The run directory is missing, incomplete or damaged; the message names the file."""
 
 
+class RunOptionError(RunError, OptionError):
+    """A RunError whose way out is an option (`out`, `overwrite`): the command line spells it as its flag."""
+
+
 def run_path(out: str | Path | None) -> Path:
     """Where a new run goes: `out`, or runs/<timestamp>."""
     return Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -103,7 +108,7 @@ def new_run_dir(out: str | Path | None, overwrite: bool = False) -> Path:
     path = run_path(out)
     if path.is_dir() and any(p.name != LOCK for p in path.iterdir()):
         if not overwrite:
-            raise RunError(f"{path} already holds files; choose another --out or pass --overwrite")
+            raise RunOptionError(f"{quoted(path)} already holds files; choose another {{out}} or pass {{overwrite}}")
         for old in run_files(path):
             remove_atomic(old)
     return make_folder(path, "the run directory (--out)")

@@ -19,8 +19,9 @@ import os
 from pathlib import Path
 from typing import TextIO
 
+from vistrain.core.errors import quoted
 from vistrain.core.files import make_folder
-from vistrain.model.run_dir import CHECKPOINT, LOCK, RunError, new_run_dir, run_path
+from vistrain.model.run_dir import CHECKPOINT, LOCK, RunError, RunOptionError, new_run_dir, run_path
 
 
 def start_run_dir(out: str | Path | None, overwrite: bool) -> tuple[Path, TextIO]:
@@ -47,7 +48,8 @@ def lock_run(path: Path) -> TextIO:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise RunError(f"{path} is being written by {holder}; wait for it to finish, or choose another --out") \
+        raise RunOptionError(f"{quoted(path)} is being written by {quoted(holder)}; wait for it to finish, or choose "
+                             "another {out}") \
             from None
     handle.truncate(0)
     handle.write(f"vistrain process {os.getpid()}")
