@@ -173,7 +173,7 @@ def _csv_dataset(csv_path: Path, image_root: Path | None, val_fraction: float, s
     if task == "auto":
         kind, why = infer_kind(table)
     else:
-        kind, why = label_kind(task), f"task {task}"
+        kind, why = label_kind(task), "asked for"
     rows, targets, bad = parse_targets(table, kind)
     if not rows:
         raise DataError(f"{csv_path}: no usable rows (" + "; ".join(s.reason for s in (table.skipped + bad)[:3]) + ")")
