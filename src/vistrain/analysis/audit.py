@@ -36,7 +36,6 @@ from vistrain.analysis.audit_scores import confident_learning, outlier_scores, r
 from vistrain.analysis.ranking import format_values, label_view
 from vistrain.backbones import get_backbone
 from vistrain.core.files import default_cache_dir
-from vistrain.core.messages import warn
 from vistrain.data.datasets import load_dataset
 from vistrain.data.samples import SINGLE_LABEL, DataError, Dataset, Skipped
 from vistrain.features.cpu import resolve_precision
@@ -106,9 +105,7 @@ def audit(source: str | Path, task: str = "auto", image_root: Path | None = None
     calibration = calibration_set([s.path for s in dataset.train], seed) if chosen == "int8" else ()
     computed = Precision(chosen, calibration)
     if why != "asked for":
-        computed, fell_back = int8_or_fp32(model, cache_dir or default_cache_dir(), computed)
-        if fell_back:
-            warn(f"warning: {fell_back}; computing fp32 features instead")
+        computed = int8_or_fp32(model, cache_dir or default_cache_dir(), computed)
     features = extract_features([s.path for s in samples], model, model.preprocess, cache_dir,
                                 show_progress=show_progress, precision=computed)
     started = time.perf_counter()

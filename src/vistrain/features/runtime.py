@@ -101,18 +101,20 @@ def feature_session(backbone: Backbone, preprocess: Preprocess, directory: Path,
                  "int8 model", "quantising it again")
 
 
-def int8_or_fp32(backbone: Backbone, directory: Path, precision: Precision) -> tuple[Precision, str]:
-    """`precision`, or fp32 when its int8 models of `backbone` (made and checked here, once: cached in `directory`)
-    fail their check on these images, with why ("" if they pass): `--precision auto` must not stop a run that fp32
-    can do (8 x 8 grey digits upscaled to 224 px give int8 features a median cosine of 0.976 to fp32's)."""
+def int8_or_fp32(backbone: Backbone, directory: Path, precision: Precision) -> Precision:
+    """`precision`, or fp32 (with a warning saying what was measured) when its int8 models of `backbone` (made and
+    checked here, once: cached in `directory`) fail their check on these images: `--precision auto` must not stop a
+    run that fp32 can do (8 x 8 grey digits upscaled to 224 px give int8 features a median cosine of 0.976)."""
     if precision.name != "int8":
-        return precision, ""
+        return precision
     try:
         for part, part_preprocess in backbone_inputs(backbone, backbone.preprocess):
             feature_session(part, part_preprocess, directory, 1, precision)
     except Int8Unfaithful as error:
-        return FP32, f"int8 features are not faithful on these images ({error.measured})"
-    return precision, ""
+        warn(f"warning: int8 features are not faithful on these images ({error.measured}); computing fp32 features "
+             "instead")
+        return FP32
+    return precision
 
 
 def int8_model_files(backbone: Backbone, preprocess: Preprocess, directory: Path, precision: Precision) -> list[Path]:

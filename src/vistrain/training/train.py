@@ -92,10 +92,8 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     calibration = calibration_set([s.path for s in dataset.train], options.seed)
     precision = Precision(options.precision, calibration if options.precision == "int8" else ())
     if why != "asked for":
-        precision, fell_back = int8_or_fp32(backbone, cache_dir, precision)
-        if fell_back:
-            chosen, options = "fp32", replace(options, precision="fp32")
-            warn(f"warning: {fell_back}; computing fp32 features instead")
+        precision = int8_or_fp32(backbone, cache_dir, precision)
+        chosen, options = precision.name, replace(options, precision=precision.name)
     run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, class_names, device)
     run.started, run.on_epoch = started, on_epoch
     try:
