@@ -94,7 +94,7 @@ class FineTuningCandidate:
             transform(load_rgb(path, reduce_to=self.preprocess.resize_size))
         self.decode_seconds = (time.perf_counter() - started) / max(1, len(sample))
         features, groups = copy.deepcopy(self.parts())
-        model = Tuned(features, linear_head(self.job), BATCH).to(self.job.device)
+        model = Tuned(features, linear_head(self.job), self.recipe.batch_size).to(self.job.device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         example = self.example().to(self.job.device)
         units = tasks.output_units(self.job.task, len(self.job.dataset.classes))
@@ -202,22 +202,19 @@ class UpperStagesCandidate(FineTuningCandidate):
 
 class WholeCandidate(FineTuningCandidate):
     """Every layer of the backbone and the head, trained on the images decoded once at the data's resolution,
-    with discriminative learning rates (the earliest stages slowest) and random shifts."""
+    shifted at random, every layer at one learning rate: the images it pays on (far smaller than the backbone's
+    input) are unlike ImageNet down to the first layers (on the digits, 0.989 against 0.975 with the earliest
+    stages at a quarter of the rate), in batches of 32 (twice the steps: 0.997)."""
 
     name = "whole"
-    recipe = Recipe(epochs=MAX_EPOCHS, batch_size=BATCH, learning_rate=3e-3, features_lr=(2.5e-4, 5e-4, 1e-3))
+    recipe = Recipe(epochs=MAX_EPOCHS, batch_size=32, learning_rate=3e-3, features_lr=(1e-3,))
 
     @property
     def changed(self) -> str:
         return f"every layer trained on the images at {self.preprocess.input_size} px, shifted at random"
 
     def parts(self) -> tuple[nn.Module, list[list[nn.Parameter]]]:
-        groups: list[list[nn.Parameter]] = [[], [], []]
-        for name, parameter in self.model.named_parameters():
-            stage = int(name.split(".")[1]) if name.startswith("blocks.") else (0 if name.startswith(
-                ("conv_stem", "bn1")) else len(self.model.blocks))
-            groups[0 if stage < 3 else 1 if stage < self.cut else 2].append(parameter)
-        return self.model, groups
+        return self.model, [list(self.model.parameters())]
 
     def example(self) -> torch.Tensor:
         size = self.preprocess.input_size
