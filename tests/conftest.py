@@ -99,13 +99,14 @@ def shape_image(kind: str, seed: int, size: int = 96) -> Image.Image:
     return image
 
 
-def write_class_folders(root: Path, per_class: int, classes=("circle", "square"), offset: int = 0) -> Path:
+def write_class_folders(root: Path, per_class: int, classes=("circle", "square"), offset: int = 0,
+                        size: int = 96) -> Path:
     for c, kind in enumerate(classes):
         folder = root / kind
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             shape_image(kind if kind in ("circle", "square") else ("circle", "square")[c % 2],
-                        seed=offset + 1000 * c + i).save(folder / f"{kind}_{i}.png")
+                        seed=offset + 1000 * c + i, size=size).save(folder / f"{kind}_{i}.png")
     return root
 
 

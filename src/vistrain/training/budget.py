@@ -3,14 +3,16 @@ scores best on held-out training images.
 
 The clock starts with the run, so the frozen features (the features step, before this) count. Then:
 1. the frozen heads (`logistic`, `mlp`: seconds);
-2. the fine-tuned candidates (`fine_tuning.py`), at the data's resolution (`resolution.py`): each is measured
+2. a logistic head on a larger backbone's frozen features (`larger_backbone.py`: one more feature pass, when it
+   fits a share of the time left);
+3. the fine-tuned candidates (`fine_tuning.py`), at the data's resolution (`resolution.py`): each is measured
    (two training steps of a copy, the activations or images it needs); while their setups and `MIN_EPOCHS`
    epochs each do not fit the time left together, the dearest is dropped; each of the others gets its minimum
    plus an equal part of what the minimums leave (a part it does not use passes to the next), as many epochs as
    fit it (at most `MAX_EPOCHS`), the plan shortened after every epoch when epochs run slower than measured.
    Which views of an image they train on is decided first, by validation (`candidates.label_keeping_views`);
-3. the choice: the best selection metric on the held-out rows (`selection.py`), ties to the lower held-out loss;
-   a `logistic` head chosen is fitted again on every training image (seconds).
+4. the choice: the best selection metric on the held-out rows (`selection.py`), ties to the lower held-out loss;
+   a logistic head chosen (either backbone's) is fitted again on every training image (seconds).
 Everything a finished candidate leaves is kept in the checkpoint, with the plan, so `--resume` continues where a
 killed run stopped and ends as it would have.
 """
@@ -24,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from vistrain.backbones import Backbone
+from vistrain.backbones import Backbone, get_backbone
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.errors import OptionError, quoted
 from vistrain.core.messages import quiet, say, warn
@@ -35,13 +37,14 @@ from vistrain.training.candidates import FROZEN_HEADS, Job, Outcome, frozen_head
 from vistrain.training.engine import BestSoFar, EpochResult
 from vistrain.training.features_step import FeatureSet
 from vistrain.training.fine_tuning import MAX_EPOCHS, MIN_EPOCHS, UpperStagesCandidate, WholeCandidate
+from vistrain.training.larger_backbone import NAME as LARGER_BACKBONE, feature_set, settle, try_larger_backbone
 from vistrain.training.options import TrainOptions
 from vistrain.training.resolution import data_preprocess, median_side
 from vistrain.training.selection import SELECTION_METRIC, better, inner_split
 from vistrain.training.frozen import Run, Trained, train_head
 
 FINE_TUNED = (UpperStagesCandidate, WholeCandidate)
-CANDIDATES = (*FROZEN_HEADS, *(c.name for c in FINE_TUNED))
+CANDIDATES = (*FROZEN_HEADS, LARGER_BACKBONE, *(c.name for c in FINE_TUNED))
 RESERVE_SECONDS, RESERVE_SHARE = 8.0, 0.03  # kept for scoring, writing the run and its report
 MEASURE_SECONDS = 10.0  # with less left, a fine-tuned candidate is not even measured
 
@@ -91,12 +94,13 @@ def budget_step(features: FeatureSet, dataset: Dataset, backbone: Backbone, opti
     wanted = options.candidates or CANDIDATES
     outcomes: dict[str, Outcome] = {}
 
-    def record(outcome: Outcome) -> None:
+    def record(outcome: Outcome, tell: bool = True) -> None:
         outcomes[outcome.name] = outcome
         state["done"][outcome.name] = saved(outcome)
         state["spent"] = clock.spent()
         run.checkpoint.save()
-        describe(run, outcome, dataset.task)
+        if tell:
+            describe(run, outcome, dataset.task)
 
     for kind in (k for k in FROZEN_HEADS if k in wanted):
         if kind in state["done"]:
@@ -107,11 +111,20 @@ def budget_step(features: FeatureSet, dataset: Dataset, backbone: Backbone, opti
             record(frozen_head(job, kind))
         else:
             record(Outcome(kind, FROZEN_HEADS[kind], note="not tried: the budget was spent"))
-    logistic = outcomes.get("logistic")
+    preprocess = data_preprocess(backbone.preprocess, median_side(job.train_paths, options.seed))
+    if LARGER_BACKBONE in state["done"]:
+        record(restored(state["done"][LARGER_BACKBONE], job))
+    elif LARGER_BACKBONE in wanted:
+        record(try_larger_backbone(job, preprocess, clock.left))
+    logistic, larger = outcomes.get("logistic"), outcomes.get(LARGER_BACKBONE)
+    if logistic and larger and logistic.tried and larger.tried and not (logistic.ruled_out or larger.ruled_out):
+        for outcome in settle(job, logistic, larger):
+            record(outcome, tell=False)
+            if outcome.ruled_out:
+                say(f"candidate {outcome.name}: {outcome.note}")
     reference = logistic if logistic is not None and logistic.tried else None
     fine = [cls for cls in FINE_TUNED if cls.name in wanted]
     if fine:
-        preprocess = data_preprocess(backbone.preprocess, median_side(job.train_paths, options.seed))
         run_fine_tuned(job, [cls(job, preprocess) for cls in fine], reference, clock, state, record)
     return choose(job, outcomes, clock, state)
 
@@ -203,13 +216,13 @@ def choose(job: Job, outcomes: dict[str, Outcome], clock: Clock, state: dict) ->
     task = job.task
     best: Outcome | None = None
     for outcome in outcomes.values():
-        if outcome.tried and better(task, outcome.selection, outcome.selection_loss,
+        if outcome.eligible and better(task, outcome.selection, outcome.selection_loss,
                                     None if best is None else (best.selection, best.selection_loss)):
             best = outcome
     if best is None:
         raise OptionError("no candidate could be trained within the budget (see the lines above); give a longer "
                           "{budget}, or let {candidates} include a frozen head (logistic, mlp)")
-    if best.name == "logistic":
+    if best.head_kind == "logistic" and best.backbone is None:
         best = refit_logistic(job, best)
     outcomes = {name: outcomes[name] for name in CANDIDATES if name in outcomes}  # the leaderboard's order
     history, phases, offset, chosen_epoch = [], [], 0, 1
@@ -230,19 +243,23 @@ def choose(job: Job, outcomes: dict[str, Outcome], clock: Clock, state: dict) ->
     return Trained(best.head, history, phases,
                    BestSoFar(best.val_loss, best.name, chosen_epoch, None, best.val_outputs), backbone=best.backbone,
                    fine_tune=settings, head_fit=best.head_fit, head_kind=best.head_kind, preprocess=best.preprocess,
-                   leaderboard=leaderboard, budget=record)
+                   feature_backbone=best.feature_backbone, leaderboard=leaderboard, budget=record)
 
 
 def refit_logistic(job: Job, outcome: Outcome) -> Outcome:
-    """The logistic head fitted again on every training image (closed form: seconds)."""
+    """A logistic head fitted again on every training image (closed form: seconds), on the frozen features it
+    was trained on (a larger backbone's from the cache, when a resumed run no longer holds them)."""
     started = time.perf_counter()
-    trained = train_head(job.features, job.dataset, job.backbone, replace(job.options, head="logistic"), job.run,
+    backbone = outcome.feature_backbone or job.backbone
+    features = outcome.features or (feature_set(job, backbone) if outcome.feature_backbone else job.features)
+    trained = train_head(features, job.dataset, backbone, replace(job.options, head="logistic"), job.run,
                          name="logistic-refit", say=quiet)
     val_outputs = trained.best.outputs
     return replace(outcome, head=trained.head, head_fit=trained.head_fit, val_outputs=val_outputs,
                    val_loss=trained.best.loss, validation=job.score(val_outputs.numpy(), "val"),
                    seconds=outcome.seconds + time.perf_counter() - started,
-                   note=f"fitted again on all {len(job.features.train[1])} training images once chosen")
+                   note="; ".join(filter(None, (
+                       outcome.note, f"fitted again on all {len(job.features.train[1])} training images once chosen"))))
 
 
 def describe(run: Run, outcome: Outcome, task: str) -> None:
@@ -257,12 +274,14 @@ def describe(run: Run, outcome: Outcome, task: str) -> None:
 def saved(outcome: Outcome) -> dict:
     """What the checkpoint keeps of a finished candidate (tensors, numbers, strings, lists: weights_only)."""
     return {"row": {key: getattr(outcome, key) for key in (
-                "name", "changed", "seconds", "selection", "selection_loss", "validation", "note", "head_kind",
+                "name", "changed", "seconds", "selection", "selection_loss", "validation", "note", "ruled_out",
+                "head_kind",
                 "head_fit", "val_loss", "best_epoch", "settings")},
             "history": [list(astuple(r)) for r in outcome.history],
             "head": outcome.head.state_dict() if outcome.head is not None else None,
             "backbone": outcome.backbone.state_dict() if outcome.backbone is not None else None,
             "preprocess": outcome.preprocess.to_dict() if outcome.preprocess is not None else None,
+            "feature_backbone": outcome.feature_backbone.name if outcome.feature_backbone is not None else None,
             "val_outputs": outcome.val_outputs}
 
 
@@ -270,9 +289,11 @@ def restored(record: dict, job: Job) -> Outcome:
     """A finished candidate from the checkpoint (see `saved`)."""
     outcome = Outcome(**record["row"], history=[EpochResult(*row) for row in record["history"]],
                       val_outputs=record["val_outputs"],
-                      preprocess=Preprocess.from_dict(record["preprocess"]) if record["preprocess"] else None)
+                      preprocess=Preprocess.from_dict(record["preprocess"]) if record["preprocess"] else None,
+                      feature_backbone=get_backbone(record["feature_backbone"]) if record.get("feature_backbone")
+                      else None)
     if record["head"] is not None:
-        outcome.head = build_head(outcome.head_kind, job.backbone.feature_dim,
+        outcome.head = build_head(outcome.head_kind, (outcome.feature_backbone or job.backbone).feature_dim,
                                   tasks.output_units(job.task, len(job.dataset.classes)), job.options.hidden,
                                   job.options.dropout, rescale=job.task == "regression")
         outcome.head.load_state_dict(record["head"])

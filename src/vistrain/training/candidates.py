@@ -87,10 +87,13 @@ class Outcome:
     selection_loss: float = float("inf")
     validation: float | None = None
     note: str = ""  # why it was not tried, or how it ended
+    ruled_out: bool = False  # tried, but not to be chosen (the note says why)
     head: nn.Module | None = None
     head_kind: str = ""
     head_fit: dict = field(default_factory=dict)
     backbone: nn.Module | None = None  # a fine-tuned feature extractor (images -> features)
+    feature_backbone: Backbone | None = None  # the pretrained backbone of its frozen features, when not the job's
+    features: FeatureSet | None = None  # and those features
     preprocess: Preprocess | None = None  # set when it differs from the backbone's
     val_outputs: torch.Tensor | None = None
     val_loss: float = float("inf")
@@ -101,6 +104,10 @@ class Outcome:
     @property
     def tried(self) -> bool:
         return self.selection is not None
+
+    @property
+    def eligible(self) -> bool:
+        return self.tried and not self.ruled_out
 
     def row(self, metric: str, chosen: bool) -> dict:
         """The leaderboard row."""
@@ -137,17 +144,19 @@ def finish(job: Job, outcome: Outcome, held_logits: torch.Tensor, val_logits: to
                    validation=job.score(val_outputs.numpy(), "val"), val_outputs=val_outputs, val_loss=val_loss)
 
 
-def frozen_head(job: Job, kind: str) -> Outcome:
-    """A head of `kind` on the frozen features of the fit rows, its best epoch chosen on the held rows."""
+def frozen_head(job: Job, kind: str, features: FeatureSet | None = None, backbone: Backbone | None = None) -> Outcome:
+    """A head of `kind` on the frozen features of the fit rows (the job's, or `features` of `backbone`), its best
+    epoch chosen on the held rows."""
     started = time.perf_counter()
-    x, y = job.features.train
+    features, backbone = features or job.features, backbone or job.backbone
+    x, y = features.train
     fit_rows, held_rows = torch.from_numpy(job.fit), torch.from_numpy(job.held)
-    part = replace(job.features, train=(x[fit_rows], y[fit_rows]), val=(x[held_rows], y[held_rows]))
-    trained = train_head(part, job.dataset, job.backbone, replace(job.options, head=kind),
+    part = replace(features, train=(x[fit_rows], y[fit_rows]), val=(x[held_rows], y[held_rows]))
+    trained = train_head(part, job.dataset, backbone, replace(job.options, head=kind),
                          replace(job.run, on_epoch=ignore), name=kind, say=quiet)
     head = trained.head.eval()
     with torch.no_grad():
-        held_logits, val_logits = head(x[held_rows]), head(job.features.val[0])
+        held_logits, val_logits = head(x[held_rows]), head(features.val[0])
     outcome = Outcome(kind, FROZEN_HEADS[kind], head=head, head_kind=kind, head_fit=trained.head_fit,
                       history=trained.history, best_epoch=trained.best.epoch)
     outcome = finish(job, outcome, held_logits, val_logits)

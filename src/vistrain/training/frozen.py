@@ -55,6 +55,7 @@ class Trained:
     head_fit: dict = field(default_factory=dict)  # what config.json records of a closed-form head's fit
     head_kind: str = ""  # when it is not options.head (a budget's choice)
     preprocess: Preprocess | None = None  # when it is not the backbone's (a budget's choice, at the data's size)
+    feature_backbone: Backbone | None = None  # when it is not options.backbone (a budget's choice: a larger one)
     leaderboard: list[dict] = field(default_factory=list)  # with --budget: each candidate tried
     budget: dict = field(default_factory=dict)  # what config.json records of the budget
 

@@ -259,8 +259,9 @@ def write_run(run: Run, data: str | Path, dataset: Dataset, backbone: Backbone, 
     fine_tune = {key: value for key, value in trained.fine_tune.items() if key != "images_per_second"}
     if trained.backbone is not None:
         fine_tune.update(run_dir.save_backbone(run.path, trained.backbone))
+    backbone = trained.feature_backbone or backbone
     backbone = replace(backbone, preprocess=trained.preprocess or backbone.preprocess)  # what predicting uses
-    options = replace(options, head=trained.head_kind or options.head)
+    options = replace(options, head=trained.head_kind or options.head, backbone=backbone.name)
     run_dir.write_trained_run(
         run.path, head=trained.head, metrics=metrics, history=trained.history, phases=trained.phases,
         score_name=tasks.SCORE_NAMES[dataset.task], predictions=predictions, skipped=dataset.skipped + features.skipped,
