@@ -20,6 +20,7 @@ Python start-up included. The fastai rows run `benchmarks/fastai_peer.py` in its
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import re
@@ -115,7 +116,9 @@ def vistrain_row(data: Path, budget: str | None, scratch: Path, exports: Path) -
             shutil.copy(exported, exports)
     metrics = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "config.json").read_text())
-    return {"row": f"vistrain {'--budget ' + budget if budget else 'default'}", "accuracy": metrics["accuracy"],
+    board = out / "leaderboard.csv"
+    leaderboard = list(csv.DictReader(board.open())) if board.exists() else []
+    return {"leaderboard": leaderboard, "row": f"vistrain {'--budget ' + budget if budget else 'default'}", "accuracy": metrics["accuracy"],
             "macro_f1": metrics["macro_f1"], "seconds": seconds,
             "chosen": config.get("budget", {}).get("chosen", f"{config['head']['kind']} head (no budget)"),
             "size": config["preprocess"]["input_size"]}
@@ -166,16 +169,24 @@ def main() -> None:
             print("|---|---|---|---|---|---|")
             rows = [lambda: vistrain_row(data, None, work, exports)]
             rows += [lambda b=b: vistrain_row(data, b, work, exports) for b in dict.fromkeys(budgets)]
+            boards = []
             for make in rows:
                 row = make()
                 print(f"| {row['row']} | {row['accuracy']:.4f} | {row['macro_f1']:.4f} | {row['seconds']:.0f} | "
                       f"{row['chosen']} | {row['size']} |", flush=True)
+                if row["leaderboard"]:
+                    boards.append((row["row"], row["leaderboard"]))
             files = sorted((data / "train").glob("*/*"))  # the resolution vistrain fine-tunes at
             size = data_preprocess(get_backbone("efficientnet_lite0").preprocess, median_side(files)).input_size
             for budget in dict.fromkeys(fastai):
                 row = fastai_row(data, size, budget)
                 print(f"| {row['row']} | {row['accuracy']:.4f} | {row['macro_f1']:.4f} | {row['seconds']:.0f} | "
                       f"{row['chosen']} | {row['size']} |", flush=True)
+            for name_of_run, board in boards:  # held-out / validation metric, seconds, and why one was not tried
+                print(f"\nleaderboard of {name_of_run}: " + "; ".join(
+                    f"{r['candidate']}{' (chosen)' if r['chosen'] else ''} {list(r.values())[2] or '-'} / "
+                    f"{list(r.values())[3] or '-'} ({r['seconds']} s)" + (f" [{r['note']}]" if r['note'] else "")
+                    for r in board))
             print(f"(load average at the end: {load()})")
 
 
