@@ -249,8 +249,10 @@ def test_auto_falls_back_to_fp32_where_int8_features_fail_their_check(calibratio
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["precision"] == config["training"]["precision"] == "fp32"
     assert not (tmp_path / "run" / run_dir.INT8_MODELS).exists()
+    assert "quantising the backbone" in result.stderr and len(list((tmp_path / "cache").glob("*.unfaithful-*")))
     audited = invoke("audit", data, "--out", tmp_path / "audit", "--cache-dir", tmp_path / "cache")
     assert audited.exit_code == 0, audited.stderr
+    assert "quantising" not in audited.stderr and "median cosine" in audited.stderr  # measured once, kept
     with pytest.raises(Int8Unfaithful):
         import vistrain
 

@@ -179,18 +179,34 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
 
 
+def verdict_path(path: Path) -> Path:
+    """Where the failed check of the int8 model that would be cached at `path` is kept: beside it, per kind of
+    kernel (exact accumulation on CPUs without int8 dot products, see `configure`)."""
+    return path.with_name(f"{path.stem}.unfaithful-{'dot' if int8_dot_products() else 'exact'}.txt")
+
+
+def read_verdict(path: Path) -> str:
+    """What a kept failed check measured (its first 500 bytes; the file is untrusted, shown as text only)."""
+    with path.open("rb") as file:
+        return file.read(500).decode("utf-8", "replace").strip() or "no measurement kept"
+
+
 def quantize_features(fp32_path: Path, path: Path, precision: Precision, preprocess: Preprocess, input_name: str,
                       options: onnxruntime.SessionOptions) -> None:
     """Write the int8 feature extractor for `precision` to `path`, atomically: the run's copy if it has one
     (`saved_model`), else quantised here once it has passed the check: on
     the first CHECKED_IMAGES calibration images, run with `options`, its features' median cosine to the fp32
-    export's must reach MIN_COSINE (`Int8Unfaithful` otherwise, naming what was measured)."""
+    export's must reach MIN_COSINE (`Int8Unfaithful` otherwise, naming what was measured, which is kept beside
+    the model, `verdict_path`, so that the next run with the same calibration images does not quantise again)."""
     import onnxruntime
 
     copy = saved_model(path, precision)
     if copy is not None:
         write_atomic(path, copy)
         return
+    verdict = verdict_path(path)
+    if verdict.is_file():  # this model failed its check before: not quantised again only to fail again
+        raise Int8Unfaithful(f"{read_verdict(verdict)}; measured once, kept in {verdict.name}")
     say(f"quantising the backbone to int8, calibrated on {len(precision.calibration)} training images "
         f"(once: cached as {path.name})")
     reader = CalibrationImages(precision.calibration, preprocess, input_name)
@@ -201,7 +217,9 @@ def quantize_features(fp32_path: Path, path: Path, precision: Precision, preproc
     agreement = cosines(fp32.run(None, pixels)[0], int8.run(None, pixels)[0])
     measured = f"median cosine {np.median(agreement):.4f}, lowest {agreement.min():.4f}"
     if np.median(agreement) < MIN_COSINE:
-        raise Int8Unfaithful(f"{measured} to the fp32 features on {len(agreement)} calibration images; at least "
-                             f"{MIN_COSINE} needed")
+        measured = (f"{measured} to the fp32 features on {len(agreement)} calibration images; at least {MIN_COSINE} "
+                    "needed")
+        write_atomic(verdict, measured.encode())
+        raise Int8Unfaithful(measured)
     say(f"int8 features against fp32 on {len(agreement)} calibration images: {measured}")
     write_atomic(path, data)
