@@ -25,6 +25,7 @@ import torch
 
 from vistrain.backbones import Backbone, get_backbone
 from vistrain.backbones.preprocess import Preprocess
+from vistrain.core.messages import say
 from vistrain.features.extract import Features, extract_features
 from vistrain.model import tasks
 from vistrain.model.linear import out_of_sample
@@ -96,6 +97,8 @@ def try_larger_backbone(job: Job, data_preprocess: Preprocess, seconds_left: Cal
     if estimate > SHARE * seconds_left():
         return Outcome(NAME, changed(backbone), seconds=time.perf_counter() - started, note=(
             f"not tried: its features need about {estimate:.0f} s; {max(0.0, seconds_left()):.0f} s were left"))
+    if estimate >= 1:
+        say(f"{NAME}: {backbone.name}'s features of {len(paths)} images, about {estimate:.0f} s")
     features = feature_set(job, backbone)
     if features is None:
         return Outcome(NAME, changed(backbone), seconds=time.perf_counter() - started,
