@@ -132,14 +132,17 @@ def upper_epochs(run: Path) -> int:
 
 @pytest.mark.slow
 def test_upper_stage_fine_tuning_resumes_after_kill_to_the_same_result(tmp_path: Path):
-    data = write_class_folders(tmp_path / "data", 24)
+    """Killed in the upper stages, after the larger backbone was tried and settled against Lite0: what the
+    checkpoint keeps of them (ruled out or not, which backbone) gives the uninterrupted run's leaderboard."""
+    data = write_class_folders(tmp_path / "data", 24, size=240)
     cache = tmp_path / "cache"
-    args = ["--budget", "10m", "--candidates", "logistic,upper-stages", "--cache-dir", cache, "--seed", "3",
-            "--device", "cpu"]
+    args = ["--budget", "10m", "--candidates", "logistic,larger-backbone,upper-stages", "--cache-dir", cache,
+            "--seed", "3", "--device", "cpu"]
     whole = invoke("train", data, "--out", tmp_path / "whole", *args)
     assert whole.exit_code == 0, whole.output
     planned = json.loads((tmp_path / "whole" / "config.json").read_text())
-    assert planned["budget"]["chosen"] in ("logistic", "upper-stages")
+    assert planned["budget"]["chosen"] in ("logistic", "larger-backbone", "upper-stages")
+    assert "ruled out" in (tmp_path / "whole" / "leaderboard.csv").read_text()
 
     killed = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, "-m", "vistrain", "train", str(data), "--out", str(killed),
@@ -156,7 +159,10 @@ def test_upper_stage_fine_tuning_resumes_after_kill_to_the_same_result(tmp_path:
     expected = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     got = json.loads((killed / "metrics.json").read_text())
     assert got["accuracy"] == expected["accuracy"] and got["val_loss"] == pytest.approx(expected["val_loss"], abs=1e-6)
-    assert (killed / "leaderboard.csv").read_text().count("\n") == 3
+    assert (killed / "leaderboard.csv").read_text().count("\n") == 4
+    resumed_config = json.loads((killed / "config.json").read_text())
+    for key in ("backbone", "preprocess"):
+        assert resumed_config[key] == planned[key]
     got_rows = list(csv.DictReader(open(killed / "leaderboard.csv")))
     expected_rows = list(csv.DictReader(open(tmp_path / "whole" / "leaderboard.csv")))
     for got_row, expected_row in zip(got_rows, expected_rows):

