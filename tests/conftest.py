@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import inspect
 import os
@@ -97,6 +98,18 @@ def shape_image(kind: str, seed: int, size: int = 96) -> Image.Image:
     box = (cx - r, cy - r, cx + r, cy + r)
     (draw.ellipse if kind == "circle" else draw.rectangle)(box, fill=colour)
     return image
+
+
+def without_distribution(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make `importlib.metadata` answer that the distribution `name` is not installed (a weights package)."""
+    installed = importlib.metadata.distribution
+
+    def distribution(wanted: str):
+        if wanted == name:
+            raise importlib.metadata.PackageNotFoundError(wanted)
+        return installed(wanted)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
 
 
 def write_class_folders(root: Path, per_class: int, classes=("circle", "square"), offset: int = 0,

