@@ -4,6 +4,7 @@ resolution that predicts and exports at that size, and upper-stage fine-tuning r
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import torch
 from conftest import invoke, kill_when, shape_image, write_class_folders
 from vistrain.model.predictor import Predictor
 from vistrain.model.run_dir import CHECKPOINT
+from vistrain.training.combined import try_combined
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "onnx_predict.py"
 
@@ -30,7 +32,8 @@ def test_a_tiny_budget_finishes_within_it_and_leaves_a_valid_run(shapes_split: P
     assert result.exit_code == 0, result.output
     assert elapsed <= 22, f"--budget 20s took {elapsed:.1f} s"
     rows = list(csv.DictReader(open(tmp_path / "run" / "leaderboard.csv")))
-    assert [row["candidate"] for row in rows] == ["logistic", "mlp", "larger-backbone", "upper-stages", "whole"]
+    assert [row["candidate"] for row in rows] == ["logistic", "mlp", "larger-backbone", "upper-stages", "whole",
+                                                  "combined"]
     assert "not tried: the images are smaller than efficientnet_lite0's 224 px input" in rows[2]["note"]
     chosen = [row for row in rows if row["chosen"] == "yes"]
     assert len(chosen) == 1 and chosen[0]["selection_accuracy"] and chosen[0]["validation_accuracy"]
@@ -71,6 +74,44 @@ def test_a_larger_backbones_head_predicts_with_it_and_is_settled_against_lite0_b
     assert len(ruled_out) == 1 and "cross-validated on all 40 training images" in rows[ruled_out[0]]["note"]
     chosen = [name for name, row in rows.items() if row["chosen"] == "yes"]
     assert len(chosen) == 1 and chosen != ruled_out
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_the_combined_candidate_is_one_model_that_predicts_and_exports_what_it_scored(tmp_path: Path, monkeypatch):
+    """Chosen (made to win here: on toy data every candidate scores 100%), the fine-tuned upper stages and the
+    logistic head averaged are one backbone and one head: predict and an ONNX export give what the run recorded."""
+    import vistrain.training.budget as budget
+
+    def winning(*args):
+        outcome = try_combined(*args)
+        return dataclasses.replace(outcome, selection=1.0, selection_loss=-1.0) if outcome.tried else outcome
+
+    monkeypatch.setattr(budget, "try_combined", winning)
+    data = tmp_path / "data"
+    write_class_folders(data / "train", 20, size=240)
+    write_class_folders(data / "val", 6, offset=500, size=240)
+    run = tmp_path / "run"
+    result = invoke("train", data, "--budget", "5m", "--candidates", "logistic,upper-stages,combined", "--out", run)
+    assert result.exit_code == 0, result.output
+    rows = {row["candidate"]: row for row in csv.DictReader(open(run / "leaderboard.csv"))}
+    assert list(rows) == ["logistic", "upper-stages", "combined"] and rows["combined"]["chosen"] == "yes"
+    assert rows["combined"]["note"] == "upper-stages and logistic"
+    config = json.loads((run / "config.json").read_text())
+    assert config["backbone"]["name"] == "efficientnet_lite0+efficientnet_lite0"
+    assert config["backbone"]["feature_dim"] == 2560 and config["fine_tune"]["parts"] == ["upper-stages", "logistic"]
+    val = sorted((data / "val").glob("*/*.png"))
+    predicted = Predictor.from_run(run).predict(val, tmp_path / "cache", show_progress=False).outputs
+    saved = {r["file"]: float(r["prob_square"]) for r in csv.DictReader(open(run / "predictions.csv"))}
+    assert predicted[:, 1] == pytest.approx([saved[str(p)] for p in val], abs=2e-3)  # fp16 activations aside
+    out = tmp_path / "model.onnx"
+    assert invoke("export", run, "--out", out).exit_code == 0
+    block_vistrain = ("import runpy, sys; sys.modules['vistrain'] = None; sys.argv = sys.argv[1:]; "
+                      "runpy.run_path(sys.argv[0], run_name='__main__')")
+    output = subprocess.run([sys.executable, "-I", "-c", block_vistrain, EXAMPLE, out, *val], check=True,
+                            capture_output=True, text=True).stdout.strip().splitlines()
+    probabilities = np.array([float(line.rsplit(" ", 2)[2]) for line in output])
+    assert probabilities == pytest.approx(predicted.max(1), abs=0.02)
 
 
 @pytest.fixture(scope="module")
@@ -136,12 +177,12 @@ def test_upper_stage_fine_tuning_resumes_after_kill_to_the_same_result(tmp_path:
     checkpoint keeps of them (ruled out or not, which backbone) gives the uninterrupted run's leaderboard."""
     data = write_class_folders(tmp_path / "data", 24, size=240)
     cache = tmp_path / "cache"
-    args = ["--budget", "10m", "--candidates", "logistic,larger-backbone,upper-stages", "--cache-dir", cache,
-            "--seed", "3", "--device", "cpu"]
+    args = ["--budget", "10m", "--candidates", "logistic,larger-backbone,upper-stages,combined", "--cache-dir",
+            cache, "--seed", "3", "--device", "cpu"]
     whole = invoke("train", data, "--out", tmp_path / "whole", *args)
     assert whole.exit_code == 0, whole.output
     planned = json.loads((tmp_path / "whole" / "config.json").read_text())
-    assert planned["budget"]["chosen"] in ("logistic", "larger-backbone", "upper-stages")
+    assert planned["budget"]["chosen"] in ("logistic", "larger-backbone", "upper-stages", "combined")
     assert "ruled out" in (tmp_path / "whole" / "leaderboard.csv").read_text()
 
     killed = tmp_path / "killed"
@@ -159,7 +200,7 @@ def test_upper_stage_fine_tuning_resumes_after_kill_to_the_same_result(tmp_path:
     expected = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     got = json.loads((killed / "metrics.json").read_text())
     assert got["accuracy"] == expected["accuracy"] and got["val_loss"] == pytest.approx(expected["val_loss"], abs=1e-6)
-    assert (killed / "leaderboard.csv").read_text().count("\n") == 4
+    assert (killed / "leaderboard.csv").read_text().count("\n") == 5
     resumed_config = json.loads((killed / "config.json").read_text())
     for key in ("backbone", "preprocess"):
         assert resumed_config[key] == planned[key]

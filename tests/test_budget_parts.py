@@ -128,10 +128,11 @@ def test_cross_fitted_offsets_score_each_half_with_the_others_offsets():
 class FakeCandidate:
     """A fine-tuned candidate with fixed costs, recording what it was planned for."""
 
-    def __init__(self, name: str, setup: float, epoch: float, clock: "FixedClock"):
+    def __init__(self, name: str, setup: float, epoch: float, clock: "FixedClock", min_epochs: int = 3):
         from vistrain.backbones import get_backbone
 
         self.name, self.changed, self.setup, self.epoch, self.clock = name, f"{name} changed", setup, epoch, clock
+        self.min_epochs = min_epochs
         self.preprocess = get_backbone("efficientnet_lite0").preprocess
         self.planned = None
 
@@ -191,6 +192,9 @@ def test_the_budget_drops_what_cannot_fit_and_shares_the_rest():
     many = FakeCandidate("many", 0, 1, clock)
     plan([many], clock)
     assert many.planned[0] == 12  # at most MAX_EPOCHS
+    clock = FixedClock(100)
+    slow = FakeCandidate("slow", 10, 20, clock, min_epochs=6)  # 3 epochs would fit, its 6 do not
+    assert plan([slow], clock)["slow"].note.startswith("not tried: 6 epochs need about 130 s")
 
 
 def test_a_candidate_ruled_out_is_never_chosen_whatever_it_scored():
@@ -246,3 +250,34 @@ def test_the_checkpoint_keeps_which_backbone_a_candidate_used_and_whether_it_was
     back = restored(saved(outcome), job)
     assert back.feature_backbone.name == "efficientnet_lite2" and back.ruled_out and not back.eligible
     assert all(torch.equal(a, b) for a, b in zip(back.head.state_dict().values(), head.state_dict().values()))
+
+
+def test_the_combined_head_gives_the_mean_of_the_two_heads_logits():
+    from vistrain.model.heads import build_head
+    from vistrain.training.combined import averaged_head
+
+    torch.manual_seed(0)
+    linear, logistic = build_head("linear", 8, 3).eval(), build_head("logistic", 5, 3).eval()
+    logistic[0].mean.copy_(torch.randn(5))
+    logistic[0].std.copy_(torch.rand(5) + 0.5)
+    first, second = torch.randn(4, 8), torch.randn(4, 5)
+    with torch.no_grad():
+        expected = (linear(first) + logistic(second)) / 2
+        assert averaged_head(linear, logistic)(torch.cat([first, second], 1)) == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_combined_candidate_needs_a_logistic_head_and_a_fine_tuning_at_the_backbones_input():
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from vistrain.training.candidates import Outcome
+    from vistrain.training.combined import try_combined
+
+    lite0 = get_backbone("efficientnet_lite0")
+    job = SimpleNamespace(backbone=lite0, task="binary")
+    logistic = Outcome("logistic", "", selection=0.9, selection_loss=0.3, head_kind="logistic")
+    small = Outcome("whole", "", selection=0.95, selection_loss=0.2,
+                    preprocess=replace(lite0.preprocess, input_size=64, crop_pct=1.0))
+    assert "no fine-tuned candidate was trained at the backbone's 224 px" in try_combined(job, [small], logistic).note
+    assert "logistic head was not trained" in try_combined(job, [small], Outcome("logistic", "")).note
+    assert "regression" in try_combined(SimpleNamespace(backbone=lite0, task="regression"), [small], logistic).note

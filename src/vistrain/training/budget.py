@@ -6,12 +6,14 @@ The clock starts with the run, so the frozen features (the features step, before
 2. a logistic head on a larger backbone's frozen features (`larger_backbone.py`: one more feature pass, when it
    fits a share of the time left);
 3. the fine-tuned candidates (`fine_tuning.py`), at the data's resolution (`resolution.py`): each is measured
-   (two training steps of a copy, the activations or images it needs); while their setups and `MIN_EPOCHS`
-   epochs each do not fit the time left together, the dearest is dropped; each of the others gets its minimum
+   (two training steps of a copy, the activations or images it needs); while their setups and minimum epochs
+   (`min_epochs`) each do not fit the time left together, the dearest is dropped; each of the others gets its minimum
    plus an equal part of what the minimums leave (a part it does not use passes to the next), as many epochs as
    fit it (at most `MAX_EPOCHS`), the plan shortened after every epoch when epochs run slower than measured.
    Which views of an image they train on is decided first, by validation (`candidates.label_keeping_views`);
-4. the choice: the best selection metric on the held-out rows (`selection.py`), ties to the lower held-out loss;
+4. the best fine-tuned candidate and the logistic head averaged (`combined.py`: no training, their held-out
+   logits averaged);
+5. the choice: the best selection metric on the held-out rows (`selection.py`), ties to the lower held-out loss;
    a logistic head chosen (either backbone's) is fitted again on every training image (seconds).
 Everything a finished candidate leaves is kept in the checkpoint, with the plan, so `--resume` continues where a
 killed run stopped and ends as it would have.
@@ -34,9 +36,10 @@ from vistrain.data.samples import Dataset
 from vistrain.model import tasks
 from vistrain.model.heads import build_head
 from vistrain.training.candidates import FROZEN_HEADS, Job, Outcome, frozen_head, label_keeping_views
+from vistrain.training.combined import NAME as COMBINED, try_combined
 from vistrain.training.engine import BestSoFar, EpochResult
 from vistrain.training.features_step import FeatureSet
-from vistrain.training.fine_tuning import MAX_EPOCHS, MIN_EPOCHS, UpperStagesCandidate, WholeCandidate
+from vistrain.training.fine_tuning import MAX_EPOCHS, UpperStagesCandidate, WholeCandidate
 from vistrain.training.larger_backbone import NAME as LARGER_BACKBONE, feature_set, settle, try_larger_backbone
 from vistrain.training.options import TrainOptions
 from vistrain.training.resolution import data_preprocess, median_side
@@ -44,7 +47,7 @@ from vistrain.training.selection import SELECTION_METRIC, better, inner_split
 from vistrain.training.frozen import Run, Trained, train_head
 
 FINE_TUNED = (UpperStagesCandidate, WholeCandidate)
-CANDIDATES = (*FROZEN_HEADS, LARGER_BACKBONE, *(c.name for c in FINE_TUNED))
+CANDIDATES = (*FROZEN_HEADS, LARGER_BACKBONE, *(c.name for c in FINE_TUNED), COMBINED)
 RESERVE_SECONDS, RESERVE_SHARE = 8.0, 0.03  # kept for scoring, writing the run and its report
 MEASURE_SECONDS = 10.0  # with less left, a fine-tuned candidate is not even measured
 
@@ -126,6 +129,11 @@ def budget_step(features: FeatureSet, dataset: Dataset, backbone: Backbone, opti
     fine = [cls for cls in FINE_TUNED if cls.name in wanted]
     if fine:
         run_fine_tuned(job, [cls(job, preprocess) for cls in fine], reference, clock, state, record)
+    if COMBINED in state["done"]:
+        record(restored(state["done"][COMBINED], job))
+    elif COMBINED in wanted:
+        record(try_combined(job, [outcomes[cls.name] for cls in fine if cls.name in outcomes],
+                            outcomes.get("logistic")))
     return choose(job, outcomes, clock, state)
 
 
@@ -148,7 +156,7 @@ def run_fine_tuned(job: Job, candidates: list, reference: Outcome | None, clock:
             pending.append((candidate, (candidate.setup_seconds(["identity"]), epoch)))
     if not pending:
         return
-    needs = {c.name: setup + MIN_EPOCHS * epoch for c, (setup, epoch) in pending}
+    needs = {c.name: setup + c.min_epochs * epoch for c, (setup, epoch) in pending}
     unplanned = [item for item in pending if item[0].name not in state["plans"]]  # a resumed one stays
     while unplanned and sum(needs[c.name] for c, _ in pending) > clock.left():  # the dearest goes first
         dearest = max(unplanned, key=lambda item: needs[item[0].name])
@@ -156,7 +164,7 @@ def run_fine_tuned(job: Job, candidates: list, reference: Outcome | None, clock:
         pending.remove(dearest)
         candidate, (setup, epoch) = dearest
         record(Outcome(candidate.name, candidate.changed, note=(
-            f"not tried: {MIN_EPOCHS} epochs need about {needs[candidate.name]:.0f} s (setup {setup:.0f} s, "
+            f"not tried: {candidate.min_epochs} epochs need about {needs[candidate.name]:.0f} s (setup {setup:.0f} s, "
             f"{epoch:.0f} s an epoch); {max(0.0, clock.left()):.0f} s were left")))
     if pending and reference is not None and "views" not in state:
         started = time.perf_counter()
@@ -173,10 +181,11 @@ def run_fine_tuned(job: Job, candidates: list, reference: Outcome | None, clock:
         share = need + (clock.left() - later - need) / (len(pending) - position)
         plan = state["plans"].get(candidate.name) or make_plan(candidate, state.get("views", ["identity"]), setup,
                                                                epoch, share)
-        if plan["epochs"] < MIN_EPOCHS:
+        if plan["epochs"] < candidate.min_epochs:
+            least = plan["setup"] + candidate.min_epochs * epoch
             record(Outcome(candidate.name, candidate.changed, note=(
-                f"not tried: {MIN_EPOCHS} epochs need about {plan['setup'] + MIN_EPOCHS * epoch:.0f} s (setup "
-                f"{plan['setup']:.0f} s, {epoch:.0f} s an epoch); {max(0.0, share):.0f} s were left for it")))
+                f"not tried: {candidate.min_epochs} epochs need about {least:.0f} s (setup {plan['setup']:.0f} s, "
+                f"{epoch:.0f} s an epoch); {max(0.0, share):.0f} s were left for it")))
             continue
         state["plans"][candidate.name] = plan
         job.run.checkpoint.save()
@@ -276,6 +285,7 @@ def saved(outcome: Outcome) -> dict:
     return {"row": {key: getattr(outcome, key) for key in (
                 "name", "changed", "seconds", "selection", "selection_loss", "validation", "note", "ruled_out",
                 "head_kind", "head_fit", "val_loss", "best_epoch", "settings")},
+            "held_logits": outcome.held_logits, "val_logits": outcome.val_logits,
             "history": [list(astuple(r)) for r in outcome.history],
             "head": outcome.head.state_dict() if outcome.head is not None else None,
             "backbone": outcome.backbone.state_dict() if outcome.backbone is not None else None,
@@ -287,7 +297,8 @@ def saved(outcome: Outcome) -> dict:
 def restored(record: dict, job: Job) -> Outcome:
     """A finished candidate from the checkpoint (see `saved`)."""
     outcome = Outcome(**record["row"], history=[EpochResult(*row) for row in record["history"]],
-                      val_outputs=record["val_outputs"],
+                      val_outputs=record["val_outputs"], held_logits=record["held_logits"],
+                      val_logits=record["val_logits"],
                       preprocess=Preprocess.from_dict(record["preprocess"]) if record["preprocess"] else None,
                       feature_backbone=get_backbone(record["feature_backbone"]) if record.get("feature_backbone")
                       else None)
@@ -298,6 +309,6 @@ def restored(record: dict, job: Job) -> Outcome:
         outcome.head.load_state_dict(record["head"])
         outcome.head.eval()
     if record["backbone"] is not None:
-        outcome.backbone = job.backbone.build_feature_extractor()
+        outcome.backbone = (outcome.feature_backbone or job.backbone).build_feature_extractor()
         outcome.backbone.load_state_dict(record["backbone"])
     return outcome

@@ -96,6 +96,8 @@ class Outcome:
     features: FeatureSet | None = None  # and those features
     preprocess: Preprocess | None = None  # set when it differs from the backbone's
     val_outputs: torch.Tensor | None = None
+    held_logits: torch.Tensor | None = None  # of the head as it stands (decision offsets included)
+    val_logits: torch.Tensor | None = None
     val_loss: float = float("inf")
     history: list[EpochResult] = field(default_factory=list)
     best_epoch: int = 1
@@ -119,10 +121,15 @@ class Outcome:
                 "chosen": "yes" if chosen else "", "note": self.note}
 
 
+def last_linear(head: nn.Module) -> nn.Linear:
+    """The head's last linear layer (the one that gives the logits)."""
+    return [module for module in head.modules() if isinstance(module, nn.Linear)][-1]
+
+
 def add_offsets(head: nn.Module, offsets: np.ndarray) -> None:
     """Add multi-class decision offsets to the bias of the head's last linear layer (softmax outputs move as if
     they had been added to the log-probabilities)."""
-    last = [module for module in head.modules() if isinstance(module, nn.Linear)][-1]
+    last = last_linear(head)
     with torch.no_grad():
         last.bias += torch.as_tensor(offsets, dtype=last.bias.dtype)
 
@@ -136,12 +143,14 @@ def finish(job: Job, outcome: Outcome, held_logits: torch.Tensor, val_logits: to
     if task == "multiclass" and "decision_offsets" not in outcome.head_fit:
         offsets, held_outputs = cross_fitted_offsets(held_outputs, held_targets.numpy(), job.options.seed)
         add_offsets(outcome.head, offsets)
+        held_logits = held_logits + torch.as_tensor(offsets, dtype=held_logits.dtype)
         val_logits = val_logits + torch.as_tensor(offsets, dtype=val_logits.dtype)
         outcome.head_fit = {**outcome.head_fit, "decision_offsets": [round(float(v), 2) for v in offsets],
                             "offsets_rule": "macro F1 of the held-out training images, cross-fitted"}
     val_loss, _, val_outputs = tasks.score_logits(task, val_logits, job.features.val[1])
     return replace(outcome, selection=job.score(held_outputs, "held"), selection_loss=loss,
-                   validation=job.score(val_outputs.numpy(), "val"), val_outputs=val_outputs, val_loss=val_loss)
+                   validation=job.score(val_outputs.numpy(), "val"), val_outputs=val_outputs, val_loss=val_loss,
+                   held_logits=held_logits, val_logits=val_logits)
 
 
 def frozen_head(job: Job, kind: str, features: FeatureSet | None = None, backbone: Backbone | None = None) -> Outcome:
