@@ -193,6 +193,8 @@ def test_upper_stage_fine_tuning_resumes_after_kill_to_the_same_result(tmp_path:
     if not 0 < done < 12:
         pytest.fail(f"could not interrupt upper-stage fine-tuning (epochs done: {done})")
     assert process.returncode == -9 and not (killed / "config.json").exists()
+    phase = torch.load(killed / CHECKPOINT, weights_only=True)["phases"]["upper-stages"]
+    assert len(phase["held_logits"]) == len(phase["history"])  # each epoch's, for the cross-fitted best epoch
 
     resumed = invoke("train", "--resume", killed, "--cache-dir", cache)
     assert resumed.exit_code == 0, resumed.output

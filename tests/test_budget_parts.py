@@ -13,7 +13,7 @@ from vistrain.backbones import get_backbone
 from vistrain.features.activations import ActivationCache, view_pixels
 from vistrain.training.options import TrainOptions, parse_duration
 from vistrain.training.resolution import data_preprocess, median_side
-from vistrain.training.selection import cross_fitted_offsets, inner_split, with_offsets
+from vistrain.training.selection import cross_fitted_epochs, cross_fitted_offsets, inner_split, with_offsets
 from vistrain.training.tuning import warmup_cosine
 
 
@@ -281,3 +281,16 @@ def test_the_combined_candidate_needs_a_logistic_head_and_a_fine_tuning_at_the_b
     assert "no fine-tuned candidate was trained at the backbone's 224 px" in try_combined(job, [small], logistic).note
     assert "logistic head was not trained" in try_combined(job, [small], Outcome("logistic", "")).note
     assert "regression" in try_combined(SimpleNamespace(backbone=lite0, task="regression"), [small], logistic).note
+
+
+def test_each_half_of_the_held_rows_takes_the_epoch_the_other_half_chooses():
+    """Epoch 1 is right on the first half and wrong on the second, epoch 2 the other way round: the best epoch on
+    each half's own rows would score 100%; chosen on the other half, every row gets its wrong epoch."""
+    targets = torch.tensor([0, 1] * 10)
+    halves = np.array_split(np.random.default_rng(7).permutation(20), 2)
+    right = (targets * 2 - 1).float()[:, None] * 5
+    first, second = right.clone(), right.clone()
+    first[halves[1]] *= -1
+    second[halves[0]] *= -1
+    chosen = cross_fitted_epochs([first, second], targets, "binary", seed=7)
+    assert torch.equal(chosen, -right)

@@ -8,8 +8,8 @@
     backbone.safetensors  with a fine-tuning that beat the frozen head: the fine-tuned backbone (its SHA-256 is in
                           config.json)
     metrics.json          validation metrics of the best epoch, timings
-    leaderboard.csv       with --budget: each candidate tried, what it changed, its held-out and validation metric,
-                          its seconds, the one chosen (`write_leaderboard`)
+    leaderboard.csv       with --budget: each candidate tried, what it changed, its held-out metric and loss, its
+                          validation metric, its seconds, the one chosen (`write_leaderboard`)
     history.csv           loss and score per epoch, with its phase of training (frozen, fine-tune, a budget's
                           candidate; files written before 2026-12-04 call the column `stage`)
     predictions.csv       validation images: file, true, predicted, an output per class or label (`predictions`)
@@ -250,7 +250,7 @@ def write_trained_run(run: Path, head: torch.nn.Module, metrics: dict, history: 
 
 def write_leaderboard(path: Path, rows: list[dict]) -> None:
     """A budget's candidates, one a row, in the order tried (columns: candidate, changed, selection_<metric>,
-    validation_<metric>, seconds, chosen, note)."""
+    selection_loss (held-out: ties go to the lower), validation_<metric>, seconds, chosen, note)."""
     write_csv(path, list(rows[0]), [list(row.values()) for row in rows])
 
 

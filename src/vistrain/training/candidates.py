@@ -117,6 +117,7 @@ class Outcome:
             return "" if value is None else f"{value:.4f}"
 
         return {"candidate": self.name, "changed": self.changed, f"selection_{metric}": shown(self.selection),
+                "selection_loss": shown(self.selection_loss if self.tried else None),
                 f"validation_{metric}": shown(self.validation), "seconds": f"{self.seconds:.1f}",
                 "chosen": "yes" if chosen else "", "note": self.note}
 

@@ -26,6 +26,7 @@ from vistrain.features.transforms import PixelNormalize, eval_transform
 from vistrain.model import tasks
 from vistrain.training.candidates import Job, Outcome, finish, linear_head
 from vistrain.training.engine import EpochResult
+from vistrain.training.selection import cross_fitted_epochs
 from vistrain.training.tuning import (ActivationInputs, Inputs, PixelInputs, Recipe, Tuned, UpperStages,
                                       predict_inputs, tune)
 
@@ -118,20 +119,21 @@ class FineTuningCandidate:
             on_epoch: Callable[[EpochResult], None] = lambda r: None,
             on_checkpoint: Callable[[dict], None] | None = None) -> Outcome:
         """Train for up to `epochs` (fewer when `deadline()`, the seconds left, says so), keeping the epoch with the
-        lowest held-out loss, and score it (`candidates.finish`). After each epoch its state goes to
-        `on_checkpoint` (by default, the run's checkpoint)."""
+        lowest held-out loss, and score it (`candidates.finish`) on the held rows as unseen images would score
+        (`selection.cross_fitted_epochs`). After each epoch its state goes to `on_checkpoint` (by default, the run's
+        checkpoint)."""
         started = time.perf_counter()
         job = self.job
         train_inputs, held_inputs, val_inputs = self.inputs(views)
         features, groups = self.parts()
         model = Tuned(features, linear_head(job), self.recipe.batch_size)
         recipe = Recipe(**{**self.recipe.__dict__, "epochs": epochs})
-        history, best, phase = tune(model, groups, (train_inputs, job.targets(job.fit)),
+        history, best, phase, held_by_epoch = tune(model, groups, (train_inputs, job.targets(job.fit)),
                                     (held_inputs, job.targets(job.held)), job.task, recipe, job.options.seed,
                                     self.name, deadline, on_epoch, job.run.checkpoint.phase(self.name),
                                     on_checkpoint or (lambda state: job.run.checkpoint.save_phase(self.name, state)),
                                     job.device, MAX_EPOCHS)
-        held_logits = predict_inputs(model, held_inputs, device=job.device)
+        held_logits = cross_fitted_epochs(held_by_epoch, job.targets(job.held), job.task, job.options.seed)
         val_logits = predict_inputs(model, val_inputs, device=job.device)
         model.cpu()
         outcome = Outcome(self.name, self.changed, head=model.head.eval(), head_kind="linear",

@@ -1,5 +1,6 @@
 """Choosing a model without fitting the validation split: a seeded inner split of the training images, the
-metric every candidate is chosen by, and decision offsets fitted across halves of the inner split.
+metric every candidate is chosen by, and what is tuned on the held-out part — a fine-tuning's best epoch, decision
+offsets — cross-fitted across its halves.
 
 The validation split is never looked at while choosing: candidates train on the inner split's larger part
 (`fit`) and are scored on its other part (`held`); the validation metrics are reported for each candidate
@@ -60,6 +61,20 @@ def cross_fitted_offsets(probabilities: np.ndarray, targets: np.ndarray, seed: i
     for mine, other in (halves, halves[::-1]):
         adjusted[mine] = with_offsets(probabilities[mine], decision_offsets(probabilities[other], targets[other]))
     return decision_offsets(probabilities, targets), adjusted
+
+
+def cross_fitted_epochs(logits_by_epoch: list[torch.Tensor], targets: torch.Tensor, task: str,
+                        seed: int) -> torch.Tensor:
+    """Held-out logits as unseen images would get them from a training that keeps the epoch with the lowest
+    held-out loss: each half of the held rows takes its logits from the epoch the other half's loss chooses (the
+    best epoch's own logits would be the best of several tries on the very images they are scored on)."""
+    halves = np.array_split(np.random.default_rng(seed).permutation(len(targets)), 2)
+    chosen = logits_by_epoch[-1].clone()
+    for mine, other in (halves, halves[::-1]):
+        if len(mine) and len(other):
+            losses = [tasks.score_logits(task, logits[other], targets[other])[0] for logits in logits_by_epoch]
+            chosen[mine] = logits_by_epoch[int(np.argmin(losses))][mine]
+    return chosen
 
 
 def with_offsets(probabilities: np.ndarray, offsets: np.ndarray) -> np.ndarray:

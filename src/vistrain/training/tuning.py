@@ -188,12 +188,13 @@ def tune(model: Tuned, groups: list[list[nn.Parameter]], train: tuple[Inputs, to
          deadline: Callable[[], float] | None = None, on_epoch: Callable[[EpochResult], None] = lambda r: None,
          resume_from: dict | None = None, on_checkpoint: Callable[[dict], None] = lambda state: None,
          device: torch.device = torch.device("cpu"),
-         most_epochs: int | None = None) -> tuple[list[EpochResult], BestSoFar, Phase]:
+         most_epochs: int | None = None) -> tuple[list[EpochResult], BestSoFar, Phase, list[torch.Tensor]]:
     """Train `model` on `train` (inputs and their targets) with `recipe`, scored each epoch on `held` (never
     trained on); `groups` are the feature part's parameter groups, earliest first, one per `recipe.features_lr`.
-    Ends with the weights of the epoch with the lowest held-out loss; returns the history, that best epoch and the
-    phase (its images per second). `deadline()`: seconds left for this phase, and `most_epochs` what the first
-    epoch's time may raise `recipe.epochs` to (see `engine.fit`)."""
+    Ends with the weights of the epoch with the lowest held-out loss; returns the history, that best epoch, the
+    phase (its images per second) and every epoch's held-out logits (kept in the checkpoint with the rest).
+    `deadline()`: seconds left for this phase, and `most_epochs` what the first epoch's time may raise
+    `recipe.epochs` to (see `engine.fit`)."""
     torch.manual_seed(seed)
     model.to(device)
     optimizer = torch.optim.AdamW(
@@ -202,14 +203,19 @@ def tune(model: Tuned, groups: list[list[nn.Parameter]], train: tuple[Inputs, to
     generator = torch.Generator().manual_seed(seed)
     loader = batches(train[0], train[1], recipe.batch_size, generator)
     held_inputs, held_targets = held
-    phase = Phase(name, model, model, loader, lambda: tasks.score_logits(
-        task, predict_inputs(model, held_inputs, device=device), held_targets), optimizer, generator, recipe.epochs,
+    held_logits: list[torch.Tensor] = list((resume_from or {}).get("held_logits", []))
+
+    def validate() -> tuple[float, float, torch.Tensor]:
+        held_logits.append(predict_inputs(model, held_inputs, device=device))
+        return tasks.score_logits(task, held_logits[-1], held_targets)
+
+    phase = Phase(name, model, model, loader, validate, optimizer, generator, recipe.epochs,
                   recipe.patience, label_smoothing=recipe.label_smoothing if task in tasks.SINGLE_LABEL else 0.0,
                   deadline=deadline, most_epochs=most_epochs)
     phase.scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(lambda: phase.epochs * len(loader), recipe.warmup))
     best = BestSoFar()
     history = fit(phase, task, best, device=device, on_epoch=on_epoch, resume_from=resume_from,
-                  on_checkpoint=on_checkpoint)
+                  on_checkpoint=lambda state: on_checkpoint({**state, "held_logits": held_logits}))
     model.load_state_dict(best.weights)
-    return history, best, phase
+    return history, best, phase, held_logits
