@@ -140,10 +140,16 @@ def load() -> str:
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def metric(row: dict, prefix: str) -> str:
+    """A leaderboard row's held-out (`selection_`) or validation (`validation_`) metric."""
+    return next(value for key, value in row.items() if key.startswith(prefix) and key != "selection_loss")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--budgets", default="2m,10m", help="budgets for every dataset (small images: also 3m)")
+    parser.add_argument("--budgets", default="2m,10m", help="budgets for every dataset (small images: also 3m; '' "
+                        "for none but that)")
     parser.add_argument("--fastai", default="10m", help="budgets fastai runs for ('' for none; small images: 3m)")
     args = parser.parse_args()
     print(f"{datetime.now():%Y-%m-%d %H:%M}; {cpu()}")
@@ -162,7 +168,7 @@ def main() -> None:
             else:
                 task = "multiclass" if name == "elpv-multiclass" else "binary"
                 data = elpv_folder(work / "data", task, 32 if name == "elpv-32" else None)
-            budgets = args.budgets.split(",") + (["3m"] if name in SMALL else [])
+            budgets = [b for b in args.budgets.split(",") if b] + (["3m"] if name in SMALL else [])
             fastai = [b for b in args.fastai.split(",") if b] + (["3m"] if name in SMALL and args.fastai else [])
             print(f"\n### {name}{anchor} (load average at the start: {load()})")
             print("| run | accuracy | macro F1 | seconds | chosen | px |")
@@ -184,8 +190,8 @@ def main() -> None:
                       f"{row['chosen']} | {row['size']} |", flush=True)
             for name_of_run, board in boards:  # held-out / validation metric, seconds, and why one was not tried
                 print(f"\nleaderboard of {name_of_run}: " + "; ".join(
-                    f"{r['candidate']}{' (chosen)' if r['chosen'] else ''} {list(r.values())[2] or '-'} / "
-                    f"{list(r.values())[3] or '-'} ({r['seconds']} s)" + (f" [{r['note']}]" if r['note'] else "")
+                    f"{r['candidate']}{' (chosen)' if r['chosen'] else ''} {metric(r, 'selection_') or '-'} / "
+                    f"{metric(r, 'validation_') or '-'} ({r['seconds']} s)" + (f" [{r['note']}]" if r['note'] else "")
                     for r in board))
             print(f"(load average at the end: {load()})")
 

@@ -37,6 +37,7 @@ def test_a_tiny_budget_finishes_within_it_and_leaves_a_valid_run(shapes_split: P
     assert "not tried: the images are smaller than efficientnet_lite0's 224 px input" in rows[2]["note"]
     chosen = [row for row in rows if row["chosen"] == "yes"]
     assert len(chosen) == 1 and chosen[0]["selection_accuracy"] and chosen[0]["validation_accuracy"]
+    assert float(chosen[0]["selection_loss"]) >= 0  # ties are broken by it
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["budget"]["chosen"] == chosen[0]["candidate"] and config["budget"]["seconds"] == 20
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -9,7 +9,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
