@@ -128,11 +128,10 @@ class FineTuningCandidate:
         features, groups = self.parts()
         model = Tuned(features, linear_head(job), self.recipe.batch_size)
         recipe = Recipe(**{**self.recipe.__dict__, "epochs": epochs})
-        history, best, phase, held_by_epoch = tune(model, groups, (train_inputs, job.targets(job.fit)),
-                                    (held_inputs, job.targets(job.held)), job.task, recipe, job.options.seed,
-                                    self.name, deadline, on_epoch, job.run.checkpoint.phase(self.name),
-                                    on_checkpoint or (lambda state: job.run.checkpoint.save_phase(self.name, state)),
-                                    job.device, MAX_EPOCHS)
+        history, best, phase, held_by_epoch = tune(
+            model, groups, (train_inputs, job.targets(job.fit)), (held_inputs, job.targets(job.held)), job.task,
+            recipe, job.options.seed, self.name, deadline, on_epoch, job.run.checkpoint.phase(self.name),
+            on_checkpoint or (lambda state: job.run.checkpoint.save_phase(self.name, state)), job.device, MAX_EPOCHS)
         held_logits = cross_fitted_epochs(held_by_epoch, job.targets(job.held), job.task, job.options.seed)
         val_logits = predict_inputs(model, val_inputs, device=job.device)
         model.cpu()
