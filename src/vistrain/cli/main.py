@@ -164,12 +164,13 @@ def training_options(command):
                      help="Spend at most this wall time (90s, 10m, 1h; the feature pass included) trying candidates "
                           "from the cheapest up — the frozen heads, a larger backbone's frozen features, the "
                           "backbone's last stages fine-tuned on cached activations, the whole backbone at the data's "
-                          "resolution — and keep the one that scores "
+                          "resolution, the best fine-tuned one averaged with the logistic head — and keep the one "
+                          "that scores "
                           "best on held-out training images; leaderboard.csv lists them. Without it, the frozen "
                           "head alone."),
         click.option("--candidates", default="", callback=_name_list, metavar="A,B,...", show_default=False,
-                     help="With --budget, try only these: logistic, mlp, larger-backbone, upper-stages, whole "
-                          "[default: all]."),
+                     help="With --budget, try only these: logistic, mlp, larger-backbone, upper-stages, whole, "
+                          "combined [default: all]."),
         DEVICE,
         click.option("--feature-stages", default="", callback=_stage_list, metavar="I,J,...",
                      help="Also pool these stages of the backbone's model.blocks (0-based; EfficientNet-Lite has 0-6) "
