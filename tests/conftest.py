@@ -10,6 +10,7 @@ import os
 import random
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from PIL import Image, ImageDraw
 from vistrain.cli import main
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+ONNX_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "onnx_predict.py"
 
 
 PROBE = Path(__file__).parent / "probe"  # sitecustomize.py: records each training job (see its docstring)
@@ -110,6 +112,15 @@ def without_distribution(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
         return installed(wanted)
 
     monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+
+
+def run_onnx_example(model: Path, images: list[Path]) -> list[str]:
+    """examples/onnx_predict.py's lines (`file class probability`) for `model` and `images`, run where importing
+    vistrain fails: onnxruntime, Pillow and numpy only."""
+    block_vistrain = ("import runpy, sys; sys.modules['vistrain'] = None; sys.argv = sys.argv[1:]; "
+                      "runpy.run_path(sys.argv[0], run_name='__main__')")
+    return subprocess.run([sys.executable, "-I", "-c", block_vistrain, ONNX_EXAMPLE, model, *images], check=True,
+                          capture_output=True, text=True).stdout.strip().splitlines()
 
 
 def write_class_folders(root: Path, per_class: int, classes=("circle", "square"), offset: int = 0,

@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import invoke, kill_when, shape_image, write_class_folders
+from conftest import invoke, kill_when, run_onnx_example, shape_image, write_class_folders
 from vistrain.model.predictor import Predictor
 from vistrain.model.run_dir import CHECKPOINT
 from vistrain.training.combined import try_combined
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "onnx_predict.py"
 
 
 @pytest.mark.slow
@@ -50,21 +49,31 @@ def test_a_tiny_budget_finishes_within_it_and_leaves_a_valid_run(shapes_split: P
     assert predicted.exit_code == 0 and len(json.loads(predicted.stdout)) == len(val)
 
 
+def large_shapes(root: Path) -> Path:
+    """240 px circles and squares: 20 a class for training, 6 for validation (at least the backbones' inputs)."""
+    write_class_folders(root / "train", 20, size=240)
+    write_class_folders(root / "val", 6, offset=500, size=240)
+    return root
+
+
+def predicted_as_recorded(run: Path, images: list[Path], cache: Path, tolerance: float) -> np.ndarray:
+    """The run's predictions for its validation `images` (their outputs), checked against its predictions.csv."""
+    predicted = Predictor.from_run(run).predict(images, cache, show_progress=False).outputs
+    saved = {r["file"]: float(r["prob_square"]) for r in csv.DictReader(open(run / "predictions.csv"))}
+    assert predicted[:, 1] == pytest.approx([saved[str(p)] for p in images], abs=tolerance)
+    return predicted
+
+
 @pytest.mark.slow
 def test_a_larger_backbones_head_predicts_with_it_and_is_settled_against_lite0_by_cross_validation(tmp_path: Path):
-    data = tmp_path / "data"
-    write_class_folders(data / "train", 20, size=240)
-    write_class_folders(data / "val", 6, offset=500, size=240)
+    data = large_shapes(tmp_path / "data")
     run = tmp_path / "larger"
     result = invoke("train", data, "--budget", "5m", "--candidates", "larger-backbone", "--out", run)
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())
     assert config["backbone"]["name"] == config["training"]["backbone"] == "efficientnet_lite2"
     assert config["preprocess"]["input_size"] == 260 and config["budget"]["chosen"] == "larger-backbone"
-    val = sorted((data / "val").glob("*/*.png"))
-    predicted = Predictor.from_run(run).predict(val, tmp_path / "cache", show_progress=False).outputs
-    saved = {r["file"]: float(r["prob_square"]) for r in csv.DictReader(open(run / "predictions.csv"))}
-    assert predicted[:, 1] == pytest.approx([saved[str(p)] for p in val], abs=1e-4)
+    predicted_as_recorded(run, sorted((data / "val").glob("*/*.png")), tmp_path / "cache", 1e-4)
 
     both = tmp_path / "both"
     result = invoke("train", data, "--budget", "5m", "--candidates", "logistic,larger-backbone", "--out", both)
@@ -89,9 +98,7 @@ def test_the_combined_candidate_is_one_model_that_predicts_and_exports_what_it_s
         return dataclasses.replace(outcome, selection=1.0, selection_loss=-1.0) if outcome.tried else outcome
 
     monkeypatch.setattr(budget, "try_combined", winning)
-    data = tmp_path / "data"
-    write_class_folders(data / "train", 20, size=240)
-    write_class_folders(data / "val", 6, offset=500, size=240)
+    data = large_shapes(tmp_path / "data")
     run = tmp_path / "run"
     result = invoke("train", data, "--budget", "5m", "--candidates", "logistic,upper-stages,combined", "--out", run)
     assert result.exit_code == 0, result.output
@@ -102,15 +109,10 @@ def test_the_combined_candidate_is_one_model_that_predicts_and_exports_what_it_s
     assert config["backbone"]["name"] == "efficientnet_lite0+efficientnet_lite0"
     assert config["backbone"]["feature_dim"] == 2560 and config["fine_tune"]["parts"] == ["upper-stages", "logistic"]
     val = sorted((data / "val").glob("*/*.png"))
-    predicted = Predictor.from_run(run).predict(val, tmp_path / "cache", show_progress=False).outputs
-    saved = {r["file"]: float(r["prob_square"]) for r in csv.DictReader(open(run / "predictions.csv"))}
-    assert predicted[:, 1] == pytest.approx([saved[str(p)] for p in val], abs=2e-3)  # fp16 activations aside
+    predicted = predicted_as_recorded(run, val, tmp_path / "cache", 2e-3)  # fp16 activations aside
     out = tmp_path / "model.onnx"
     assert invoke("export", run, "--out", out).exit_code == 0
-    block_vistrain = ("import runpy, sys; sys.modules['vistrain'] = None; sys.argv = sys.argv[1:]; "
-                      "runpy.run_path(sys.argv[0], run_name='__main__')")
-    output = subprocess.run([sys.executable, "-I", "-c", block_vistrain, EXAMPLE, out, *val], check=True,
-                            capture_output=True, text=True).stdout.strip().splitlines()
+    output = run_onnx_example(out, val)
     probabilities = np.array([float(line.rsplit(" ", 2)[2]) for line in output])
     assert probabilities == pytest.approx(predicted.max(1), abs=0.02)
 
@@ -139,18 +141,13 @@ def test_a_run_at_the_datas_small_resolution_predicts_and_exports_at_it(small_im
     config = json.loads((run / "config.json").read_text())
     assert config["preprocess"]["input_size"] == 64 and config["fine_tune"]["input_size"] == 64
     val = sorted((small_images / "val").glob("*/*.png"))
-    predicted = Predictor.from_run(run).predict(val, tmp_path / "cache", show_progress=False).outputs
-    saved = {r["file"]: float(r["prob_square"]) for r in csv.DictReader(open(run / "predictions.csv"))}
-    assert predicted[:, 1] == pytest.approx([saved[str(p)] for p in val], abs=2e-3)  # fp16 activations aside
+    predicted = predicted_as_recorded(run, val, tmp_path / "cache", 2e-3)  # fp16 activations aside
     for int8 in (False, True):
         out = tmp_path / f"model{'-int8' if int8 else ''}.onnx"
         assert invoke("export", run, "--out", out, *(["--int8"] if int8 else [])).exit_code == 0
         shape = onnx.load(out).graph.input[0].type.tensor_type.shape.dim
         assert [d.dim_value for d in shape[1:]] == [64, 64, 3]
-        block_vistrain = ("import runpy, sys; sys.modules['vistrain'] = None; sys.argv = sys.argv[1:]; "
-                          "runpy.run_path(sys.argv[0], run_name='__main__')")
-        output = subprocess.run([sys.executable, "-I", "-c", block_vistrain, EXAMPLE, out, *val], check=True,
-                                capture_output=True, text=True).stdout.strip().splitlines()
+        output = run_onnx_example(out, val)
         classes = [line.rsplit(" ", 2)[1] for line in output]
         probabilities = np.array([float(line.rsplit(" ", 2)[2]) for line in output])
         agree = np.mean([c == ["circle", "square"][row.argmax()] for c, row in zip(classes, predicted)])

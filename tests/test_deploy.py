@@ -7,8 +7,6 @@ import io
 import json
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -23,13 +21,12 @@ import skimage.data
 import torch
 from PIL import Image
 
-from conftest import SHARED_DATA, invoke, shape_image
+from conftest import SHARED_DATA, invoke, run_onnx_example, shape_image
 from vistrain.features.inputs import prepare_image
 from vistrain.model.predictor import Predictor
 from vistrain.deploy.limits import Limits
 from vistrain.deploy.serve import MicroBatcher, create_app
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "onnx_predict.py"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -118,11 +115,7 @@ def test_export_defaults_to_the_run_directory_and_refuses_a_missing_run(run: Pat
 @pytest.mark.slow
 def test_onnx_example_runs_without_vistrain(onnx_file: Path, photos, expected):
     """examples/onnx_predict.py with onnxruntime, Pillow and numpy only: importing vistrain there would fail."""
-    block_vistrain = ("import runpy, sys; sys.modules['vistrain'] = None; sys.argv = sys.argv[1:]; "
-                      "runpy.run_path(sys.argv[0], run_name='__main__')")
-    output = subprocess.run([sys.executable, "-I", "-c", block_vistrain, EXAMPLE, onnx_file, *photos],
-                            check=True, capture_output=True, text=True).stdout
-    lines = output.strip().splitlines()
+    lines = run_onnx_example(onnx_file, photos)
     assert len(lines) == len(photos)
     for line, path, row in zip(lines, photos, expected):
         file, name, probability = line.rsplit(" ", 2)
@@ -151,13 +144,10 @@ def test_int8_export_is_small_reports_its_agreement_and_runs_with_onnxruntime_al
     assert check["images"] == 16 and check["calibration_images"] == 32  # the run's val images; its training images
     assert f"{out.stat().st_size / 1e6:.2f} MB" in result.stderr and f"{check['top1_agreement']:.1%}" in result.stderr
     photos = sorted((shapes_split / "val").glob("*/*.png"))
-    block_vistrain = ("import runpy, sys; sys.modules['vistrain'] = None; sys.argv = sys.argv[1:]; "
-                      "runpy.run_path(sys.argv[0], run_name='__main__')")
-    output = subprocess.run([sys.executable, "-I", "-c", block_vistrain, EXAMPLE, out, *photos],
-                            check=True, capture_output=True, text=True).stdout
+    lines = run_onnx_example(out, photos)
     predicted = Predictor.from_run(run).predict(photos, tmp_path / "cache", show_progress=False).outputs
     same = [line.rsplit(" ", 2)[1] == ["circle", "square"][row.argmax()]
-            for line, row in zip(output.strip().splitlines(), predicted, strict=True)]
+            for line, row in zip(lines, predicted, strict=True)]
     assert check["top1_agreement"] >= 0.99 and np.mean(same) >= check["top1_agreement"]
     assert invoke("export", run, "--int8", "--format", "torchscript").exit_code != 0
 
