@@ -120,8 +120,14 @@ def vistrain_row(data: Path, budget: str | None, scratch: Path, exports: Path) -
     leaderboard = list(csv.DictReader(board.open())) if board.exists() else []
     return {"leaderboard": leaderboard, "row": f"vistrain {'--budget ' + budget if budget else 'default'}", "accuracy": metrics["accuracy"],
             "macro_f1": metrics["macro_f1"], "seconds": seconds,
-            "chosen": config.get("budget", {}).get("chosen", f"{config['head']['kind']} head (no budget)"),
+            "chosen": config.get("budget", {}).get("chosen", f"{config['head']['kind']} head (no budget)") + epochs_run(config),
             "size": config["preprocess"]["input_size"]}
+
+
+def epochs_run(config: dict) -> str:
+    """", N of M epochs" for a chosen fine-tuned candidate (config.json's `fine_tune`), else ""."""
+    tuned = config.get("fine_tune") or {}
+    return f", {tuned['epochs_run']} of {tuned['epochs_planned']} epochs" if "epochs_run" in tuned else ""
 
 
 def fastai_row(data: Path, size: int, budget: str) -> dict:
