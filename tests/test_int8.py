@@ -139,7 +139,9 @@ def test_the_torch_engine_refuses_int8(photos, precision: Precision, tmp_path: P
 @pytest.fixture(scope="module")
 def int8_run(shapes_split: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "int8"
-    result = invoke("train", shapes_split, "--out", out, "--epochs", "15", "--seed", "1", "--precision", "int8")
+    cache = tmp_path_factory.mktemp("int8-cache")  # its own: every feature is computed whatever ran before
+    result = invoke("train", shapes_split, "--out", out, "--epochs", "15", "--seed", "1", "--precision", "int8",
+                    "--cache-dir", cache)
     assert result.exit_code == 0, result.output
     assert json.loads((out / "metrics.json").read_text())["timing"]["features_computed"] == 48
     return out
