@@ -38,11 +38,9 @@ from vistrain.backbones import get_backbone
 from vistrain.core.files import default_cache_dir
 from vistrain.data.datasets import load_dataset
 from vistrain.data.samples import SINGLE_LABEL, DataError, Dataset, Skipped
-from vistrain.features.cpu import resolve_precision
 from vistrain.features.extract import extract_features
 from vistrain.features.int8 import calibration_set
-from vistrain.features.precision import Precision
-from vistrain.features.runtime import int8_or_fp32
+from vistrain.features.runtime import chosen_precision
 from vistrain.model.linear import out_of_sample
 from vistrain.model.predictions import Predictions
 
@@ -101,11 +99,8 @@ def audit(source: str | Path, task: str = "auto", image_root: Path | None = None
                            decisions=decisions)
     model = get_backbone(backbone)
     samples = dataset.train + dataset.val
-    chosen, why = resolve_precision(precision)
-    calibration = calibration_set([s.path for s in dataset.train], seed) if chosen == "int8" else ()
-    computed = Precision(chosen, calibration)
-    if why != "asked for":
-        computed = int8_or_fp32(model, cache_dir or default_cache_dir(), computed)
+    calibration = calibration_set([s.path for s in dataset.train], seed)
+    computed, _ = chosen_precision(precision, calibration, model, cache_dir or default_cache_dir())
     features = extract_features([s.path for s in samples], model, model.preprocess, cache_dir,
                                 show_progress=show_progress, precision=computed)
     started = time.perf_counter()

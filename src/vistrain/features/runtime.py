@@ -20,6 +20,7 @@ from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.files import make_folder, sha256_text, write_atomic
 from vistrain.core.messages import warn
 from vistrain.features.inputs import backbone_inputs
+from vistrain.features.cpu import resolve_precision
 from vistrain.features.int8 import Int8Unfaithful, configure, int8_model_path, quantize_features
 from vistrain.features.precision import FP32, Precision
 
@@ -99,6 +100,16 @@ def feature_session(backbone: Backbone, preprocess: Preprocess, directory: Path,
     int8 = int8_model_path(path, precision)
     return _load(int8, lambda: quantize_features(path, int8, precision, preprocess, INPUT, options), options,
                  "int8 model", "quantising it again")
+
+
+def chosen_precision(asked: str, calibration: tuple[tuple[str, str], ...], backbone: Backbone, directory: Path,
+                     trains_backbone: bool = False) -> tuple[Precision, str]:
+    """(the precision `asked` for ("auto", "fp32" or "int8") resolves to, why): `cpu.resolve_precision`'s
+    choice, calibrated on `calibration` when int8; under auto, fp32 when its int8 models fail their check
+    (`int8_or_fp32`)."""
+    name, why = resolve_precision(asked, trains_backbone)
+    precision = Precision(name, calibration if name == "int8" else ())
+    return (precision if why == "asked for" else int8_or_fp32(backbone, directory, precision)), why
 
 
 def int8_or_fp32(backbone: Backbone, directory: Path, precision: Precision) -> Precision:

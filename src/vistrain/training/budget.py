@@ -80,7 +80,7 @@ def check_budget_options(options: TrainOptions) -> None:
         return
     if options.fine_tune:
         raise OptionError("{budget} decides itself what to fine-tune; drop {fine_tune}")
-    if options.precision != "fp32":
+    if options.precision == "int8":
         raise OptionError("{budget} fine-tunes in fp32; drop {precision} int8")
 
 

@@ -21,10 +21,8 @@ from vistrain.core.messages import LOG, say, warn
 from vistrain.data.class_names import class_labels, name_classes
 from vistrain.data.datasets import load_dataset
 from vistrain.data.samples import Dataset, Skipped
-from vistrain.features.cpu import resolve_precision
 from vistrain.features.int8 import calibration_set
-from vistrain.features.precision import Precision
-from vistrain.features.runtime import int8_model_files, int8_or_fp32
+from vistrain.features.runtime import chosen_precision, int8_model_files
 from vistrain.features.transforms import Augmentation
 from vistrain.model import run_dir, tasks
 from vistrain.model.metrics import HEADLINE, task_metrics, tune_thresholds
@@ -78,8 +76,6 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     options = options or TrainOptions()
     if options.precision == "int8" and options.fine_tune:
         raise OptionError("{fine_tune} trains the backbone in fp32; int8 features are for a frozen backbone")
-    chosen, why = resolve_precision(options.precision, trains_backbone=bool(options.fine_tune or options.budget))
-    options = replace(options, precision=chosen)  # the checkpoint and config.json record what `auto` chose
     device = resolve_device(options.device)  # before the data is read: a missing GPU stops the run at once
     check_budget_options(options)
     cache_dir = make_folder(cache_dir or default_cache_dir(), "the feature cache")  # a bad one stops us before the run
@@ -90,16 +86,15 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
     backbone = with_stages(get_backbone(options.backbone), tuple(options.feature_stages))
     # Seeded training images: the int8 backbone's calibration, or `export --int8`'s later.
     calibration = calibration_set([s.path for s in dataset.train], options.seed)
-    precision = Precision(options.precision, calibration if options.precision == "int8" else ())
-    if why != "asked for":
-        precision = int8_or_fp32(backbone, cache_dir, precision)
-        chosen, options = precision.name, replace(options, precision=precision.name)
+    precision, why = chosen_precision(options.precision, calibration, backbone, cache_dir,
+                                      trains_backbone=bool(options.fine_tune or options.budget))
+    options = replace(options, precision=precision.name)  # the checkpoint and config.json record what `auto` chose
     run = start_run(data, out, options, overwrite, image_root, decisions, checkpoint, class_names, device)
     run.started, run.on_epoch = started, on_epoch
     try:
         describe_data(dataset, class_names)
-        if why != "asked for" and chosen != "fp32":  # fp32 runs say what they always said
-            say(f"precision: {chosen} ({why})")
+        if why != "asked for" and precision.name != "fp32":  # fp32 runs say what they always said
+            say(f"precision: {precision.name} ({why})")
         features = compute_features(dataset, backbone, precision, cache_dir, options.augment_views, run.context,
                                     show_progress, run.device)
         if precision.name == "int8" and run.context.is_main:
