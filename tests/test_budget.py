@@ -3,6 +3,7 @@ resolution that predicts and exports at that size, and upper-stage fine-tuning r
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -16,15 +17,26 @@ import pytest
 import torch
 
 from conftest import invoke, kill_when, run_onnx_example, shape_image, write_class_folders
+from vistrain.features import activations
 from vistrain.model.predictor import Predictor
 from vistrain.model.run_dir import CHECKPOINT
+from vistrain.training import fine_tuning
 from vistrain.training.combined import try_combined
 
 
 
 @pytest.mark.slow
-def test_a_tiny_budget_finishes_within_it_and_leaves_a_valid_run(shapes_split: Path, tmp_path: Path):
+def test_a_tiny_budget_finishes_within_it_and_leaves_a_valid_run(shapes_split: Path, tmp_path: Path, monkeypatch):
     assert invoke("train", shapes_split, "--out", tmp_path / "plain").exit_code == 0  # the features, cached
+    bars = []  # (label, total, shown) of each progress bar the budget's long steps ask for
+
+    @contextlib.contextmanager
+    def recorded(label: str, total: int, show: bool = True):
+        bars.append((label, total, show))
+        yield lambda n: None
+
+    for module in (activations, fine_tuning):
+        monkeypatch.setattr(module, "progress_bar", recorded)
     started = time.perf_counter()
     result = invoke("train", shapes_split, "--budget", "20s", "--out", tmp_path / "run", "--seed", "1")
     elapsed = time.perf_counter() - started
@@ -44,6 +56,10 @@ def test_a_tiny_budget_finishes_within_it_and_leaves_a_valid_run(shapes_split: P
     report = (tmp_path / "run" / "report.html").read_text()
     assert 'id="leaderboard"' in report and all(row["candidate"] in report for row in rows)
     assert "leaderboard" in result.output and chosen[0]["candidate"] in result.output
+    # the command shows progress for the upper stages' activations of the fit images and the whole backbone's decoding
+    fit_images = len(list((shapes_split / "train").glob("*/*.png"))) - config["budget"]["held_out_images"]
+    shown = {(label.split(" (")[0].removesuffix(" at 96 px"), total) for label, total, show in bars if show}
+    assert {("activations of the lower stages", fit_images), ("decoding", fit_images)} <= shown, bars
     val = sorted((shapes_split / "val").glob("*/*.png"))
     predicted = invoke("predict", tmp_path / "run", *val, "--format", "json")
     assert predicted.exit_code == 0 and len(json.loads(predicted.stdout)) == len(val)

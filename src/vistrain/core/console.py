@@ -10,10 +10,12 @@ a name printed without `shown` is still harmless; error messages get it in `vist
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator
 
 from rich.console import Console, ConsoleOptions, RenderableType
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.segment import Segment
 
 # C0 controls, DEL, C1 controls, bidirectional marks and overrides, and the lone surrogates Python gives the bytes
@@ -55,3 +57,13 @@ class _PrintableConsole(Console):
 
 console = _PrintableConsole(stderr=True, highlight=False, soft_wrap=True)  # long paths stay on one line
 results = _PrintableConsole(highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def progress_bar(label: str, total: int, show: bool = True) -> Iterator[Callable[[int], None]]:
+    """A progress bar of `total` items on `console`, gone once done, drawn only when `show` (the library is quiet:
+    its commands show it); yields `advance(n)`, to call as n more items are done."""
+    columns = [TextColumn(shown(label)), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=not show, transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)

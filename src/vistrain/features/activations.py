@@ -26,6 +26,7 @@ import numpy as np
 
 from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
+from vistrain.core.console import progress_bar
 from vistrain.core.files import make_folder, sha256_text
 from vistrain.features.runtime import INPUT, onnx_bytes
 
@@ -197,12 +198,12 @@ class Activations:
 
 
 def cached_activations(paths: list[Path], digests: list[str], backbone: Backbone, preprocess: Preprocess,
-                       views: list[str], cut: int, cache_dir: Path, progress: Callable[[int, int], None] | None = None,
+                       views: list[str], cut: int, cache_dir: Path, show_progress: bool = False,
                        batch_size: int = 32) -> Activations:
     """The lower-stage activations of every image in every view, from the cache; the missing ones computed (each
     image decoded once for all its views) and cached batch by batch. A file that cannot be read any more raises
     `UnreadableImage` (the training job's features step has already left out those it could not read).
-    `progress(done, total)` is told as batches finish."""
+    `show_progress`: a progress bar of the images computed."""
     import time
 
     from vistrain.data.images import UnreadableImage, load_rgb
@@ -228,12 +229,13 @@ def cached_activations(paths: list[Path], digests: list[str], backbone: Backbone
                                if any(digests[i] not in have[view] for i in positions)}
 
         batches = [missing[start : start + batch_size] for start in range(0, len(missing), batch_size)]
-        for positions, outputs in in_threads(batches, compute, at_once):
-            for view, values in outputs.items():
-                caches[view].put_many([digests[i] for i in positions], values)
-            computed += len(positions)
-            if progress:
-                progress(computed, len(missing))
+        label = f"activations of the lower stages ({', '.join(views)})"
+        with progress_bar(label, len(missing), show_progress and bool(missing)) as advance:
+            for positions, outputs in in_threads(batches, compute, at_once):
+                for view, values in outputs.items():
+                    caches[view].put_many([digests[i] for i in positions], values)
+                computed += len(positions)
+                advance(len(positions))
         rows = {view: cache.rows(unique) for view, cache in caches.items()}
         lost = [paths[i] for i, d in enumerate(digests) if any(d not in rows[v] for v in views)]
         if lost:

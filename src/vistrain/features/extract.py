@@ -21,11 +21,10 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from vistrain.backbones import Backbone, BackboneUnavailable
 from vistrain.backbones.preprocess import Preprocess
-from vistrain.core.console import console
+from vistrain.core.console import progress_bar
 from vistrain.core.device import HalvingBatches, ignore
 from vistrain.core.files import default_cache_dir, sha256_file
 from vistrain.core.messages import warn
@@ -279,12 +278,10 @@ def _compute_into_cache(files: _ImageFiles, forwards: dict[int, Callable[[torch.
     total = len(files.paths)
     batches = [range(start, min(start + batch_size, total)) for start in range(0, total, batch_size)]
     failures: dict[int, str] = {}
-    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=not show_progress, transient=True) as progress:
-        task = progress.add_task("features", total=total)
+    with progress_bar(label, total, show_progress) as advance:
         for positions, (computed, bad) in zip(batches, in_threads(batches, compute, at_once)):
             failures.update(bad)
             for i, (where, vectors) in computed.items():
                 caches[i].put_many({files.digests[p]: row for p, row in zip(where, vectors)})
-            progress.advance(task, len(positions))
+            advance(len(positions))
     return failures

@@ -85,15 +85,15 @@ def check_budget_options(options: TrainOptions) -> None:
 
 
 def budget_step(features: FeatureSet, dataset: Dataset, backbone: Backbone, options: TrainOptions, run: Run,
-                 cache_dir: Path, device: torch.device = torch.device("cpu")) -> Trained:
+                 cache_dir: Path, device: torch.device = torch.device("cpu"), show_progress: bool = False) -> Trained:
     """Try the candidates within `options.budget` seconds (counted from the run's start) and return the chosen
-    one as the training's result, with the leaderboard."""
+    one as the training's result, with the leaderboard (`show_progress`: progress bars for the long steps)."""
     if run.context.active:
         raise OptionError("{budget} runs in one process, not under torchrun")
     state = run.checkpoint.state.setdefault("budget", {"spent": 0.0, "done": {}, "plans": {}})
     clock = Clock(options.budget, run.started, state["spent"])
     fit, held = inner_split(dataset.task, features.train[1], options.seed)
-    job = Job(features, dataset, backbone, options, run, fit, held, cache_dir, device)
+    job = Job(features, dataset, backbone, options, run, fit, held, cache_dir, device, show_progress)
     wanted = options.candidates or CANDIDATES
     outcomes: dict[str, Outcome] = {}
 

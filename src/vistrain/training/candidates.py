@@ -50,6 +50,7 @@ class Job:
     held: np.ndarray  # rows of features.train each candidate is chosen by
     cache_dir: Path
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    show_progress: bool = False  # progress bars for what takes long (activations, decoding, features)
     digests: dict[Path, str] = field(default_factory=dict)
 
     @property
@@ -186,7 +187,7 @@ def label_keeping_views(job: Job, reference: nn.Module) -> tuple[list[str], dict
     model = job.backbone.build_feature_extractor()
     cut = default_cut(model)
     activations = cached_activations(paths, job.digests_of(paths), job.backbone, job.backbone.preprocess,
-                                     list(tested), cut, job.cache_dir)
+                                     list(tested), cut, job.cache_dir, job.show_progress)
     from vistrain.training.tuning import UpperStages
 
     upper, targets = UpperStages(model, cut).eval(), job.targets(rows).numpy()

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from vistrain.backbones.preprocess import Preprocess
+from vistrain.core.console import progress_bar
 from vistrain.core.device import autocast
 from vistrain.data.images import load_rgb
 from vistrain.features.activations import cached_activations, default_cut, lower_part
@@ -193,7 +194,7 @@ class UpperStagesCandidate(FineTuningCandidate):
 
         def activations(paths: list, kept: list[str]) -> ActivationInputs:
             return ActivationInputs(cached_activations(paths, job.digests_of(paths), job.backbone, self.preprocess,
-                                                       kept, self.cut, job.cache_dir))
+                                                       kept, self.cut, job.cache_dir, job.show_progress))
 
         fit_paths = [job.train_paths[i] for i in job.fit]
         held_paths = [job.train_paths[i] for i in job.held]
@@ -240,7 +241,12 @@ class WholeCandidate(FineTuningCandidate):
         normalize = PixelNormalize(self.preprocess)
 
         def decoded(paths: list) -> torch.Tensor:
-            return torch.stack([transform(load_rgb(path, reduce_to=self.preprocess.resize_size)) for path in paths])
+            images = []
+            with progress_bar(f"decoding at {self.preprocess.input_size} px", len(paths), job.show_progress) as advance:
+                for path in paths:
+                    images.append(transform(load_rgb(path, reduce_to=self.preprocess.resize_size)))
+                    advance(1)
+            return torch.stack(images)
 
         return (PixelInputs(decoded([job.train_paths[i] for i in job.fit]), normalize, views),
                 PixelInputs(decoded([job.train_paths[i] for i in job.held]), normalize, ["identity"]),

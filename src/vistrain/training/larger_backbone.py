@@ -66,8 +66,8 @@ def larger_backbone(job: Job, data_preprocess: Preprocess) -> tuple[Backbone | N
 
 def features_of(job: Job, backbone: Backbone, paths: list[Path]) -> Features:
     """fp32 features of `paths` by `backbone`, from the cache or computed on the job's device."""
-    return extract_features(paths, backbone, backbone.preprocess, cache_dir=job.cache_dir, show_progress=False,
-                            device=job.device)
+    return extract_features(paths, backbone, backbone.preprocess, cache_dir=job.cache_dir,
+                            show_progress=job.show_progress, device=job.device)
 
 
 def feature_set(job: Job, backbone: Backbone) -> FeatureSet | None:

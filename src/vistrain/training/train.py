@@ -100,7 +100,7 @@ def train(data: str | Path, out: str | Path | None = None, options: TrainOptions
         if precision.name == "int8" and run.context.is_main:
             run_dir.save_int8_models(run.path, int8_model_files(backbone, backbone.preprocess, cache_dir, precision))
         if options.budget:
-            trained = budget_step(features, dataset, backbone, options, run, cache_dir, run.device)
+            trained = budget_step(features, dataset, backbone, options, run, cache_dir, run.device, show_progress)
         else:
             trained = train_head(features, dataset, backbone, options, run)
         if options.fine_tune:
