@@ -19,8 +19,8 @@ from vistrain.backbones import Backbone
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.files import make_folder, sha256_text, write_atomic
 from vistrain.core.messages import warn
-from vistrain.features.inputs import backbone_inputs
 from vistrain.features.cpu import resolve_precision
+from vistrain.features.inputs import backbone_inputs
 from vistrain.features.int8 import Int8Unfaithful, configure, int8_model_path, quantize_features
 from vistrain.features.precision import FP32, Precision
 
