@@ -206,7 +206,7 @@ def cached_activations(paths: list[Path], digests: list[str], backbone: Backbone
     `show_progress`: a progress bar of the images computed."""
     import time
 
-    from vistrain.data.images import UnreadableImage, load_rgb
+    from vistrain.data.images import UnreadableImage, load_pixels
     from vistrain.features.extract import extraction_threads, in_threads
     from vistrain.features.transforms import eval_transform
 
@@ -224,7 +224,8 @@ def cached_activations(paths: list[Path], digests: list[str], backbone: Backbone
         def compute(positions: list[int]) -> tuple[list[int], dict[str, np.ndarray]]:
             import torch
 
-            pixels = torch.stack([transform(load_rgb(paths[i], reduce_to=preprocess.resize_size)) for i in positions])
+            pixels = torch.stack([transform(load_pixels(paths[i], reduce_to=preprocess.resize_size)[0])
+                                  for i in positions])
             return positions, {view: forward(view_pixels(pixels, view)) for view in views
                                if any(digests[i] not in have[view] for i in positions)}
 

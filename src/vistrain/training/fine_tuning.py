@@ -20,7 +20,7 @@ from torch import nn
 from vistrain.backbones.preprocess import Preprocess
 from vistrain.core.console import progress_bar
 from vistrain.core.device import autocast
-from vistrain.data.images import load_rgb
+from vistrain.data.images import load_pixels
 from vistrain.features.activations import cached_activations, default_cut, lower_part
 from vistrain.features.extract import extraction_threads
 from vistrain.features.transforms import PixelNormalize, eval_transform
@@ -93,7 +93,7 @@ class FineTuningCandidate:
         sample = self.job.train_paths[:4]
         started = time.perf_counter()
         for path in sample:
-            transform(load_rgb(path, reduce_to=self.preprocess.resize_size))
+            transform(load_pixels(path, reduce_to=self.preprocess.resize_size)[0])
         self.decode_seconds = (time.perf_counter() - started) / max(1, len(sample))
         features, groups = copy.deepcopy(self.parts())
         model = Tuned(features, linear_head(self.job), self.recipe.batch_size).to(self.job.device)
@@ -244,7 +244,7 @@ class WholeCandidate(FineTuningCandidate):
             images = []
             with progress_bar(f"decoding at {self.preprocess.input_size} px", len(paths), job.show_progress) as advance:
                 for path in paths:
-                    images.append(transform(load_rgb(path, reduce_to=self.preprocess.resize_size)))
+                    images.append(transform(load_pixels(path, reduce_to=self.preprocess.resize_size)[0]))
                     advance(1)
             return torch.stack(images)
 
